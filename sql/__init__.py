@@ -1,0 +1,1 @@
+"""The canonlog schema migrations, shipped as package data."""

@@ -1,0 +1,106 @@
+"""Every port of the application layer, as Protocols the adapters implement."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from canonlog.domain.errors import CanonlogError
+from canonlog.domain.events import (
+    AppendRequest,
+    Head,
+    LedgerState,
+    RecordedEvent,
+    WriterGrant,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    """The events one append request produced, or produced before when replayed.
+
+    ``replayed`` is true when the execution id had been recorded with the same
+    request: the events are the originals, with their original sequences and hashes.
+    """
+
+    events: tuple[RecordedEvent, ...]
+    replayed: bool = False
+
+
+#: What one request of a batch came to: its result, or the error that refused it alone.
+AppendOutcome = AppendResult | CanonlogError
+
+#: Called with the number of events handled so far during a long operation.
+ProgressCallback = Callable[[int], None]
+
+
+class EventLog(Protocol):
+    """A ledger store whose integrity rules are enforced below the caller.
+
+    Every adapter (PostgreSQL via asyncpg or psycopg, in-memory) assigns gap-free
+    sequences, computes the hash chain by the same specification and raises the
+    same errors; tests/contract holds the specification all of them pass.
+    """
+
+    async def acquire_grant(self, ledger_id: str, writer_id: str) -> WriterGrant:
+        """Takes the ledger's write grant, creating the ledger if it is new.
+
+        A new ledger, a released grant or the same writer id restarting gets the
+        next epoch, recorded as a ``canonlog.writer_granted`` event. Raises
+        GrantUnavailable when another writer holds it and SystemHalted when the
+        ledger is halted.
+        """
+        ...
+
+    async def release_grant(self, grant: WriterGrant) -> None:
+        """Gives the grant up cleanly, recorded in the chain; raises StaleWriter if not held."""
+        ...
+
+    async def append_batch(
+        self, grant: WriterGrant, requests: Sequence[AppendRequest]
+    ) -> list[AppendOutcome]:
+        """Appends many requests in one transaction, each succeeding or failing alone.
+
+        Returns one outcome per request, in order. A request refused for its own
+        reasons (ConcurrencyConflict, IdempotencyConflict, InvalidEvent) writes
+        nothing and takes no sequence number. Raises, writing nothing at all, when
+        the whole batch is refused: SystemHalted, StaleWriter, LedgerNotFound.
+        """
+        ...
+
+    async def append(self, grant: WriterGrant, request: AppendRequest) -> AppendResult:
+        """Appends one request atomically; raises the error that refused it."""
+        ...
+
+    async def read_stream(
+        self, ledger_id: str, stream_id: str, *, from_version: int = 1, limit: int | None = None
+    ) -> list[RecordedEvent]:
+        """Returns a stream's events from from_version on, oldest first."""
+        ...
+
+    async def read_all(
+        self, ledger_id: str, *, after: int = 0, limit: int = 1000
+    ) -> list[RecordedEvent]:
+        """Returns up to limit events with sequence greater than after, in sequence order."""
+        ...
+
+    async def head(self, ledger_id: str) -> Head:
+        """Returns the newest sequence and hash; sequence 0 and the genesis hash when empty."""
+        ...
+
+    async def ledger_state(self, ledger_id: str) -> LedgerState:
+        """Returns the grant and halt flag; raises LedgerNotFound for an unknown ledger."""
+        ...
+
+    async def halt(self, ledger_id: str, reason: str, actor: str) -> bool:
+        """Halts the ledger with a chained event; returns False if it was already halted."""
+        ...
+
+    async def resume(self, ledger_id: str, actor: str, evidence: dict[str, Any]) -> bool:
+        """Resumes a halted ledger with a chained event; returns False if it was not halted."""
+        ...
+
+    async def close(self) -> None:
+        """Releases connections; the log is unusable afterwards."""
+        ...

@@ -1,0 +1,140 @@
+"""Canonical JSON: the one byte form of a payload that canonlog stores and hashes.
+
+A payload is a JSON object. Its canonical form (version 1) is UTF-8 JSON with
+object keys sorted by code point, no insignificant whitespace, the minimal
+string escapes of RFC 8259 (``\\"``, ``\\\\``, ``\\b \\f \\n \\r \\t`` and
+``\\u00XX`` for other control characters; everything else literal), integers in
+plain decimal and finite floats in their shortest round-trip form. Two payloads
+that mean the same JSON object have the same canonical bytes, which is what
+idempotent retries compare. The full rules are in docs/reference/hash-spec.md.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from typing import Any, Final
+
+from canonlog.domain.errors import InvalidEvent
+
+#: Integers must fit a signed 64-bit value, the range every JSON consumer can hold exactly
+#: in at least one native type.
+INT_MIN: Final = -(2**63)
+INT_MAX: Final = 2**63 - 1
+MAX_DEPTH: Final = 64
+
+JsonObject = Mapping[str, Any]
+RawJson = JsonObject | bytes | bytearray | memoryview | str
+
+
+def canonical_json(value: RawJson, *, what: str = "payload", max_bytes: int | None = None) -> bytes:
+    """Returns the canonical bytes of a JSON object given as a mapping or as JSON text.
+
+    Raises InvalidEvent naming the problem and where it is: not an object, invalid
+    UTF-8, duplicate keys, U+0000 or lone surrogates in strings, non-finite or
+    out-of-range numbers, nesting deeper than MAX_DEPTH, or more than max_bytes.
+    """
+    if isinstance(value, (bytes, bytearray, memoryview, str)):
+        parsed = _parse(value, what)
+    elif isinstance(value, Mapping):
+        parsed = value
+    else:
+        raise InvalidEvent(f"{what} must be a JSON object, got {type(value).__name__}")
+    if not isinstance(parsed, Mapping):
+        raise InvalidEvent(f"{what} must be a JSON object, got {_json_kind(parsed)}")
+    _check(parsed, what, 0)
+    encoded = json.dumps(
+        parsed, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    ).encode("utf-8")
+    if max_bytes is not None and len(encoded) > max_bytes:
+        raise InvalidEvent(f"{what} is {len(encoded)} bytes in canonical form; the limit is {max_bytes}")
+    return encoded
+
+
+def _parse(raw: bytes | bytearray | memoryview | str, what: str) -> Any:
+    if isinstance(raw, str):
+        text = raw
+    else:
+        try:
+            text = bytes(raw).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InvalidEvent(f"{what} is not valid UTF-8 (byte {exc.start})") from exc
+    try:
+        return json.loads(
+            text,
+            object_pairs_hook=lambda pairs: _unique_keys(pairs, what),
+            parse_constant=lambda name: _reject_constant(name, what),
+            parse_float=lambda digits: _parse_float(digits, what),
+        )
+    except json.JSONDecodeError as exc:
+        raise InvalidEvent(f"{what} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from exc
+    except RecursionError as exc:
+        raise InvalidEvent(f"{what} nests deeper than {MAX_DEPTH} levels") from exc
+
+
+def _unique_keys(pairs: list[tuple[str, Any]], what: str) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, item in pairs:
+        if key in result:
+            raise InvalidEvent(f"{what} has the key {key!r} twice in one object")
+        result[key] = item
+    return result
+
+
+def _reject_constant(name: str, what: str) -> Any:
+    raise InvalidEvent(f"{what} contains {name}, which is not a JSON number")
+
+
+def _parse_float(digits: str, what: str) -> float:
+    number = float(digits)
+    if not math.isfinite(number):
+        raise InvalidEvent(f"{what} contains the number {digits}, which is out of range for a double")
+    return number
+
+
+def _check(value: Any, path: str, depth: int) -> None:
+    if depth > MAX_DEPTH:
+        raise InvalidEvent(f"{path} nests deeper than {MAX_DEPTH} levels")
+    if isinstance(value, str):
+        _check_string(value, path)
+    elif value is None or isinstance(value, bool):
+        return
+    elif isinstance(value, int):
+        if not INT_MIN <= value <= INT_MAX:
+            raise InvalidEvent(f"{path} is the integer {value}, outside the signed 64-bit range")
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise InvalidEvent(f"{path} is {value}, which is not a finite number")
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise InvalidEvent(f"{path} has a key of type {type(key).__name__}; keys must be strings")
+            _check_string(key, f"{path} key {key!r}")
+            _check(item, f"{path}.{key}", depth + 1)
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            _check(item, f"{path}[{index}]", depth + 1)
+    else:
+        raise InvalidEvent(f"{path} is a {type(value).__name__}, which is not a JSON value")
+
+
+def _check_string(text: str, path: str) -> None:
+    if "\x00" in text:
+        raise InvalidEvent(f"{path} contains U+0000, which PostgreSQL cannot store")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidEvent(f"{path} contains a lone surrogate at character {exc.start}") from exc
+
+
+def _json_kind(value: Any) -> str:
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, str):
+        return "a string"
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    return "a number"

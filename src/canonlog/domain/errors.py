@@ -1,0 +1,123 @@
+"""Every error canonlog raises, under one root.
+
+The database raises its own SQLSTATEs (class ``CL``, listed in
+``docs/reference/sqlstates.md``); each adapter maps them to these classes at a
+single choke point, so callers never see a driver exception.
+"""
+
+from __future__ import annotations
+
+
+class CanonlogError(Exception):
+    """Root of every canonlog error."""
+
+    #: SQLSTATE the database raises for this condition, when there is one.
+    sqlstate: str | None = None
+
+
+class InvalidEvent(CanonlogError, ValueError):
+    """An event or request is malformed; nothing was written."""
+
+    sqlstate = "CL020"
+
+
+class ConcurrencyConflict(CanonlogError):
+    """The stream is not at the version the caller expected; nothing was written."""
+
+    sqlstate = "CL010"
+
+    def __init__(self, message: str, *, stream_id: str = "", expected: object = None,
+                 actual: int | None = None) -> None:
+        super().__init__(message)
+        self.stream_id = stream_id
+        self.expected = expected
+        self.actual = actual
+
+
+class StaleWriter(CanonlogError):
+    """The writer id or epoch is not the ledger's current grant; nothing was written."""
+
+    sqlstate = "CL011"
+
+
+class SystemHalted(CanonlogError):
+    """The ledger is halted; nothing was written and the write must not be retried."""
+
+    sqlstate = "CL012"
+
+    def __init__(self, message: str, *, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class IdempotencyConflict(CanonlogError):
+    """The execution id was used before with a different request; nothing was written."""
+
+    sqlstate = "CL013"
+
+
+class GrantUnavailable(CanonlogError):
+    """Another writer holds the grant; only a clean hand-over or a ceremony moves it."""
+
+    sqlstate = "CL014"
+
+
+class LedgerNotFound(CanonlogError, LookupError):
+    """The ledger has never been created."""
+
+    sqlstate = "CL015"
+
+
+class AppendOnlyViolation(CanonlogError):
+    """Something tried to change or remove recorded history."""
+
+    sqlstate = "CL001"
+
+
+class DirectInsertRefused(AppendOnlyViolation):
+    """A row was inserted without going through the append function."""
+
+    sqlstate = "CL004"
+
+
+class IsolationLevelRefused(CanonlogError):
+    """The append path runs only under READ COMMITTED, where each statement sees the newest head."""
+
+    sqlstate = "CL016"
+
+
+class TamperDetected(CanonlogError):
+    """Recorded history does not match its hash chain or a trusted checkpoint."""
+
+
+class SchemaIntegrityError(CanonlogError):
+    """The integrity triggers or functions are missing, disabled or modified."""
+
+
+class MigrationError(CanonlogError):
+    """A migration could not be applied, or an applied one was changed."""
+
+
+class StorageError(CanonlogError):
+    """The storage backend failed in a way canonlog does not classify further."""
+
+
+class ExportFormatError(CanonlogError, ValueError):
+    """An export file is not valid canonlog JSON Lines."""
+
+
+#: SQLSTATE -> error class, for the adapters' translation choke point.
+ERRORS_BY_SQLSTATE: dict[str, type[CanonlogError]] = {
+    "CL001": AppendOnlyViolation,
+    "CL002": AppendOnlyViolation,
+    "CL003": AppendOnlyViolation,
+    "CL004": DirectInsertRefused,
+    "CL010": ConcurrencyConflict,
+    "CL011": StaleWriter,
+    "CL012": SystemHalted,
+    "CL013": IdempotencyConflict,
+    "CL014": GrantUnavailable,
+    "CL015": LedgerNotFound,
+    "CL016": IsolationLevelRefused,
+    "CL020": InvalidEvent,
+}

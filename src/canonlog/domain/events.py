@@ -1,0 +1,235 @@
+"""Events as callers submit them and as the ledger records them."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Final
+
+from canonlog.domain.canonical import RawJson, canonical_json
+from canonlog.domain.errors import InvalidEvent
+
+DEFAULT_LEDGER: Final = "main"
+#: Streams whose id starts with this prefix hold the ledger's own governance events
+#: (grants, halts); callers cannot append to them.
+SYSTEM_STREAM_PREFIX: Final = "$"
+SYSTEM_STREAM: Final = "$ledger"
+GENESIS_HASH: Final = bytes(32)
+HASH_VERSION: Final = 1
+
+
+class StreamState(enum.Enum):
+    """Expected-version conditions other than an exact version (KurrentDB semantics)."""
+
+    ANY = "any"
+    NO_STREAM = "no_stream"
+    STREAM_EXISTS = "stream_exists"
+
+
+#: An exact stream version (the version of the stream's last event) or a StreamState.
+ExpectedVersion = int | StreamState
+
+
+def expected_version_code(expected: ExpectedVersion) -> int | None:
+    """Encodes an expected version as the append function takes it: NULL, -1, 0 or N."""
+    if expected is StreamState.ANY:
+        return None
+    if expected is StreamState.STREAM_EXISTS:
+        return -1
+    if expected is StreamState.NO_STREAM:
+        return 0
+    if isinstance(expected, bool) or not isinstance(expected, int) or expected < 1:
+        raise InvalidEvent(
+            f"expected_version must be a StreamState or a version >= 1, got {expected!r}"
+        )
+    return expected
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Input limits enforced before anything is sent to the database."""
+
+    max_payload_bytes: int = 1_048_576
+    max_metadata_bytes: int = 65_536
+    max_name_length: int = 256
+    max_events_per_append: int = 10_000
+
+
+DEFAULT_LIMITS: Final = Limits()
+
+
+def check_name(value: object, what: str, limits: Limits = DEFAULT_LIMITS) -> str:
+    """Returns value when it is a usable stream id, event type or id; raises InvalidEvent."""
+    if not isinstance(value, str):
+        raise InvalidEvent(f"{what} must be a string, got {type(value).__name__}")
+    if not value:
+        raise InvalidEvent(f"{what} must not be empty")
+    if len(value) > limits.max_name_length:
+        raise InvalidEvent(f"{what} is {len(value)} characters; the limit is {limits.max_name_length}")
+    if not value.isprintable():
+        raise InvalidEvent(f"{what} {value!r} contains control or unprintable characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidEvent(f"{what} contains a lone surrogate") from exc
+    return value
+
+
+def check_optional_name(value: object, what: str, limits: Limits = DEFAULT_LIMITS) -> str | None:
+    return None if value is None else check_name(value, what, limits)
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    """One event to append: a type, a canonical JSON payload and optional metadata.
+
+    Construct with NewEvent.create, which validates and canonicalises; the fields
+    hold the exact bytes that will be stored and hashed.
+    """
+
+    event_type: str
+    payload: bytes
+    metadata: bytes = b"{}"
+    #: None lets the ledger assign a random UUID.
+    event_id: uuid.UUID | None = None
+
+    @classmethod
+    def create(
+        cls,
+        event_type: str,
+        payload: RawJson,
+        metadata: RawJson | None = None,
+        *,
+        event_id: uuid.UUID | None = None,
+        limits: Limits = DEFAULT_LIMITS,
+    ) -> NewEvent:
+        """Validates and canonicalises an event; raises InvalidEvent naming the problem."""
+        check_name(event_type, "event_type", limits)
+        if event_id is not None and not isinstance(event_id, uuid.UUID):
+            raise InvalidEvent(f"event_id must be a UUID, got {type(event_id).__name__}")
+        return cls(
+            event_type=event_type,
+            payload=canonical_json(payload, what="payload", max_bytes=limits.max_payload_bytes),
+            metadata=b"{}" if metadata is None else canonical_json(
+                metadata, what="metadata", max_bytes=limits.max_metadata_bytes
+            ),
+            event_id=event_id,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class WriteContext:
+    """Who writes and why: carried by every event of one append."""
+
+    task_id: str | None = None
+    execution_id: str | None = None
+    correlation_id: str | None = None
+    causation_id: str | None = None
+    agent_id: str | None = None
+    writer_time: datetime | None = None
+
+    def checked(self, limits: Limits = DEFAULT_LIMITS) -> WriteContext:
+        for name in ("task_id", "execution_id", "correlation_id", "causation_id", "agent_id"):
+            check_optional_name(getattr(self, name), name, limits)
+        if self.writer_time is not None and (
+            not isinstance(self.writer_time, datetime) or self.writer_time.tzinfo is None
+        ):
+            raise InvalidEvent("writer_time must be a timezone-aware datetime")
+        return self
+
+
+@dataclass(frozen=True, slots=True)
+class AppendRequest:
+    """Events to append atomically to one stream, under one expected version."""
+
+    stream_id: str
+    events: tuple[NewEvent, ...]
+    expected_version: ExpectedVersion = StreamState.ANY
+    context: WriteContext = WriteContext()
+
+    @classmethod
+    def create(
+        cls,
+        stream_id: str,
+        events: list[NewEvent] | tuple[NewEvent, ...],
+        *,
+        expected_version: ExpectedVersion = StreamState.ANY,
+        context: WriteContext | None = None,
+        limits: Limits = DEFAULT_LIMITS,
+    ) -> AppendRequest:
+        """Validates a request; raises InvalidEvent naming the problem."""
+        check_name(stream_id, "stream_id", limits)
+        if stream_id.startswith(SYSTEM_STREAM_PREFIX):
+            raise InvalidEvent(
+                f"stream_id {stream_id!r} starts with {SYSTEM_STREAM_PREFIX!r}, "
+                "which is reserved for the ledger's own events"
+            )
+        events = tuple(events)
+        if not events:
+            raise InvalidEvent("an append needs at least one event")
+        if len(events) > limits.max_events_per_append:
+            raise InvalidEvent(
+                f"an append holds {len(events)} events; the limit is {limits.max_events_per_append}"
+            )
+        for event in events:
+            if not isinstance(event, NewEvent):
+                raise InvalidEvent(f"events must be NewEvent instances, got {type(event).__name__}")
+        expected_version_code(expected_version)
+        return cls(stream_id, events, expected_version, (context or WriteContext()).checked(limits))
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedEvent:
+    """An event as the ledger holds it, with everything its hash covers."""
+
+    ledger_id: str
+    sequence: int
+    event_id: uuid.UUID
+    stream_id: str
+    stream_version: int
+    event_type: str
+    payload: bytes
+    metadata: bytes
+    task_id: str | None
+    execution_id: str | None
+    correlation_id: str | None
+    causation_id: str | None
+    agent_id: str | None
+    writer_id: str
+    epoch: int
+    writer_time: datetime | None
+    recorded_at: datetime
+    hash_version: int
+    prev_hash: bytes
+    hash: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class WriterGrant:
+    """The right to write to a ledger: the database accepts events only under it."""
+
+    ledger_id: str
+    writer_id: str
+    epoch: int
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    """The newest event of a ledger: sequence 0 and the genesis hash when empty."""
+
+    ledger_id: str
+    sequence: int
+    hash: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerState:
+    """A ledger's grant and halt flag as the database holds them."""
+
+    ledger_id: str
+    writer_id: str | None
+    epoch: int
+    halted: bool
+    halt_reason: str | None

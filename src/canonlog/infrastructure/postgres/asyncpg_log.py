@@ -1,0 +1,130 @@
+"""The EventLog on PostgreSQL through asyncpg: the writer's hot path."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+
+from canonlog.application.ports import AppendOutcome, AppendResult
+from canonlog.domain.errors import CanonlogError, LedgerNotFound, StorageError
+from canonlog.domain.events import (
+    GENESIS_HASH,
+    AppendRequest,
+    Head,
+    LedgerState,
+    RecordedEvent,
+    WriterGrant,
+)
+from canonlog.infrastructure.postgres.codec import (
+    QUERIES,
+    append_args,
+    append_outcomes,
+    event_from_row,
+    translate_error,
+)
+
+
+@asynccontextmanager
+async def translated() -> AsyncIterator[None]:
+    """The one place asyncpg errors become canonlog errors."""
+    try:
+        yield
+    except asyncpg.PostgresError as exc:
+        raise translate_error(exc.sqlstate, getattr(exc, "message", str(exc)),
+                              getattr(exc, "detail", None)) from exc
+    except (asyncpg.InterfaceError, OSError) as exc:
+        raise StorageError(f"PostgreSQL connection failed: {exc}") from exc
+
+
+class AsyncpgEventLog:
+    """EventLog over an asyncpg pool; see the EventLog port for the contract."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    @classmethod
+    async def connect(cls, dsn: str, *, min_size: int = 1, max_size: int = 10) -> AsyncpgEventLog:
+        async with translated():
+            pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size)
+        return cls(pool)
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        return self._pool
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+    async def acquire_grant(self, ledger_id: str, writer_id: str) -> WriterGrant:
+        async with translated():
+            epoch = await self._pool.fetchval(QUERIES["acquire_grant"], ledger_id, writer_id)
+        return WriterGrant(ledger_id, writer_id, epoch)
+
+    async def release_grant(self, grant: WriterGrant) -> None:
+        async with translated():
+            await self._pool.execute(
+                QUERIES["release_grant"], grant.ledger_id, grant.writer_id, grant.epoch
+            )
+
+    async def append_batch(
+        self, grant: WriterGrant, requests: Sequence[AppendRequest]
+    ) -> list[AppendOutcome]:
+        if not requests:
+            return []
+        async with translated():
+            rows = await self._pool.fetch(QUERIES["append"], *append_args(grant, requests))
+        return append_outcomes(grant, requests, rows)
+
+    async def append(self, grant: WriterGrant, request: AppendRequest) -> AppendResult:
+        (outcome,) = await self.append_batch(grant, [request])
+        if isinstance(outcome, CanonlogError):
+            raise outcome
+        return outcome
+
+    async def read_stream(
+        self, ledger_id: str, stream_id: str, *, from_version: int = 1, limit: int | None = None
+    ) -> list[RecordedEvent]:
+        async with translated():
+            rows = await self._pool.fetch(
+                QUERIES["read_stream"], ledger_id, stream_id, from_version, limit
+            )
+        return [event_from_row(r) for r in rows]
+
+    async def read_all(
+        self, ledger_id: str, *, after: int = 0, limit: int = 1000
+    ) -> list[RecordedEvent]:
+        async with translated():
+            rows = await self._pool.fetch(QUERIES["read_all"], ledger_id, after, limit)
+        return [event_from_row(r) for r in rows]
+
+    async def head(self, ledger_id: str) -> Head:
+        async with translated():
+            row = await self._pool.fetchrow(QUERIES["head"], ledger_id)
+        if row is None:
+            return Head(ledger_id, 0, GENESIS_HASH)
+        return Head(ledger_id, row["seq"], bytes(row["hash"]))
+
+    async def ledger_state(self, ledger_id: str) -> LedgerState:
+        async with translated():
+            row = await self._pool.fetchrow(QUERIES["ledger_state"], ledger_id)
+        if row is None:
+            raise LedgerNotFound(f"ledger {ledger_id} does not exist")
+        return LedgerState(
+            row["ledger_id"], row["writer_id"], row["epoch"], row["halted"], row["halt_reason"]
+        )
+
+    async def halt(self, ledger_id: str, reason: str, actor: str) -> bool:
+        async with translated():
+            changed: bool = await self._pool.fetchval(QUERIES["halt"], ledger_id, reason, actor)
+        return changed
+
+    async def resume(self, ledger_id: str, actor: str, evidence: dict[str, Any]) -> bool:
+        async with translated():
+            changed: bool = await self._pool.fetchval(
+                QUERIES["resume"], ledger_id, actor, json.dumps(evidence, sort_keys=True)
+            )
+        return changed

@@ -1,0 +1,218 @@
+"""Schema migrations and the schema integrity check.
+
+Migrations are the files ``sql/NNNN_name.sql``, shipped as the data package
+``canonlog.sql``. They apply in order, each in its own transaction together
+with its record, under a session advisory lock so that two runners never
+interleave; an applied migration whose file has since changed is an error.
+
+The integrity check compares what is installed with what is shipped: every
+trigger defined in the migrations is present on its table and enabled ALWAYS,
+and every function body is byte-identical to the newest shipped definition.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import cache
+from importlib import resources
+
+import asyncpg
+import structlog
+
+from canonlog.domain.errors import MigrationError
+from canonlog.infrastructure.postgres.codec import QUERIES
+
+log = structlog.get_logger(__name__)
+
+#: Session advisory lock key (classid, objid) that serialises migration runners.
+_MIGRATION_LOCK = (1668050791, 1)
+_FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+_FUNCTION = re.compile(
+    r"CREATE (?:OR REPLACE )?FUNCTION canonlog\.(\w+)\(.*?\bAS \$body\$(.*?)\$body\$",
+    re.DOTALL,
+)
+_TRIGGER = re.compile(
+    r"CREATE TRIGGER (\w+) BEFORE [A-Z ]+ ON canonlog\.(\w+)\s+"
+    r"FOR EACH (?:ROW|STATEMENT) EXECUTE FUNCTION canonlog\.(\w+)\(\)"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.sql.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class AppliedMigration:
+    version: int
+    name: str
+    checksum: str
+    applied_at: datetime
+
+
+@cache
+def shipped_migrations() -> tuple[Migration, ...]:
+    """Returns the migrations shipped with this package, in version order."""
+    found = []
+    for entry in resources.files("canonlog.sql").iterdir():
+        match = _FILE.match(entry.name)
+        if match:
+            found.append(Migration(int(match[1]), match[2], entry.read_text("utf-8")))
+    found.sort(key=lambda m: m.version)
+    versions = [m.version for m in found]
+    if versions != list(range(1, len(found) + 1)):
+        raise MigrationError(f"shipped migrations are not numbered 1..N: {versions}")
+    return tuple(found)
+
+
+async def applied_migrations(conn: asyncpg.Connection) -> list[AppliedMigration]:
+    """Returns the migrations recorded in the database (none for a new database)."""
+    if not await conn.fetchval(QUERIES["migrations_schema_exists"]):
+        return []
+    rows = await conn.fetch(QUERIES["migrations_applied"])
+    return [AppliedMigration(r["version"], r["name"], r["checksum"], r["applied_at"]) for r in rows]
+
+
+async def migrate(conn: asyncpg.Connection) -> list[Migration]:
+    """Applies pending migrations and returns them; safe to run any number of times.
+
+    Needs a role that may create roles and SET ROLE canonlog_owner (a superuser
+    in practice). Raises MigrationError when an applied migration differs from the
+    shipped file or the database has migrations this package does not know.
+    """
+    shipped = shipped_migrations()
+    await conn.execute("SELECT pg_advisory_lock($1, $2)", *_MIGRATION_LOCK)
+    try:
+        await conn.execute(QUERIES["migrations_bootstrap"])
+        applied = {m.version: m for m in await applied_migrations(conn)}
+        _check_history(shipped, applied)
+        done = []
+        for migration in shipped:
+            if migration.version in applied:
+                continue
+            try:
+                async with conn.transaction():
+                    await conn.execute(migration.sql)
+                    # A migration may SET LOCAL ROLE canonlog_owner; the record is the runner's.
+                    await conn.execute("RESET ROLE")
+                    await conn.execute(
+                        QUERIES["migrations_record"],
+                        migration.version, migration.name, migration.checksum,
+                    )
+            except asyncpg.PostgresError as exc:
+                raise MigrationError(
+                    f"migration {migration.version:04d}_{migration.name} failed: {exc}"
+                ) from exc
+            log.info("migration applied", version=migration.version, name=migration.name)
+            done.append(migration)
+        return done
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1, $2)", *_MIGRATION_LOCK)
+
+
+def _check_history(shipped: tuple[Migration, ...], applied: dict[int, AppliedMigration]) -> None:
+    by_version = {m.version: m for m in shipped}
+    for version, record in sorted(applied.items()):
+        migration = by_version.get(version)
+        if migration is None:
+            raise MigrationError(
+                f"the database has migration {version:04d}_{record.name}, "
+                "which this version of canonlog does not ship; upgrade canonlog"
+            )
+        if migration.checksum != record.checksum:
+            raise MigrationError(
+                f"migration {version:04d}_{record.name} was applied with checksum "
+                f"{record.checksum[:12]}, but the shipped file has {migration.checksum[:12]}"
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class SchemaReport:
+    """Whether the installed integrity machinery is exactly the shipped one."""
+
+    problems: tuple[str, ...]
+    triggers_checked: int = 0
+    functions_checked: int = 0
+    pending_migrations: tuple[int, ...] = field(default=())
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+@cache
+def shipped_functions() -> dict[str, str]:
+    """Returns function name -> body text of the newest shipped definition."""
+    bodies: dict[str, str] = {}
+    for migration in shipped_migrations():
+        for match in _FUNCTION.finditer(migration.sql):
+            bodies[match[1]] = match[2]
+    return bodies
+
+
+@cache
+def shipped_triggers() -> dict[tuple[str, str], str]:
+    """Returns (table, trigger) -> function name for every shipped trigger."""
+    triggers: dict[tuple[str, str], str] = {}
+    for migration in shipped_migrations():
+        for match in _TRIGGER.finditer(migration.sql):
+            triggers[(match[2], match[1])] = match[3]
+    return triggers
+
+
+async def check_schema(conn: asyncpg.Connection) -> SchemaReport:
+    """Reports every way the installed schema differs from the shipped one."""
+    applied = {m.version for m in await applied_migrations(conn)}
+    pending = tuple(m.version for m in shipped_migrations() if m.version not in applied)
+    problems: list[str] = [f"migration {v:04d} is not applied" for v in pending]
+
+    installed_triggers = {
+        (r["table_name"], r["trigger_name"]): (r["function_name"], r["enabled"])
+        for r in await conn.fetch(QUERIES["installed_triggers"])
+    }
+    for (table, trigger), function in sorted(shipped_triggers().items()):
+        found = installed_triggers.get((table, trigger))
+        if found is None:
+            problems.append(f"trigger {trigger} on canonlog.{table} is missing")
+            continue
+        installed_function, enabled = found
+        if installed_function != function:
+            problems.append(
+                f"trigger {trigger} on canonlog.{table} calls {installed_function}, not {function}"
+            )
+        if enabled != "A":
+            state = {"O": "enabled only for origin sessions", "D": "disabled",
+                     "R": "enabled only for replicas"}.get(enabled, enabled)
+            problems.append(f"trigger {trigger} on canonlog.{table} is {state}, not ALWAYS")
+
+    installed_functions = {
+        r["name"]: r for r in await conn.fetch(QUERIES["installed_functions"])
+    }
+    for name, body in sorted(shipped_functions().items()):
+        row = installed_functions.get(name)
+        if row is None:
+            problems.append(f"function canonlog.{name} is missing")
+        elif row["source"] != body:
+            problems.append(f"function canonlog.{name} differs from the shipped definition")
+        elif row["owner"] != "canonlog_owner":
+            problems.append(f"function canonlog.{name} is owned by {row['owner']}")
+
+    for row in await conn.fetch(QUERIES["table_owners"]):
+        if row["table_name"] != "schema_migrations" and row["owner"] != "canonlog_owner":
+            problems.append(f"canonlog.{row['table_name']} is owned by {row['owner']}")
+
+    return SchemaReport(
+        problems=tuple(problems),
+        triggers_checked=len(shipped_triggers()),
+        functions_checked=len(shipped_functions()),
+        pending_migrations=pending,
+    )

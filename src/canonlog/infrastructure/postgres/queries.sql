@@ -1,0 +1,77 @@
+-- Named queries of the PostgreSQL adapters. $n placeholders run on asyncpg and
+-- on psycopg's raw cursor alike.
+
+-- name: append
+SELECT * FROM canonlog.append_v1($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+
+-- name: acquire_grant
+SELECT canonlog.acquire_grant_v1($1, $2) AS epoch
+
+-- name: release_grant
+SELECT canonlog.release_grant_v1($1, $2, $3)
+
+-- name: halt
+SELECT canonlog.halt_v1($1, $2, $3) AS changed
+
+-- name: resume
+SELECT canonlog.resume_v1($1, $2, $3::text::jsonb) AS changed
+
+-- name: ledger_state
+SELECT ledger_id, writer_id, epoch, halted, halt_reason FROM canonlog.ledgers WHERE ledger_id = $1
+
+-- name: head
+SELECT seq, hash FROM canonlog.events WHERE ledger_id = $1 ORDER BY seq DESC LIMIT 1
+
+-- name: read_all
+SELECT * FROM canonlog.events WHERE ledger_id = $1 AND seq > $2 ORDER BY seq LIMIT $3
+
+-- name: read_range
+SELECT * FROM canonlog.events WHERE ledger_id = $1 AND seq BETWEEN $2 AND $3 ORDER BY seq
+
+-- name: read_stream
+SELECT * FROM canonlog.events
+WHERE ledger_id = $1 AND stream_id = $2 AND stream_version >= $3
+ORDER BY stream_version
+LIMIT $4
+
+-- name: migrations_bootstrap
+CREATE SCHEMA IF NOT EXISTS canonlog;
+CREATE TABLE IF NOT EXISTS canonlog.schema_migrations (
+    version    integer PRIMARY KEY,
+    name       text NOT NULL,
+    checksum   text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+
+-- name: migrations_applied
+SELECT version, name, checksum, applied_at FROM canonlog.schema_migrations ORDER BY version
+
+-- name: migrations_record
+INSERT INTO canonlog.schema_migrations (version, name, checksum) VALUES ($1, $2, $3)
+
+-- name: migrations_schema_exists
+SELECT to_regclass('canonlog.schema_migrations') IS NOT NULL AS present
+
+-- name: installed_triggers
+SELECT c.relname AS table_name, t.tgname AS trigger_name, p.proname AS function_name,
+       t.tgenabled::text AS enabled
+FROM pg_trigger t
+JOIN pg_class c ON c.oid = t.tgrelid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_proc p ON p.oid = t.tgfoid
+WHERE n.nspname = 'canonlog' AND NOT t.tgisinternal
+
+-- name: installed_functions
+SELECT p.proname AS name, p.prosrc AS source, p.prosecdef AS security_definer,
+       pg_get_userbyid(p.proowner) AS owner
+FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+WHERE n.nspname = 'canonlog'
+
+-- name: table_owners
+SELECT c.relname AS table_name, pg_get_userbyid(c.relowner) AS owner
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = 'canonlog' AND c.relkind IN ('r', 'v', 'p')
+
+-- name: durability_settings
+SELECT name, setting FROM pg_settings
+WHERE name IN ('fsync', 'synchronous_commit', 'full_page_writes')
