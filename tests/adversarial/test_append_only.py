@@ -1,0 +1,154 @@
+"""Recorded history cannot be changed by any role, the table owner included."""
+
+from __future__ import annotations
+
+import asyncpg
+import pytest
+
+from canonlog.domain.errors import AppendOnlyViolation, DirectInsertRefused
+from canonlog.domain.events import AppendRequest, NewEvent, WriteContext
+from canonlog.infrastructure.postgres.asyncpg_log import AsyncpgEventLog, translated
+
+MUTATIONS = {
+    "UPDATE canonlog.events SET payload = '\\x7b7d' WHERE seq = 2": "CL001",
+    "DELETE FROM canonlog.events WHERE seq = 2": "CL002",
+    "TRUNCATE canonlog.events": "CL003",
+    "TRUNCATE canonlog.events CASCADE": "CL003",
+    "UPDATE canonlog.executions SET first_seq = 1": "CL001",
+    "DELETE FROM canonlog.executions": "CL002",
+    "TRUNCATE canonlog.executions": "CL003",
+    "DELETE FROM canonlog.ledgers": "CL002",
+    "TRUNCATE canonlog.ledgers CASCADE": "CL003",
+    "UPDATE canonlog.ledgers SET halted = false": "CL004",
+}
+DIRECT_INSERT = (
+    "INSERT INTO canonlog.events SELECT ledger_id, seq + 1000, gen_random_uuid(), stream_id,"
+    " stream_version + 1000, event_type, payload, metadata, task_id, execution_id,"
+    " correlation_id, causation_id, agent_id, writer_id, epoch, writer_time, recorded_at,"
+    " hash_version, prev_hash, hash FROM canonlog.events WHERE seq = 2"
+)
+
+
+@pytest.fixture
+async def ledger(database):
+    log = await AsyncpgEventLog.connect(database.app.uri())
+    grant = await log.acquire_grant("main", "writer-a")
+    await log.append(grant, AppendRequest.create(
+        "s", [NewEvent.create("x", {"n": 1})], context=WriteContext(execution_id="e1")))
+    yield database
+    await log.close()
+
+
+async def _sqlstate(dsn: str, statement: str, *, setup: tuple[str, ...] = ()) -> str | None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        for line in setup:
+            await conn.execute(line)
+        await conn.execute(statement)
+    except asyncpg.PostgresError as exc:
+        return exc.sqlstate
+    finally:
+        await conn.close()
+    return None
+
+
+@pytest.mark.parametrize(("statement", "sqlstate"), MUTATIONS.items())
+async def test_the_table_owner_cannot_change_history(ledger, statement, sqlstate):
+    assert await _sqlstate(ledger.admin.uri(), statement,
+                           setup=("SET ROLE canonlog_owner",)) == sqlstate
+
+
+@pytest.mark.parametrize(("statement", "sqlstate"), MUTATIONS.items())
+async def test_a_superuser_in_replica_mode_still_cannot_change_history(ledger, statement, sqlstate):
+    """The triggers are ENABLE ALWAYS: session_replication_role = replica does not skip them."""
+    assert await _sqlstate(ledger.admin.uri(), statement,
+                           setup=("SET session_replication_role = replica",)) == sqlstate
+
+
+@pytest.mark.parametrize("statement", [*MUTATIONS, DIRECT_INSERT])
+async def test_runtime_roles_hold_no_write_privilege(ledger, statement):
+    assert await _sqlstate(ledger.app.uri(), statement) == "42501"
+
+
+async def test_direct_inserts_by_owner_or_superuser_are_refused(ledger):
+    assert await _sqlstate(ledger.admin.uri(), DIRECT_INSERT,
+                           setup=("SET ROLE canonlog_owner",)) == "CL004"
+    assert await _sqlstate(ledger.admin.uri(), DIRECT_INSERT) == "CL004"
+    assert await _sqlstate(ledger.admin.uri(), DIRECT_INSERT,
+                           setup=("SET session_replication_role = replica",)) == "CL004"
+
+
+@pytest.mark.parametrize("statement", [
+    "SET session_replication_role = replica",
+    "ALTER TABLE canonlog.events DISABLE TRIGGER events_refuse_update",
+    "ALTER TABLE canonlog.events DISABLE TRIGGER ALL",
+    "DROP TRIGGER events_refuse_delete ON canonlog.events",
+    "CREATE OR REPLACE FUNCTION canonlog.refuse_update_v1() RETURNS trigger"
+    " LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$",
+    "SET ROLE canonlog_owner",
+    "DROP TABLE canonlog.events",
+    "ALTER TABLE canonlog.events OWNER TO canonlog_app",
+])
+async def test_runtime_roles_cannot_disarm_the_triggers(ledger, statement):
+    assert await _sqlstate(ledger.app.uri(), statement) == "42501"
+
+
+async def test_runtime_roles_own_nothing_and_are_not_superusers(ledger):
+    conn = await asyncpg.connect(ledger.admin.uri())
+    try:
+        for role in ("canonlog_writer", "canonlog_reader", "canonlog_operator", "canonlog_test_app"):
+            row = await conn.fetchrow(
+                "SELECT rolsuper, rolcreaterole, rolcreatedb, rolbypassrls FROM pg_roles"
+                " WHERE rolname = $1", role)
+            assert not any(row.values()), role
+            owned = await conn.fetchval(
+                "SELECT count(*) FROM pg_class c JOIN pg_roles r ON r.oid = c.relowner"
+                " WHERE r.rolname = $1", role)
+            assert owned == 0, role
+            member_of_owner = await conn.fetchval(
+                "SELECT pg_has_role($1, 'canonlog_owner', 'MEMBER')", role)
+            assert not member_of_owner, role
+    finally:
+        await conn.close()
+
+
+async def test_only_the_operator_role_resumes_and_readers_cannot_append(ledger):
+    conn = await asyncpg.connect(ledger.admin.uri())
+    try:
+        await conn.execute("DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname ="
+                           " 'writer_only') THEN CREATE ROLE writer_only LOGIN IN ROLE"
+                           " canonlog_writer; END IF; IF NOT EXISTS (SELECT FROM pg_roles WHERE"
+                           " rolname = 'reader_only') THEN CREATE ROLE reader_only LOGIN IN ROLE"
+                           " canonlog_reader; END IF; END $$")
+    finally:
+        await conn.close()
+    writer = ledger.admin.as_user("writer_only").uri()
+    reader = ledger.admin.as_user("reader_only").uri()
+    assert await _sqlstate(writer, "SELECT canonlog.resume_v1('main', 'me', '{}')") == "42501"
+    assert await _sqlstate(reader, "SELECT canonlog.acquire_grant_v1('main', 'r')") == "42501"
+    assert await _sqlstate(reader, "SELECT canonlog.halt_v1('main', 'r', 'r')") == "42501"
+    assert await _sqlstate(reader, "SELECT * FROM canonlog.append_v1('main', 'w', 1,"
+                           " '{s}', '{NULL}', '{1}', '{NULL}', '{NULL}', '{NULL}', '{NULL}',"
+                           " '{NULL}', '{NULL}', '{NULL}', '{x}', '{\"\\\\x7b7d\"}',"
+                           " '{\"\\\\x7b7d\"}')") == "42501"
+    assert await _sqlstate(reader, "SELECT * FROM canonlog.executions") == "42501"
+
+
+async def test_violations_map_to_canonlog_errors(ledger):
+    conn = await asyncpg.connect(ledger.admin.uri())
+    try:
+        await conn.execute("SET ROLE canonlog_owner")
+        with pytest.raises(AppendOnlyViolation, match="UPDATE refused"):
+            async with translated():
+                await conn.execute("UPDATE canonlog.events SET seq = seq")
+        with pytest.raises(AppendOnlyViolation, match="DELETE refused"):
+            async with translated():
+                await conn.execute("DELETE FROM canonlog.events")
+        with pytest.raises(AppendOnlyViolation, match="TRUNCATE refused"):
+            async with translated():
+                await conn.execute("TRUNCATE canonlog.events")
+        with pytest.raises(DirectInsertRefused):
+            async with translated():
+                await conn.execute(DIRECT_INSERT)
+    finally:
+        await conn.close()
