@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import uuid
 from datetime import UTC, datetime
 
@@ -62,7 +63,7 @@ async def test_appended_events_get_gap_free_sequences_versions_and_a_hash_chain(
     assert third.events[0].sequence == 5 and third.events[0].stream_version == 3
     stored = await all_events(event_log)
     assert [e.sequence for e in stored] == [1, 2, 3, 4, 5]
-    for previous, event in zip(stored, stored[1:]):
+    for previous, event in itertools.pairwise(stored):
         assert event.prev_hash == previous.hash
     for event in stored:
         assert event.hash == event_hash_v1(event)

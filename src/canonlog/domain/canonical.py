@@ -68,7 +68,9 @@ def _parse(raw: bytes | bytearray | memoryview | str, what: str) -> Any:
             parse_float=lambda digits: _parse_float(digits, what),
         )
     except json.JSONDecodeError as exc:
-        raise InvalidEvent(f"{what} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from exc
+        raise InvalidEvent(
+            f"{what} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from exc
     except RecursionError as exc:
         raise InvalidEvent(f"{what} nests deeper than {MAX_DEPTH} levels") from exc
 

@@ -6,9 +6,9 @@ psycopg dict rows), and errors arrive as (sqlstate, message, detail).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from importlib import resources
-from typing import Any
+from typing import Any, Protocol
 
 from canonlog.application.ports import AppendOutcome, AppendResult
 from canonlog.domain.errors import (
@@ -27,7 +27,11 @@ from canonlog.domain.events import (
     expected_version_code,
 )
 
-Row = Mapping[str, Any]
+
+class Row(Protocol):
+    """A result row indexable by column name: an asyncpg Record or a psycopg dict row."""
+
+    def __getitem__(self, key: str, /) -> Any: ...
 
 
 def load_queries() -> dict[str, str]:

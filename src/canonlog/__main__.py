@@ -1,0 +1,3 @@
+from canonlog.infrastructure.cli import main
+
+raise SystemExit(main())
