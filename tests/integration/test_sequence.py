@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 
 from canonlog.application.verifier import verify_chain
-from canonlog.domain.events import AppendRequest, NewEvent, StreamState
 from canonlog.domain.errors import ConcurrencyConflict
+from canonlog.domain.events import AppendRequest, NewEvent, StreamState
 from canonlog.infrastructure.postgres.asyncpg_log import AsyncpgEventLog
 
 APPENDERS = 8
