@@ -31,6 +31,8 @@ END
 $roles$;
 
 ALTER SCHEMA canonlog OWNER TO canonlog_owner;
+-- Writers check at startup that every migration is applied.
+GRANT SELECT ON canonlog.schema_migrations TO canonlog_reader, canonlog_writer, canonlog_operator;
 REVOKE ALL ON SCHEMA canonlog FROM PUBLIC;
 GRANT USAGE ON SCHEMA canonlog TO canonlog_reader, canonlog_writer, canonlog_operator;
 

@@ -104,3 +104,81 @@ class EventLog(Protocol):
     async def close(self) -> None:
         """Releases connections; the log is unusable afterwards."""
         ...
+
+
+class WriterLease(Protocol):
+    """The exclusive, expiring right to be the writer of one ledger (liveness, not safety).
+
+    The database grant is what makes a late write harmless; the lease keeps two
+    live writers from contending. A lease instance belongs to one writer and one
+    ledger, fixed at construction.
+    """
+
+    async def acquire(self) -> bool:
+        """Takes the lease if nobody holds it; returns False when another holder has it."""
+        ...
+
+    async def renew(self) -> bool:
+        """Extends the lease if this holder still has it; returns False once it is lost."""
+        ...
+
+    async def release(self) -> None:
+        """Gives the lease up if this holder has it; never fails."""
+        ...
+
+    def valid_until(self) -> float:
+        """The time.monotonic() instant after which the lease must be assumed lost (0 if not held)."""
+        ...
+
+
+class HaltChannel(Protocol):
+    """One source of truth about whether a ledger is halted."""
+
+    async def halt_reason(self, ledger_id: str) -> str | None:
+        """Returns the halt reason, or None when not halted; raises HaltStateUnknown
+        when the state cannot be determined (callers then refuse to write)."""
+        ...
+
+    async def announce(self, ledger_id: str, reason: str | None) -> None:
+        """Tells every process sharing this channel that the ledger halted (or resumed: None)."""
+        ...
+
+
+class HeadStore(Protocol):
+    """The writer's own record of the last head it saw acknowledged, kept outside the database."""
+
+    def load(self, ledger_id: str) -> Head | None:
+        """Returns the saved head, or None when none was saved."""
+        ...
+
+    def save(self, head: Head) -> None:
+        """Records a head; a later head replaces an earlier one."""
+        ...
+
+
+class TrustedCheckpoints(Protocol):
+    """Heads vouched for outside the database (signed checkpoints)."""
+
+    async def newest(self, ledger_id: str) -> Head | None:
+        """Returns the newest trusted head of the ledger, or None when there is none."""
+        ...
+
+
+class DatabaseInspector(Protocol):
+    """What the writer checks about its database before it accepts writes."""
+
+    async def schema_problems(self) -> list[str]:
+        """Returns every way the integrity triggers and functions differ from the shipped ones."""
+        ...
+
+    async def durability_problems(self) -> list[str]:
+        """Returns every setting under which an acknowledged commit could be lost."""
+        ...
+
+
+class EventNotifier(Protocol):
+    """A wake-up hint that a ledger may have new events; never the events themselves."""
+
+    async def wait(self, ledger_id: str, after: int, timeout: float) -> None:
+        """Returns when events after `after` may exist, or after timeout seconds."""
+        ...

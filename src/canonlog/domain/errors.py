@@ -62,6 +62,30 @@ class GrantUnavailable(CanonlogError):
     sqlstate = "CL014"
 
 
+class WriterLeaseLost(CanonlogError):
+    """The writer lost (or never held) its lease; it writes nothing until it holds one again."""
+
+
+class LeaseUnavailable(WriterLeaseLost):
+    """Another process holds the writer lease of this ledger."""
+
+
+class HaltStateUnknown(SystemHalted):
+    """Halt state could not be determined, so the write is refused (fail closed)."""
+
+
+class WriterNotVerified(CanonlogError):
+    """The writer has not finished its startup self-verification; nothing was written."""
+
+
+class WriterInconsistency(CanonlogError):
+    """Startup self-verification found the database differing from what the writer trusts."""
+
+
+class UnsafeDurability(CanonlogError):
+    """PostgreSQL would acknowledge commits it could lose (fsync, synchronous_commit, ...)."""
+
+
 class LedgerNotFound(CanonlogError, LookupError):
     """The ledger has never been created."""
 
