@@ -1,0 +1,495 @@
+"""The EventLog in memory, held to the same rules as the PostgreSQL functions.
+
+Each method mirrors one function of sql/0001_core.sql or sql/0002_append_path.sql,
+step for step and in the same order, so a refusal here is the refusal PostgreSQL
+would give, with the same error and message. Nothing is persisted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from canonlog.application.ports import AppendOutcome, AppendResult
+from canonlog.domain.errors import (
+    CanonlogError,
+    ConcurrencyConflict,
+    GrantUnavailable,
+    IdempotencyConflict,
+    InvalidEvent,
+    LedgerNotFound,
+    StaleWriter,
+    StorageError,
+    SystemHalted,
+)
+from canonlog.domain.events import (
+    GENESIS_HASH,
+    HASH_VERSION,
+    SYSTEM_STREAM,
+    SYSTEM_STREAM_PREFIX,
+    AppendRequest,
+    Head,
+    LedgerState,
+    RecordedEvent,
+    WriterGrant,
+    expected_version_code,
+)
+from canonlog.domain.hashing import event_hash_v1, request_digest_v1
+
+_MAX_NAME = 256
+_MAX_REASON = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class _Execution:
+    digest: bytes
+    events: tuple[RecordedEvent, ...]
+
+
+@dataclass(slots=True)
+class _Ledger:
+    ledger_id: str
+    writer_id: str | None = None
+    epoch: int = 0
+    halted: bool = False
+    halt_reason: str | None = None
+    events: list[RecordedEvent] = field(default_factory=list)
+    streams: dict[str, list[RecordedEvent]] = field(default_factory=dict)
+    executions: dict[str, _Execution] = field(default_factory=dict)
+
+
+class MemoryEventLog:
+    """EventLog in process memory; see the EventLog port for the contract."""
+
+    def __init__(self, *, clock: Callable[[], datetime] | None = None) -> None:
+        self._clock = clock or (lambda: datetime.now(UTC))
+        self._ledgers: dict[str, _Ledger] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        #: Event ids are unique across ledgers, as the events_event_id_key constraint makes them.
+        self._event_ids: set[uuid.UUID] = set()
+        self._closed = False
+
+    async def close(self) -> None:
+        self._closed = True
+
+    def _lock(self, ledger_id: str) -> asyncio.Lock:
+        # Stands in for the transaction-scoped advisory lock of lock_ledger_v1: one
+        # writing coroutine per ledger at a time. The critical sections do not await
+        # today, but the lock keeps that serialisation explicit rather than incidental.
+        self._check_open()
+        return self._locks.setdefault(ledger_id, asyncio.Lock())
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StorageError("the in-memory event log is closed")
+
+    def _now(self, previous: datetime | None) -> datetime:
+        """Authority time: the clock, but never earlier than the previous event."""
+        now = self._clock()
+        if now.tzinfo is None:
+            raise ValueError("the clock must return timezone-aware datetimes")
+        now = now.astimezone(UTC)
+        return now if previous is None else max(now, previous)
+
+    def _existing(self, ledger_id: str) -> _Ledger:
+        ledger = self._ledgers.get(ledger_id)
+        if ledger is None:
+            raise LedgerNotFound(f"ledger {ledger_id} does not exist")
+        return ledger
+
+    # -- governance ------------------------------------------------------------
+
+    async def acquire_grant(self, ledger_id: str, writer_id: str) -> WriterGrant:
+        _storable(ledger_id, writer_id)
+        if not 1 <= len(writer_id) <= _MAX_NAME:
+            raise InvalidEvent("writer_id must be 1 to 256 characters")
+        async with self._lock(ledger_id):
+            ledger = self._ledgers.get(ledger_id)
+            if ledger is None:
+                if not 1 <= len(ledger_id) <= _MAX_NAME:
+                    raise InvalidEvent("ledger_id must be 1 to 256 characters")
+                ledger = _Ledger(ledger_id)
+                kind = "genesis"
+            elif ledger.halted:
+                raise _halted(ledger)
+            elif ledger.writer_id is None:
+                kind = "hand-over"
+            elif ledger.writer_id == writer_id:
+                kind = "restart"
+            else:
+                raise GrantUnavailable(
+                    f"ledger {ledger_id} is granted to writer {ledger.writer_id} at epoch "
+                    f"{ledger.epoch}; a different writer takes over only after a clean "
+                    "hand-over or a witnessed failover ceremony"
+                )
+            epoch = ledger.epoch + 1
+            event = self._system_event(ledger, "canonlog.writer_granted", {
+                "writer_id": writer_id, "epoch": epoch, "kind": kind,
+                "previous_writer_id": ledger.writer_id, "previous_epoch": ledger.epoch,
+            }, writer_id, epoch)
+            self._ledgers[ledger_id] = ledger
+            ledger.writer_id, ledger.epoch = writer_id, epoch
+            self._store(ledger, [event])
+            return WriterGrant(ledger_id, writer_id, epoch)
+
+    async def release_grant(self, grant: WriterGrant) -> None:
+        _storable(grant.ledger_id, grant.writer_id)
+        async with self._lock(grant.ledger_id):
+            ledger = self._existing(grant.ledger_id)
+            _check_grant(ledger, grant.writer_id, grant.epoch)
+            if ledger.halted:
+                raise _halted(ledger)
+            event = self._system_event(ledger, "canonlog.writer_released", {
+                "writer_id": grant.writer_id, "epoch": grant.epoch,
+            }, grant.writer_id, grant.epoch)
+            ledger.writer_id = None
+            self._store(ledger, [event])
+
+    async def halt(self, ledger_id: str, reason: str, actor: str) -> bool:
+        _storable(ledger_id, reason, actor)
+        if reason is None or not 1 <= len(reason) <= _MAX_REASON:
+            raise InvalidEvent("a halt needs a reason of 1 to 1000 characters")
+        async with self._lock(ledger_id):
+            ledger = self._existing(ledger_id)
+            if ledger.halted:
+                return False
+            event = self._system_event(ledger, "canonlog.halted",
+                                       {"reason": reason, "actor": actor},
+                                       ledger.writer_id or "-", ledger.epoch)
+            ledger.halted, ledger.halt_reason = True, reason
+            self._store(ledger, [event])
+            return True
+
+    async def resume(self, ledger_id: str, actor: str, evidence: dict[str, Any]) -> bool:
+        _storable(ledger_id, actor)
+        # The PostgreSQL adapters send the evidence as JSON text cast to jsonb; going
+        # through the same text keeps non-string keys, floats and refusals identical.
+        parsed = parse_jsonb(json.dumps(evidence, sort_keys=True), "evidence")
+        async with self._lock(ledger_id):
+            ledger = self._existing(ledger_id)
+            if not ledger.halted:
+                return False
+            event = self._system_event(ledger, "canonlog.resumed", {
+                "actor": actor, "evidence": parsed, "halt_reason": ledger.halt_reason,
+            }, ledger.writer_id or "-", ledger.epoch)
+            ledger.halted, ledger.halt_reason = False, None
+            self._store(ledger, [event])
+            return True
+
+    def _system_event(
+        self, ledger: _Ledger, event_type: str, payload: dict[str, Any], writer_id: str, epoch: int
+    ) -> RecordedEvent:
+        """The next event of the "$ledger" stream, as append_system_v1 builds it.
+
+        Callers build it before changing the ledger, so a failure changes nothing.
+        """
+        last = ledger.events[-1] if ledger.events else None
+        return _sealed(RecordedEvent(
+            ledger_id=ledger.ledger_id, sequence=len(ledger.events) + 1, event_id=uuid.uuid4(),
+            stream_id=SYSTEM_STREAM, stream_version=len(ledger.streams.get(SYSTEM_STREAM, ())) + 1,
+            event_type=event_type, payload=jsonb_text(payload).encode("utf-8"), metadata=b"{}",
+            task_id=None, execution_id=None, correlation_id=None, causation_id=None,
+            agent_id=None, writer_id=writer_id, epoch=epoch, writer_time=None,
+            recorded_at=self._now(last.recorded_at if last else None),
+            hash_version=HASH_VERSION, prev_hash=last.hash if last else GENESIS_HASH, hash=b"",
+        ))
+
+    def _store(self, ledger: _Ledger, events: list[RecordedEvent]) -> None:
+        for event in events:
+            ledger.events.append(event)
+            ledger.streams.setdefault(event.stream_id, []).append(event)
+            self._event_ids.add(event.event_id)
+
+    # -- appends ---------------------------------------------------------------
+
+    async def append(self, grant: WriterGrant, request: AppendRequest) -> AppendResult:
+        (outcome,) = await self.append_batch(grant, [request])
+        if isinstance(outcome, CanonlogError):
+            raise outcome
+        return outcome
+
+    async def append_batch(
+        self, grant: WriterGrant, requests: Sequence[AppendRequest]
+    ) -> list[AppendOutcome]:
+        if not requests:
+            return []
+        codes = [expected_version_code(r.expected_version) for r in requests]
+        for r in requests:
+            c = r.context
+            _storable(grant.ledger_id, grant.writer_id, r.stream_id, c.task_id, c.execution_id,
+                      c.correlation_id, c.causation_id, c.agent_id,
+                      *(e.event_type for e in r.events))
+        if any(not r.events for r in requests):
+            raise InvalidEvent("append_v1 arrays disagree in length, or a request has no events")
+        async with self._lock(grant.ledger_id):
+            ledger = self._existing(grant.ledger_id)
+            if ledger.halted:
+                raise _halted(ledger)
+            _check_grant(ledger, grant.writer_id, grant.epoch)
+            events = [e for r in requests for e in r.events]
+            for number, event in enumerate(events, 1):
+                if not (_is_json_object(event.payload) and _is_json_object(event.metadata)):
+                    raise InvalidEvent(f"event {number} of the batch: payload and metadata "
+                                       "must be JSON objects")
+            return self._append_checked(ledger, grant, requests, codes)
+
+    def _append_checked(
+        self, ledger: _Ledger, grant: WriterGrant, requests: Sequence[AppendRequest],
+        codes: list[int | None],
+    ) -> list[AppendOutcome]:
+        """The per-request loop of append_v1, run once the whole batch is allowed."""
+        last = ledger.events[-1] if ledger.events else None
+        now = self._now(last.recorded_at if last else None)
+        sequence = len(ledger.events)
+        prev_hash = last.hash if last else GENESIS_HASH
+        versions: dict[str, int] = {}
+        executions: dict[str, _Execution] = {}
+        staged: list[RecordedEvent] = []
+        staged_ids: set[uuid.UUID] = set()
+        outcomes: list[AppendOutcome] = []
+        for request, code in zip(requests, codes, strict=True):
+            problem = self._problem(request, staged_ids)
+            if problem is not None:
+                outcomes.append(InvalidEvent(problem))
+                continue
+            context, stream = request.context, request.stream_id
+            execution_id, digest = context.execution_id, b""
+            if execution_id is not None:
+                digest = request_digest_v1(
+                    stream, context.task_id, context.correlation_id, context.causation_id,
+                    context.agent_id,
+                    [(e.event_type, e.payload, e.metadata) for e in request.events],
+                )
+                known = executions.get(execution_id) or ledger.executions.get(execution_id)
+                if known is not None:
+                    outcomes.append(AppendResult(known.events, replayed=True)
+                                    if known.digest == digest else IdempotencyConflict(
+                        f"execution id {execution_id!r} was already used for a different request"
+                    ))
+                    continue
+            current = versions.get(stream, len(ledger.streams.get(stream, ())))
+            if code is not None and ((code == -1 and current == 0)
+                                     or (code >= 0 and current != code)):
+                outcomes.append(ConcurrencyConflict(
+                    f"stream {stream!r} is at version {current}, expected {_describe(request)}",
+                    stream_id=stream, expected=request.expected_version, actual=current,
+                ))
+                continue
+            recorded = []
+            for event in request.events:
+                sequence, current = sequence + 1, current + 1
+                if event.event_id is not None:
+                    staged_ids.add(event.event_id)
+                recorded.append(_sealed(RecordedEvent(
+                    ledger_id=ledger.ledger_id, sequence=sequence,
+                    event_id=uuid.uuid4() if event.event_id is None else event.event_id,
+                    stream_id=stream,
+                    stream_version=current, event_type=event.event_type, payload=event.payload,
+                    metadata=event.metadata, task_id=context.task_id, execution_id=execution_id,
+                    correlation_id=context.correlation_id, causation_id=context.causation_id,
+                    agent_id=context.agent_id, writer_id=grant.writer_id, epoch=grant.epoch,
+                    writer_time=_timestamptz(context.writer_time), recorded_at=now,
+                    hash_version=HASH_VERSION, prev_hash=prev_hash, hash=b"",
+                )))
+                prev_hash = recorded[-1].hash
+            versions[stream] = current
+            staged += recorded
+            result = AppendResult(tuple(recorded))
+            if execution_id is not None:
+                executions[execution_id] = _Execution(digest, result.events)
+            outcomes.append(result)
+        # Only now, with every outcome decided, does anything reach the ledger.
+        self._store(ledger, staged)
+        ledger.executions.update(executions)
+        return outcomes
+
+    def _problem(self, request: AppendRequest, staged_ids: set[uuid.UUID]) -> str | None:
+        """The reason append_v1 gives for an 'invalid' request, or None."""
+        stream, context = request.stream_id, request.context
+        if not 1 <= len(stream) <= _MAX_NAME:
+            return "stream_id must be 1 to 256 characters"
+        if stream.startswith(SYSTEM_STREAM_PREFIX):
+            return f"stream_id {stream} is reserved for the ledger's own events"
+        ids = (context.task_id, context.execution_id, context.correlation_id,
+               context.causation_id, context.agent_id)
+        if any(x is not None and not 1 <= len(x) <= _MAX_NAME for x in ids):
+            return ("task, execution, correlation, causation and agent ids "
+                    "must be 1 to 256 characters")
+        in_request: set[uuid.UUID] = set()
+        for event in request.events:
+            if not 1 <= len(event.event_type) <= _MAX_NAME:
+                return "event_type must be 1 to 256 characters"
+            event_id = event.event_id
+            if event_id is not None and (
+                event_id in staged_ids or event_id in in_request or event_id in self._event_ids
+            ):
+                return f"event id {event_id} is already recorded"
+            if event_id is not None:
+                in_request.add(event_id)
+        return None
+
+    # -- reads -----------------------------------------------------------------
+
+    async def read_stream(
+        self, ledger_id: str, stream_id: str, *, from_version: int = 1, limit: int | None = None
+    ) -> list[RecordedEvent]:
+        self._check_open()
+        _storable(ledger_id, stream_id)
+        ledger = self._ledgers.get(ledger_id)
+        events = ledger.streams.get(stream_id, []) if ledger else []
+        start = max(from_version, 1) - 1
+        return events[start:] if limit is None else events[start:start + _limit(limit)]
+
+    async def read_all(
+        self, ledger_id: str, *, after: int = 0, limit: int = 1000
+    ) -> list[RecordedEvent]:
+        self._check_open()
+        _storable(ledger_id)
+        ledger = self._ledgers.get(ledger_id)
+        start = max(after, 0)
+        return ledger.events[start:start + _limit(limit)] if ledger else []
+
+    async def head(self, ledger_id: str) -> Head:
+        self._check_open()
+        _storable(ledger_id)
+        ledger = self._ledgers.get(ledger_id)
+        if ledger is None or not ledger.events:
+            return Head(ledger_id, 0, GENESIS_HASH)
+        return Head(ledger_id, ledger.events[-1].sequence, ledger.events[-1].hash)
+
+    async def ledger_state(self, ledger_id: str) -> LedgerState:
+        self._check_open()
+        _storable(ledger_id)
+        ledger = self._existing(ledger_id)
+        return LedgerState(ledger_id, ledger.writer_id, ledger.epoch, ledger.halted,
+                           ledger.halt_reason)
+
+
+def _sealed(event: RecordedEvent) -> RecordedEvent:
+    """Returns the event with its hash, computed over every other field."""
+    return replace(event, hash=event_hash_v1(event))
+
+
+def _halted(ledger: _Ledger) -> SystemHalted:
+    return SystemHalted(f"ledger {ledger.ledger_id} is halted: {ledger.halt_reason}",
+                        reason=ledger.halt_reason)
+
+
+def _check_grant(ledger: _Ledger, writer_id: str, epoch: int) -> None:
+    if ledger.writer_id != writer_id or ledger.epoch != epoch:
+        raise StaleWriter(
+            f"writer {writer_id} at epoch {epoch} does not hold the grant of ledger "
+            f"{ledger.ledger_id} (held by {ledger.writer_id or 'nobody'} at epoch {ledger.epoch})"
+        )
+
+
+def _describe(request: AppendRequest) -> str:
+    expected = request.expected_version
+    return str(expected) if isinstance(expected, int) else expected.value
+
+
+def _limit(limit: int) -> int:
+    if limit < 0:
+        raise StorageError("2201W: LIMIT must not be negative")
+    return limit
+
+
+def _timestamptz(moment: datetime | None) -> datetime | None:
+    """As asyncpg sends a timestamptz: a naive datetime is taken as UTC."""
+    if moment is None:
+        return None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _storable(*texts: str | None) -> None:
+    """Refuses text PostgreSQL cannot hold in a text column, as the server does."""
+    for text in texts:
+        if text is not None and not _is_pg_text(text):
+            raise InvalidEvent(f"the database refused the input: {text!r} is not storable text")
+
+
+def _is_pg_text(text: str) -> bool:
+    """PostgreSQL text is UTF-8 without NUL: no U+0000 and no unpaired surrogates."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return "\x00" not in text
+
+
+# -- PostgreSQL's jsonb, as far as canonlog's system payloads need it ------------------
+
+
+def parse_jsonb(raw: bytes | str, what: str) -> Any:
+    """Parses JSON as a cast to jsonb does; raises InvalidEvent for what jsonb refuses.
+
+    Differences from json.loads that matter: NaN and Infinity are not JSON, numbers
+    are exact decimals, and U+0000 or unpaired surrogates in strings are refused.
+    Duplicate keys are allowed; the last one wins, as in jsonb.
+    """
+    try:
+        text = raw if isinstance(raw, str) else raw.decode("utf-8")
+        value = json.loads(text, parse_float=Decimal, parse_constant=_not_json)
+        _check_strings(value)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError
+        raise InvalidEvent(f"the database refused the input: {what} is not valid jsonb") from exc
+    return value
+
+
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def _check_strings(value: Any) -> None:
+    if isinstance(value, str):
+        if not _is_pg_text(value):
+            raise ValueError("U+0000 or an unpaired surrogate")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_strings(key)
+            _check_strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            _check_strings(item)
+
+
+def _is_json_object(raw: bytes) -> bool:
+    try:
+        return isinstance(parse_jsonb(raw, "payload"), dict)
+    except InvalidEvent:
+        return False
+
+
+def jsonb_text(value: Any) -> str:
+    """Renders a JSON value as PostgreSQL prints a jsonb value (``jsonb::text``).
+
+    The system functions store ``convert_to(payload::text)``, so governance payloads
+    are in this form, not canonical JSON: object keys ordered by byte length, then
+    bytewise; ``", "`` and ``": "`` separators; numbers as PostgreSQL numeric prints
+    them (no exponent, scale kept, no negative zero); strings escaped as
+    ``escape_json`` does, which is what json.dumps does with ensure_ascii off.
+    """
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        value = Decimal(repr(value))
+    if isinstance(value, Decimal):
+        return format(abs(value) if value.is_zero() else value, "f")
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, dict):
+        items = sorted(value.items(), key=lambda item: (len(item[0].encode()), item[0].encode()))
+        return "{" + ", ".join(f"{jsonb_text(k)}: {jsonb_text(v)}" for k, v in items) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(jsonb_text(item) for item in value) + "]"
+    raise TypeError(f"{type(value).__name__} is not a JSON value")

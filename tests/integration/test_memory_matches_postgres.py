@@ -1,0 +1,179 @@
+"""The in-memory adapter and PostgreSQL, given the same script, record the same ledger."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+import pytest
+
+from canonlog.application.ports import AppendOutcome, AppendResult, EventLog
+from canonlog.domain.errors import CanonlogError, InvalidEvent
+from canonlog.domain.events import (
+    GENESIS_HASH,
+    AppendRequest,
+    NewEvent,
+    RecordedEvent,
+    StreamState,
+    WriteContext,
+)
+from canonlog.domain.hashing import event_hash_v1
+from canonlog.infrastructure.memory import MemoryEventLog, jsonb_text, parse_jsonb
+from canonlog.infrastructure.postgres.asyncpg_log import AsyncpgEventLog
+from tests.conftest import TestDatabase
+
+#: Fields that depend on the clock or on random ids, and the hashes that cover them.
+VOLATILE = {"event_id", "recorded_at", "hash", "prev_hash"}
+SUPPLIED_ID = uuid.UUID("5f0c1c2e-8d1b-4c39-9a57-3b0f6f1d2a11")
+WRITER_TIME = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
+EVIDENCE = {
+    "ticket": "T-1",
+    "approvers": ["ops", "sec"],
+    "numbers": [1, 1.5, 1e-07, 1e20, -0.0, 2**62],
+    "nested": {"é": "tab\t quote\" nl\n \x01", "zz": None, "a": True, "": False},
+}
+
+
+def req(stream: str, *payloads: dict[str, Any], expected: Any = StreamState.ANY,
+        event_id: uuid.UUID | None = None, **context: Any) -> AppendRequest:
+    events = [NewEvent.create("thing_happened", p, {"trace": stream}, event_id=event_id)
+              for p in payloads or ({"n": 1},)]
+    return AppendRequest.create(stream, events, expected_version=expected,
+                                context=WriteContext(**context))
+
+
+def summary(outcome: AppendOutcome | BaseException | object) -> object:
+    """An outcome without what depends on time or random ids."""
+    if isinstance(outcome, AppendResult):
+        return ("replayed" if outcome.replayed else "ok",
+                [(e.sequence, e.stream_id, e.stream_version, e.writer_id, e.epoch)
+                 for e in outcome.events])
+    if isinstance(outcome, CanonlogError):
+        return (type(outcome).__name__, str(outcome), getattr(outcome, "actual", None))
+    return outcome
+
+
+async def attempt(step: Any) -> object:
+    try:
+        return summary(await step)
+    except CanonlogError as exc:
+        return summary(exc)
+
+
+async def run_script(log: EventLog) -> list[object]:
+    """Grants, appends with conflicts and replays, halt, resume, release, hand-over."""
+    results: list[object] = []
+    grant = await log.acquire_grant("main", "writer-a")
+    results.append(grant)
+    grant = await log.acquire_grant("main", "writer-a")
+    results.append(grant)
+    results.append(await attempt(log.acquire_grant("main", "writer-b")))
+    outcomes = await log.append_batch(grant, [
+        req("order-1", {"a": 1}, expected=StreamState.NO_STREAM, execution_id="x-1"),
+        req("order-1", expected=StreamState.NO_STREAM),
+        req("order-2", {"b": 1}, {"b": 2}, execution_id="x-2", task_id="t-1", agent_id="ag"),
+        req("order-1", {"a": 1}, expected=StreamState.NO_STREAM, execution_id="x-1"),
+        req("order-1", {"a": 9}, execution_id="x-1"),
+        AppendRequest("$ledger", (NewEvent.create("x", {}),)),
+        req("order-3", {"c": "é"}, event_id=SUPPLIED_ID, correlation_id="c-1",
+            causation_id="cause-1", writer_time=WRITER_TIME),
+        req("order-4", expected=StreamState.STREAM_EXISTS),
+        req("order-1", {"a": 2}, expected=1),
+    ])
+    results.append([summary(o) for o in outcomes])
+    results.append(await attempt(log.append(grant, req(
+        "order-2", {"b": 1}, {"b": 2}, execution_id="x-2", task_id="t-1", agent_id="ag",
+        expected=7))))
+    results.append(await attempt(log.append(grant, req("order-9", event_id=SUPPLIED_ID))))
+    results.append(await attempt(log.append(grant, req("order-1", expected=5))))
+    results.append(await log.halt("main", 'suspected tampering — "seq 7"\n', "ops"))
+    results.append(await log.halt("main", "again", "ops"))
+    results.append(await attempt(log.append(grant, req("order-1"))))
+    results.append(await attempt(log.acquire_grant("main", "writer-a")))
+    results.append(await attempt(log.release_grant(grant)))
+    results.append(await log.ledger_state("main"))
+    results.append(await log.resume("main", "ops", EVIDENCE))
+    results.append(await log.resume("main", "ops", EVIDENCE))
+    results.append(await attempt(log.append(grant, req("order-1", {"a": 3}, expected=2))))
+    await log.release_grant(grant)
+    results.append(await attempt(log.append(grant, req("order-1"))))
+    results.append(await log.ledger_state("main"))
+    other = await log.acquire_grant("main", "writer-b")
+    results.append(other)
+    results.append(await attempt(log.append(other, req("order-1", {"a": 4}, expected=3))))
+    results.append((await log.head("main")).sequence)
+    return results
+
+
+def stable(event: RecordedEvent) -> dict[str, Any]:
+    return {k: v for k, v in dataclasses.asdict(event).items() if k not in VOLATILE}
+
+
+def assert_chain_verifies(events: list[RecordedEvent]) -> None:
+    previous = GENESIS_HASH
+    for number, event in enumerate(events, 1):
+        assert event.sequence == number
+        assert event.prev_hash == previous, f"link broken at {number}"
+        assert event.hash == event_hash_v1(event), f"hash wrong at {number}"
+        previous = event.hash
+
+
+async def test_memory_and_postgres_record_the_same_ledger(database: TestDatabase) -> None:
+    memory = MemoryEventLog()
+    postgres = await AsyncpgEventLog.connect(database.app.uri())
+    try:
+        memory_results = await run_script(memory)
+        postgres_results = await run_script(postgres)
+        memory_events = await memory.read_all("main", limit=10_000)
+        postgres_events = await postgres.read_all("main", limit=10_000)
+    finally:
+        await postgres.close()
+        await memory.close()
+    assert memory_results == postgres_results
+    assert len(memory_events) == len(postgres_events) > 10
+    for mine, theirs in zip(memory_events, postgres_events, strict=True):
+        assert stable(mine) == stable(theirs), f"event {theirs.sequence} differs"
+    assert_chain_verifies(memory_events)
+    assert_chain_verifies(postgres_events)
+    supplied = [e for e in postgres_events if e.event_id == SUPPLIED_ID]
+    assert [e.sequence for e in supplied] == [e.sequence for e in memory_events
+                                              if e.event_id == SUPPLIED_ID]
+
+
+JSON_TEXTS = [
+    '{"ab": 1, "z": 2, "é": 3, "aa": 4, "": 5, "ä": 6, "b": 7}',
+    '{"a": 1, "a": 2}',
+    '{"n": [1.50, 1.5e3, 1e-7, -0, -0.0, 0.000, 1E+2, 12.30e-1, 123456789012345678901234567890]}',
+    '{"s": "tab\\t quote\\" back\\\\ \\u0007 \\u007f \\u2028 \\ud83d\\ude00 \\/ é"}',
+    '{"deep": {"x": [[], {}, [{"b": null, "a": true}]], "y": false}}',
+    ' { "spaced" : [ 1 , 2 ] } ',
+]
+REFUSED_TEXTS = [
+    '{"a": "\\u0000"}', '{"a": "\\ud800"}', '{"a": NaN}', '{"a": Infinity}', "{'a': 1}",
+    '\ufeff{"a": 1}', '{"a": 1} x', '{"a": 01}', '{"a": .5}', '{"a": "\x01"}', "",
+]
+
+
+@pytest.mark.parametrize("text", JSON_TEXTS)
+async def test_jsonb_rendering_matches_postgresql(database: TestDatabase, text: str) -> None:
+    conn = await asyncpg.connect(database.app.uri())
+    try:
+        expected = await conn.fetchval("SELECT $1::text::jsonb::text", text)
+    finally:
+        await conn.close()
+    assert jsonb_text(parse_jsonb(text, "payload")) == expected
+
+
+@pytest.mark.parametrize("text", REFUSED_TEXTS)
+async def test_jsonb_refuses_what_postgresql_refuses(database: TestDatabase, text: str) -> None:
+    conn = await asyncpg.connect(database.app.uri())
+    try:
+        with pytest.raises(asyncpg.PostgresError):
+            await conn.fetchval("SELECT convert_from($1, 'UTF8')::jsonb::text", text.encode())
+    finally:
+        await conn.close()
+    with pytest.raises(InvalidEvent):
+        parse_jsonb(text.encode(), "payload")

@@ -1,0 +1,296 @@
+"""What the in-memory adapter adds to the contract suite: its clock, its jsonb rendering,
+its refusals, and that nothing it returns can change what it holds."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+
+from canonlog.application.ports import AppendResult
+from canonlog.domain.errors import (
+    IdempotencyConflict,
+    InvalidEvent,
+    LedgerNotFound,
+    StaleWriter,
+    StorageError,
+    SystemHalted,
+)
+from canonlog.domain.events import (
+    GENESIS_HASH,
+    AppendRequest,
+    NewEvent,
+    RecordedEvent,
+    WriteContext,
+)
+from canonlog.domain.hashing import event_hash_v1
+from canonlog.infrastructure.memory import MemoryEventLog, jsonb_text
+
+START = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+def request(stream: str, *payloads: dict, **context: str) -> AppendRequest:
+    events = [NewEvent.create("thing_happened", p) for p in payloads or ({"n": 1},)]
+    return AppendRequest.create(stream, events, context=WriteContext(**context))
+
+
+def assert_chain_verifies(events: list[RecordedEvent]) -> None:
+    previous = GENESIS_HASH
+    for number, event in enumerate(events, 1):
+        assert event.sequence == number
+        assert event.prev_hash == previous
+        assert event.hash == event_hash_v1(event)
+        previous = event.hash
+
+
+class SteppingClock:
+    """A clock that returns the given readings in turn, then repeats the last."""
+
+    def __init__(self, *readings: datetime) -> None:
+        self.readings: Iterator[datetime] = iter(readings)
+        self.last = readings[-1]
+
+    def __call__(self) -> datetime:
+        self.last = next(self.readings, self.last)
+        return self.last
+
+
+async def test_authority_time_holds_still_while_the_clock_runs_backwards() -> None:
+    clock = SteppingClock(START, START + timedelta(seconds=5), START - timedelta(hours=1),
+                          START + timedelta(seconds=2), START + timedelta(seconds=9))
+    log = MemoryEventLog(clock=clock)
+    grant = await log.acquire_grant("main", "writer-a")
+    for _ in range(4):
+        await log.append(grant, request("s"))
+    events = await log.read_all("main")
+    assert [e.recorded_at for e in events] == [
+        START, START + timedelta(seconds=5), START + timedelta(seconds=5),
+        START + timedelta(seconds=5), START + timedelta(seconds=9),
+    ]
+    assert_chain_verifies(events)
+
+
+async def test_every_event_of_a_batch_gets_one_clock_reading() -> None:
+    clock = SteppingClock(START, START + timedelta(seconds=1), START + timedelta(seconds=2))
+    log = MemoryEventLog(clock=clock)
+    grant = await log.acquire_grant("main", "writer-a")
+    outcomes = await log.append_batch(grant, [request("a", {"i": 1}, {"i": 2}), request("b")])
+    times = {e.recorded_at for o in outcomes if isinstance(o, AppendResult) for e in o.events}
+    assert times == {START + timedelta(seconds=1)}
+
+
+async def test_recorded_at_is_utc_whatever_the_clock_zone() -> None:
+    zone = datetime.now().astimezone().tzinfo
+    log = MemoryEventLog(clock=lambda: START.astimezone(zone))
+    await log.acquire_grant("main", "writer-a")
+    (event,) = await log.read_all("main")
+    assert event.recorded_at == START and event.recorded_at.tzinfo is UTC
+
+
+async def test_governance_payloads_are_the_bytes_postgresql_stores() -> None:
+    """System payloads are jsonb::text, as append_system_v1 stores them, not canonical JSON."""
+    log = MemoryEventLog()
+    grant = await log.acquire_grant("main", "writer-a")
+    grant = await log.acquire_grant("main", "writer-a")
+    await log.halt("main", 'r\u00e9ason "q"\n', "ops")
+    await log.resume("main", "ops", {"b": [1, 1.5, 1e-07, 1e20, -0.0, True, None,
+                                           {"zz": "é", "a": "\t\x01"}],
+                                     "aa": {}, "ticket": "T-1"})
+    await log.release_grant(grant)
+    await log.acquire_grant("main", "writer-b")
+    payloads = [e.payload for e in await log.read_stream("main", "$ledger")]
+    assert payloads == [
+        b'{"kind": "genesis", "epoch": 1, "writer_id": "writer-a", "previous_epoch": 0, '
+        b'"previous_writer_id": null}',
+        b'{"kind": "restart", "epoch": 2, "writer_id": "writer-a", "previous_epoch": 1, '
+        b'"previous_writer_id": "writer-a"}',
+        b'{"actor": "ops", "reason": "r\xc3\xa9ason \\"q\\"\\n"}',
+        b'{"actor": "ops", "evidence": {"b": [1, 1.5, 0.0000001, 100000000000000000000, 0.0, '
+        b'true, null, {"a": "\\t\\u0001", "zz": "\xc3\xa9"}], "aa": {}, "ticket": "T-1"}, '
+        b'"halt_reason": "r\xc3\xa9ason \\"q\\"\\n"}',
+        b'{"epoch": 2, "writer_id": "writer-a"}',
+        b'{"kind": "hand-over", "epoch": 3, "writer_id": "writer-b", "previous_epoch": 2, '
+        b'"previous_writer_id": null}',
+    ]
+    assert all(e.metadata == b"{}" for e in await log.read_all("main"))
+
+
+@pytest.mark.parametrize(("value", "text"), [
+    ({"ab": 1, "z": 2, "é": 3, "aa": 4}, '{"z": 2, "aa": 4, "ab": 1, "é": 3}'),
+    ({"a": [], "b": {}}, '{"a": [], "b": {}}'),
+    (Decimal("1.50"), "1.50"),
+    (Decimal("1.5E+3"), "1500"),
+    (Decimal("-0.0"), "0.0"),
+    (2.5e-05, "0.000025"),
+    (-(2**70), str(-(2**70))),
+    ("tab\t quote\" back\\ bell\x07 del\x7f \u2028",
+     '"tab\\t quote\\" back\\\\ bell\\u0007 del\x7f \u2028"'),
+])
+def test_jsonb_text_prints_like_postgresql(value: object, text: str) -> None:
+    assert jsonb_text(value) == text
+
+
+@pytest.mark.parametrize("payload", [
+    b"[1]", b"null", b"not json", b"\xff\xfe", b'\xef\xbb\xbf{}', b'{"a":"\\u0000"}',
+    b'{"a":"\\ud800"}', b'{"a":NaN}', b'{"a":Infinity}', b"{\"a\":1}\x00", b"",
+])
+async def test_payloads_jsonb_would_refuse_fail_the_whole_batch(payload: bytes) -> None:
+    log = MemoryEventLog()
+    grant = await log.acquire_grant("main", "writer-a")
+    head = await log.head("main")
+    with pytest.raises(InvalidEvent, match="event 2 of the batch"):
+        await log.append_batch(grant, [request("fine"),
+                                       AppendRequest("s", (NewEvent("x", payload),))])
+    with pytest.raises(InvalidEvent, match="event 1 of the batch"):
+        await log.append(grant, AppendRequest("s", (NewEvent("x", b"{}", payload),)))
+    assert await log.head("main") == head
+
+
+async def test_payloads_jsonb_accepts_are_stored_as_given() -> None:
+    """jsonb keeps the last of duplicate keys and reads big numbers exactly; the bytes stay."""
+    log = MemoryEventLog()
+    grant = await log.acquire_grant("main", "writer-a")
+    for payload in (b'{"a":1,"a":2}', b' {"n": 1e400, "m": 123456789012345678901234567890} '):
+        (event,) = (await log.append(grant, AppendRequest("s", (NewEvent("x", payload),)))).events
+        assert event.payload == payload
+
+
+async def test_text_postgresql_cannot_store_fails_the_whole_batch() -> None:
+    log = MemoryEventLog()
+    grant = await log.acquire_grant("main", "writer-a")
+    for bad in (AppendRequest("s\x00", (NewEvent("x", b"{}"),)),
+                AppendRequest("s", (NewEvent("x\ud800", b"{}"),))):
+        with pytest.raises(InvalidEvent, match="the database refused the input"):
+            await log.append_batch(grant, [request("fine"), bad])
+    with pytest.raises(InvalidEvent):
+        await log.acquire_grant("main", "writer\x00")
+    assert (await log.head("main")).sequence == 1
+
+
+async def test_a_refused_batch_leaves_no_idempotency_record() -> None:
+    log = MemoryEventLog()
+    stale = await log.acquire_grant("main", "writer-a")
+    grant = await log.acquire_grant("main", "writer-a")
+    with pytest.raises(StaleWriter):
+        await log.append(stale, request("s", {"a": 1}, execution_id="x-1"))
+    result = await log.append(grant, request("s", {"a": 2}, execution_id="x-1"))
+    assert not result.replayed
+    with pytest.raises(IdempotencyConflict):
+        await log.append(grant, request("s", {"a": 1}, execution_id="x-1"))
+
+
+async def test_a_replay_returns_the_stored_events_even_after_later_appends() -> None:
+    log = MemoryEventLog()
+    grant = await log.acquire_grant("main", "writer-a")
+    original = await log.append(grant, request("s", {"a": 1}, {"a": 2}, execution_id="x-1"))
+    await log.append(grant, request("s"))
+    retry = await log.append(grant, request("s", {"a": 1}, {"a": 2}, execution_id="x-1"))
+    assert retry.replayed and retry.events == original.events
+    assert list(retry.events) == (await log.read_all("main"))[1:3]
+
+
+async def test_concurrent_appenders_get_a_gap_free_verifiable_chain() -> None:
+    log = MemoryEventLog()
+    grant = await log.acquire_grant("main", "writer-a")
+
+    async def appender(index: int) -> list[int]:
+        sequences = []
+        for n in range(25):
+            result = await log.append(grant, request(f"s-{index % 3}", {"i": index, "n": n}))
+            sequences += [e.sequence for e in result.events]
+            await asyncio.sleep(0)
+        return sequences
+
+    results = await asyncio.gather(*(appender(i) for i in range(8)))
+    assert sorted(s for r in results for s in r) == list(range(2, 202))
+    events = await log.read_all("main")
+    assert_chain_verifies(events)
+    for stream in ("s-0", "s-1", "s-2"):
+        versions = [e.stream_version for e in await log.read_stream("main", stream)]
+        assert versions == list(range(1, len(versions) + 1))
+
+
+async def test_event_ids_are_random_uuid4_unless_supplied_and_unique_across_ledgers() -> None:
+    log = MemoryEventLog()
+    a = await log.acquire_grant("alpha", "writer-a")
+    b = await log.acquire_grant("beta", "writer-b")
+    (generated,) = (await log.append(a, request("s"))).events
+    assert generated.event_id.version == 4
+    supplied = uuid.uuid4()
+    event = NewEvent.create("x", {}, event_id=supplied)
+    (kept,) = (await log.append(a, AppendRequest.create("s", [event]))).events
+    assert kept.event_id == supplied
+    with pytest.raises(InvalidEvent, match=f"event id {supplied} is already recorded"):
+        await log.append(b, AppendRequest.create("s", [event]))
+
+
+async def test_an_event_id_twice_in_one_request_refuses_that_request_alone() -> None:
+    """append_v1 lets this reach the unique constraint and fails the whole batch; the memory
+    adapter refuses the one request, as the function's own duplicate check means to."""
+    log = MemoryEventLog()
+    grant = await log.acquire_grant("main", "writer-a")
+    event = NewEvent.create("x", {}, event_id=uuid.uuid4())
+    outcomes = await log.append_batch(grant, [AppendRequest("s", (event, event)), request("t")])
+    assert isinstance(outcomes[0], InvalidEvent)
+    assert isinstance(outcomes[1], AppendResult) and outcomes[1].events[0].sequence == 2
+
+
+async def test_a_halt_refusal_carries_the_reason_for_grants_too() -> None:
+    log = MemoryEventLog()
+    grant = await log.acquire_grant("main", "writer-a")
+    await log.halt("main", "disk audit", "ops")
+    for attempt in (log.acquire_grant("main", "writer-a"), log.release_grant(grant),
+                    log.append(grant, request("s"))):
+        with pytest.raises(SystemHalted, match="ledger main is halted: disk audit") as halted:
+            await attempt
+        assert halted.value.reason == "disk audit"
+
+
+async def test_what_reads_return_cannot_change_the_ledger() -> None:
+    log = MemoryEventLog()
+    grant = await log.acquire_grant("main", "writer-a")
+    await log.append(grant, request("s"))
+    events = await log.read_all("main")
+    stream = await log.read_stream("main", "s")
+    events.clear()
+    stream.append(stream[0])
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        stream[0].payload = b'{"forged":true}'  # type: ignore[misc]
+    assert len(await log.read_all("main")) == 2
+    assert len(await log.read_stream("main", "s")) == 1
+
+
+async def test_reads_page_and_clamp_like_sql() -> None:
+    log = MemoryEventLog()
+    grant = await log.acquire_grant("main", "writer-a")
+    await log.append(grant, request("s", *({"i": i} for i in range(4))))
+    assert [e.sequence for e in await log.read_all("main", after=-5, limit=2)] == [1, 2]
+    assert await log.read_all("main", after=99) == []
+    assert [e.stream_version for e in await log.read_stream("main", "s", from_version=0)] == [
+        1, 2, 3, 4]
+    assert await log.read_stream("main", "s", limit=0) == []
+    with pytest.raises(StorageError, match="LIMIT must not be negative"):
+        await log.read_all("main", limit=-1)
+
+
+async def test_a_closed_log_refuses_every_call() -> None:
+    log = MemoryEventLog()
+    grant = await log.acquire_grant("main", "writer-a")
+    await log.close()
+    with pytest.raises(StorageError):
+        await log.append(grant, request("s"))
+    with pytest.raises(StorageError):
+        await log.read_all("main")
+
+
+async def test_a_naive_clock_is_refused() -> None:
+    log = MemoryEventLog(clock=lambda: datetime(2026, 1, 1))
+    with pytest.raises(ValueError, match="timezone-aware"):
+        await log.acquire_grant("main", "writer-a")
+    with pytest.raises(LedgerNotFound):
+        await log.ledger_state("main")
