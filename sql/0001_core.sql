@@ -239,6 +239,34 @@ SELECT sha256(
     || p_prev_hash)
 $body$;
 
+-- Canonical JSON v1 of a jsonb value, for the payloads the database writes
+-- itself: keys in code point order (byte order of UTF-8, hence COLLATE "C"), no
+-- whitespace, strings escaped as to_json escapes them (the minimal RFC 8259
+-- escapes). Numbers keep jsonb's rendering, which equals canonical JSON v1 for
+-- integers; governance payloads hold integers, strings, booleans and null.
+CREATE FUNCTION canonlog.canonical_json_v1(p jsonb) RETURNS text
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
+AS $body$
+DECLARE
+    v_text text;
+BEGIN
+    CASE jsonb_typeof(p)
+        WHEN 'object' THEN
+            SELECT '{' || coalesce(string_agg(to_json(e.k)::text || ':' || canonlog.canonical_json_v1(e.v),
+                                              ',' ORDER BY e.k COLLATE "C"), '') || '}'
+            INTO v_text FROM jsonb_each(p) AS e(k, v);
+        WHEN 'array' THEN
+            SELECT '[' || coalesce(string_agg(canonlog.canonical_json_v1(a.v), ',' ORDER BY a.i), '') || ']'
+            INTO v_text FROM jsonb_array_elements(p) WITH ORDINALITY AS a(v, i);
+        WHEN 'string' THEN
+            v_text := to_json(p #>> '{}')::text;
+        ELSE
+            v_text := p::text;
+    END CASE;
+    RETURN v_text;
+END
+$body$;
+
 ------------------------------------------------------------------------------
 -- Governance: ledger creation, grants, halt and resume. Each is a chained
 -- event in the ledger's "$ledger" stream.
@@ -258,7 +286,7 @@ DECLARE
     v_version bigint;
     v_now timestamptz;
     v_id uuid := gen_random_uuid();
-    v_payload bytea := convert_to(p_payload::text, 'UTF8');
+    v_payload bytea := convert_to(canonlog.canonical_json_v1(p_payload), 'UTF8');
 BEGIN
     SELECT e.seq, e.hash, e.recorded_at INTO v_seq, v_prev, v_prev_at
     FROM canonlog.events e WHERE e.ledger_id = p_ledger ORDER BY e.seq DESC LIMIT 1;
@@ -326,7 +354,8 @@ BEGIN
         v_kind := 'genesis';
     ELSIF v_row.halted THEN
         RAISE EXCEPTION USING ERRCODE = 'CL012',
-            MESSAGE = format('canonlog: ledger %s is halted: %s', p_ledger, v_row.halt_reason);
+            MESSAGE = format('canonlog: ledger %s is halted: %s', p_ledger, v_row.halt_reason),
+            DETAIL = v_row.halt_reason;
     ELSIF v_row.writer_id IS NULL THEN
         v_kind := 'hand-over';
     ELSIF v_row.writer_id = p_writer THEN
@@ -371,7 +400,8 @@ BEGIN
     END IF;
     IF v_row.halted THEN
         RAISE EXCEPTION USING ERRCODE = 'CL012',
-            MESSAGE = format('canonlog: ledger %s is halted: %s', p_ledger, v_row.halt_reason);
+            MESSAGE = format('canonlog: ledger %s is halted: %s', p_ledger, v_row.halt_reason),
+            DETAIL = v_row.halt_reason;
     END IF;
     PERFORM canonlog.append_system_v1(p_ledger, 'canonlog.writer_released',
         jsonb_build_object('writer_id', p_writer, 'epoch', p_epoch), p_writer, p_epoch);

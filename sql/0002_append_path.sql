@@ -179,6 +179,7 @@ BEGIN
                     v_problem := 'event_type must be 1 to 256 characters';
                 ELSIF e_event_id[j] IS NOT NULL AND (
                         e_event_id[j] = ANY (v_ids)
+                        OR e_event_id[j] = ANY (e_event_id[v_start + 1 : j - 1])
                         OR EXISTS (SELECT FROM canonlog.events e WHERE e.event_id = e_event_id[j])) THEN
                     v_problem := format('event id %s is already recorded', e_event_id[j]);
                 END IF;

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Final
 
-from canonlog.domain.canonical import RawJson, canonical_json
+from canonlog.domain.canonical import INT_MAX, RawJson, canonical_json
 from canonlog.domain.errors import InvalidEvent
 
 DEFAULT_LEDGER: Final = "main"
@@ -40,7 +40,7 @@ def expected_version_code(expected: ExpectedVersion) -> int | None:
         return -1
     if expected is StreamState.NO_STREAM:
         return 0
-    if isinstance(expected, bool) or not isinstance(expected, int) or expected < 1:
+    if isinstance(expected, bool) or not isinstance(expected, int) or not 1 <= expected <= INT_MAX:
         raise InvalidEvent(
             f"expected_version must be a StreamState or a version >= 1, got {expected!r}"
         )

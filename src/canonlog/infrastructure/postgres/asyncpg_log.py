@@ -34,7 +34,7 @@ async def translated() -> AsyncIterator[None]:
     try:
         yield
     except asyncpg.PostgresError as exc:
-        raise translate_error(exc.sqlstate, getattr(exc, "message", str(exc)),
+        raise translate_error(exc.sqlstate, getattr(exc, "message", None) or str(exc),
                               getattr(exc, "detail", None)) from exc
     except (asyncpg.InterfaceError, OSError) as exc:
         raise StorageError(f"PostgreSQL connection failed: {exc}") from exc
@@ -57,7 +57,8 @@ class AsyncpgEventLog:
         return self._pool
 
     async def close(self) -> None:
-        await self._pool.close()
+        async with translated():
+            await self._pool.close()
 
     async def acquire_grant(self, ledger_id: str, writer_id: str) -> WriterGrant:
         async with translated():

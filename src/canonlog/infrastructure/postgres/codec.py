@@ -180,8 +180,9 @@ def event_from_row(row: Row) -> RecordedEvent:
 
 
 #: SQLSTATEs of malformed input that PostgreSQL itself raises inside the append
-#: path: invalid byte sequence, untranslatable character, invalid JSON text,
-#: string too long, check violation.
+#: path: invalid byte sequence, untranslatable character (U+0000 in JSON),
+#: invalid text representation (JSON), string too long, check violation,
+#: invalid parameter value.
 _INPUT_SQLSTATES = frozenset({"22021", "22P05", "22P02", "22001", "23514", "22023"})
 
 
