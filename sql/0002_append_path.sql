@@ -287,6 +287,8 @@ BEGIN
             INSERT INTO canonlog.executions SELECT * FROM unnest(x);
         END IF;
         PERFORM set_config('canonlog.append_guard', 'off', true);
+        -- A wake-up hint for subscribers, delivered at commit.
+        PERFORM pg_notify('canonlog_events', p_ledger || ':' || v_seq);
     END IF;
 
     RETURN QUERY SELECT * FROM unnest(s);

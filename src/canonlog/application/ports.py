@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from canonlog.domain.errors import CanonlogError
 from canonlog.domain.events import (
     AppendRequest,
+    ExpectedVersion,
     Head,
     LedgerState,
+    NewEvent,
     RecordedEvent,
+    StreamState,
     WriterGrant,
 )
 
@@ -181,4 +184,47 @@ class EventNotifier(Protocol):
 
     async def wait(self, ledger_id: str, after: int, timeout: float) -> None:
         """Returns when events after `after` may exist, or after timeout seconds."""
+        ...
+
+
+class EventStore(Protocol):
+    """What a domain service depends on: one ledger, written through its canonical writer.
+
+    canonlog.open() gives the PostgreSQL implementation, canonlog.testing.open_in_memory()
+    one that behaves the same (same errors, same hashes) for unit tests.
+    """
+
+    async def append(
+        self,
+        stream_id: str,
+        events: Sequence[NewEvent],
+        *,
+        expected_version: ExpectedVersion = StreamState.ANY,
+        execution_id: str | None = None,
+        task_id: str | None = None,
+        correlation_id: str | None = None,
+        causation_id: str | None = None,
+        agent_id: str | None = None,
+    ) -> AppendResult:
+        """Appends events atomically to one stream and returns them as recorded."""
+        ...
+
+    async def read_stream(
+        self, stream_id: str, *, from_version: int = 1, limit: int | None = None
+    ) -> list[RecordedEvent]:
+        """Returns a stream's events from from_version on, oldest first."""
+        ...
+
+    async def read_all(self, *, after: int = 0, limit: int = 1000) -> list[RecordedEvent]:
+        """Returns up to limit events after a sequence, in sequence order."""
+        ...
+
+    async def head(self) -> Head:
+        """Returns the ledger's newest sequence and hash."""
+        ...
+
+    def subscribe(
+        self, *, after: int = 0, page_size: int = 500, poll_interval: float = 1.0
+    ) -> AsyncIterator[RecordedEvent]:
+        """Yields every event after `after`, then new ones as they commit."""
         ...

@@ -11,7 +11,14 @@ from dataclasses import dataclass
 import asyncpg
 import structlog
 
+from canonlog.application.client import LedgerClient
+from canonlog.application.halt import LedgerHaltChannel
+from canonlog.application.ports import HaltChannel, WriterLease
+from canonlog.application.writer import EventWriterService, WriterConfig
+from canonlog.infrastructure.head_store import FileHeadStore
 from canonlog.infrastructure.postgres.asyncpg_log import AsyncpgEventLog, translated
+from canonlog.infrastructure.postgres.inspector import PostgresInspector
+from canonlog.infrastructure.postgres.notifier import PostgresNotifier
 from canonlog.infrastructure.postgres.embedded import EmbeddedServer, provision, start_embedded
 from canonlog.infrastructure.postgres.migrations import migrate
 from canonlog.infrastructure.settings import Settings
@@ -74,3 +81,61 @@ async def open_event_log(settings: Settings) -> AsyncIterator[tuple[AsyncpgEvent
         yield log, connections
     finally:
         await log.close()
+
+
+def writer_config(settings: Settings) -> WriterConfig:
+    return WriterConfig(
+        ledger_id=settings.ledger,
+        writer_id=settings.writer_id,
+        max_batch_requests=settings.batch_max_requests,
+        max_batch_events=settings.batch_max_events,
+        max_wait=settings.batch_max_wait,
+        lease_renew_interval=settings.lease_renew_interval,
+        tail_events=settings.tail_events,
+    )
+
+
+@asynccontextmanager
+async def open_ledger(settings: Settings | None = None) -> AsyncIterator[LedgerClient]:
+    """Yields a verified, writing LedgerClient for settings.ledger; stops the writer on exit.
+
+    The lease is Redis's when settings.redis_url is set, else a PostgreSQL advisory
+    lock; halt state is read from the database and, with Redis, from its halt key.
+    """
+    settings = settings or Settings()
+    async with open_event_log(settings) as (event_log, connections):
+        lease: WriterLease
+        channels: list[HaltChannel] = [LedgerHaltChannel(event_log)]
+        redis_client = None
+        if settings.redis_url:
+            import redis.asyncio as redis
+
+            from canonlog.infrastructure.redis.halt import RedisHaltChannel
+            from canonlog.infrastructure.redis.lease import RedisLease
+
+            redis_client = redis.Redis.from_url(
+                settings.redis_url, socket_timeout=settings.lease_renew_interval,
+                socket_connect_timeout=settings.lease_renew_interval,
+            )
+            lease = RedisLease(redis_client, settings.ledger, settings.writer_id,
+                               ttl=settings.lease_ttl)
+            channels.append(RedisHaltChannel(redis_client))
+        else:
+            from canonlog.infrastructure.postgres.lease import AdvisoryLockLease
+
+            lease = AdvisoryLockLease(connections.dsn, settings.ledger, settings.writer_id,
+                                      ttl=settings.lease_ttl)
+        writer = EventWriterService(
+            event_log, lease, channels, FileHeadStore(settings.data_dir / "writer"),
+            writer_config(settings), inspector=PostgresInspector(event_log.pool),
+        )
+        notifier = PostgresNotifier(connections.dsn)
+        try:
+            await writer.start()
+            yield LedgerClient(writer, event_log, settings.ledger, notifier=notifier,
+                               limits=settings.limits)
+        finally:
+            await writer.stop()
+            await notifier.close()
+            if redis_client is not None:
+                await redis_client.aclose()

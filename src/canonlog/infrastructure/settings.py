@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from canonlog.domain.events import DEFAULT_LEDGER, Limits
@@ -29,12 +29,33 @@ class Settings(BaseSettings):
     ledger: str = Field(default=DEFAULT_LEDGER, min_length=1, max_length=256)
     writer_id: str = Field(default="writer-1", min_length=1, max_length=256)
     pool_size: int = Field(default=10, ge=1, le=1000)
+    redis_url: str | None = Field(
+        default=None, description="Redis for the lease and halt channel; unset = PostgreSQL lease"
+    )
+    lease_ttl: float = Field(default=10.0, gt=0, description="seconds a lease lasts unrenewed")
+    lease_renew_interval: float = Field(default=2.0, gt=0)
+    batch_max_requests: int = Field(default=1024, ge=1)
+    batch_max_events: int = Field(default=8192, ge=1)
+    batch_max_wait: float = Field(default=0.0, ge=0, description="seconds to wait for company")
+    tail_events: int = Field(default=1000, ge=0, description="events re-verified at startup")
+    checkpoint_dir: Path | None = Field(
+        default=None, description="where signed checkpoints are published and read"
+    )
     migrate_on_start: bool = Field(default=True, description="apply pending migrations at startup")
     max_payload_bytes: int = Field(default=1_048_576, ge=2)
     max_metadata_bytes: int = Field(default=65_536, ge=2)
     max_events_per_append: int = Field(default=10_000, ge=1)
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
     log_format: Literal["console", "json"] = "console"
+
+    @model_validator(mode="after")
+    def _renewal_within_ttl(self) -> Settings:
+        if self.lease_renew_interval >= self.lease_ttl:
+            raise ValueError(
+                f"lease_renew_interval ({self.lease_renew_interval}s) must be shorter than "
+                f"lease_ttl ({self.lease_ttl}s)"
+            )
+        return self
 
     @property
     def embedded(self) -> bool:

@@ -91,3 +91,21 @@ ALTER TABLE canonlog.events DISABLE TRIGGER events_refuse_update;
 UPDATE canonlog.events SET payload = convert_to('{"amount":1,"currency":"EUR","order":"order-1"}', 'UTF8')
 WHERE ledger_id = current_setting('canonlog.demo_ledger') AND seq = current_setting('canonlog.demo_seq')::bigint;
 ALTER TABLE canonlog.events ENABLE ALWAYS TRIGGER events_refuse_update;
+
+-- name: server_encoding
+SELECT current_setting('server_encoding') AS encoding
+
+-- name: lease_try_lock
+SELECT pg_try_advisory_lock($1::integer, hashtext($2)) AS acquired
+
+-- name: lease_held
+-- The two-integer form of an advisory lock shows in pg_locks as classid, objid
+-- and objsubid = 2; the int4 keys appear reinterpreted as oid.
+SELECT EXISTS (
+    SELECT 1 FROM pg_locks
+    WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND granted
+      AND classid = $1::integer::oid AND objid = hashtext($2)::oid AND objsubid = 2
+) AS held
+
+-- name: lease_unlock
+SELECT pg_advisory_unlock($1::integer, hashtext($2)) AS released

@@ -1,0 +1,113 @@
+"""The in-process API domain services use: append through the writer, read, subscribe."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime
+
+from canonlog.application.ports import AppendResult, EventLog, EventNotifier
+from canonlog.application.writer import EventWriterService
+from canonlog.domain.events import (
+    DEFAULT_LIMITS,
+    AppendRequest,
+    ExpectedVersion,
+    Head,
+    Limits,
+    NewEvent,
+    RecordedEvent,
+    StreamState,
+    WriteContext,
+)
+
+
+class PollingNotifier:
+    """An EventNotifier with no channel: every wait lasts its timeout."""
+
+    async def wait(self, ledger_id: str, after: int, timeout: float) -> None:
+        await asyncio.sleep(timeout)
+
+
+class LedgerClient:
+    """One ledger, as a domain service sees it (implements the EventStore port)."""
+
+    def __init__(
+        self,
+        writer: EventWriterService,
+        event_log: EventLog,
+        ledger_id: str,
+        *,
+        notifier: EventNotifier | None = None,
+        limits: Limits = DEFAULT_LIMITS,
+    ) -> None:
+        self._writer = writer
+        self._log = event_log
+        self._ledger_id = ledger_id
+        self._notifier = notifier or PollingNotifier()
+        self._limits = limits
+
+    @property
+    def ledger_id(self) -> str:
+        return self._ledger_id
+
+    @property
+    def writer(self) -> EventWriterService:
+        return self._writer
+
+    async def append(
+        self,
+        stream_id: str,
+        events: Sequence[NewEvent],
+        *,
+        expected_version: ExpectedVersion = StreamState.ANY,
+        execution_id: str | None = None,
+        task_id: str | None = None,
+        correlation_id: str | None = None,
+        causation_id: str | None = None,
+        agent_id: str | None = None,
+    ) -> AppendResult:
+        """Appends events atomically to one stream and returns them as recorded.
+
+        Raises InvalidEvent before anything is queued, ConcurrencyConflict when the
+        stream has moved past expected_version, IdempotencyConflict when execution_id
+        was used for a different request, SystemHalted when the ledger is halted,
+        and WriterLeaseLost or WriterNotVerified when this process may not write.
+        """
+        request = AppendRequest.create(
+            stream_id, list(events), expected_version=expected_version,
+            context=WriteContext(task_id=task_id, execution_id=execution_id,
+                                 correlation_id=correlation_id, causation_id=causation_id,
+                                 agent_id=agent_id, writer_time=datetime.now(UTC)),
+            limits=self._limits,
+        )
+        return await self._writer.append(request)
+
+    async def read_stream(
+        self, stream_id: str, *, from_version: int = 1, limit: int | None = None
+    ) -> list[RecordedEvent]:
+        return await self._log.read_stream(self._ledger_id, stream_id,
+                                           from_version=from_version, limit=limit)
+
+    async def read_all(self, *, after: int = 0, limit: int = 1000) -> list[RecordedEvent]:
+        return await self._log.read_all(self._ledger_id, after=after, limit=limit)
+
+    async def head(self) -> Head:
+        return await self._log.head(self._ledger_id)
+
+    async def subscribe(
+        self, *, after: int = 0, page_size: int = 500, poll_interval: float = 1.0
+    ) -> AsyncIterator[RecordedEvent]:
+        """Yields every event after `after`, in sequence order, then new ones as they commit.
+
+        Notifications only wake the subscriber early; it re-reads from its own
+        position every time, so a lost notification delays an event by at most
+        poll_interval and never skips one.
+        """
+        position = after
+        while True:
+            page = await self._log.read_all(self._ledger_id, after=position, limit=page_size)
+            for event in page:
+                yield event
+                position = event.sequence
+            if len(page) < page_size:
+                await self._notifier.wait(self._ledger_id, position, poll_interval)

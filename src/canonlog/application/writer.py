@@ -1,0 +1,352 @@
+"""The canonical writer of one ledger.
+
+Before it accepts a write, an EventWriterService has checked PostgreSQL's
+durability settings and the integrity schema, holds the writer lease, has
+compared the database head with its own last known head and the newest trusted
+checkpoint, has re-verified the chain's tail and holds the ledger's grant.
+Before every batch it checks the lease deadline and every halt channel, failing
+closed when halt state is unknown. Concurrent callers are coalesced into one
+database call per batch (group commit); each caller gets its own outcome, and
+only after commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final
+
+import structlog
+
+from canonlog.application.ports import (
+    AppendResult,
+    DatabaseInspector,
+    EventLog,
+    HaltChannel,
+    HeadStore,
+    TrustedCheckpoints,
+    WriterLease,
+)
+from canonlog.application.startup import verify_before_writing
+from canonlog.domain.errors import (
+    CanonlogError,
+    LeaseUnavailable,
+    StaleWriter,
+    SystemHalted,
+    WriterInconsistency,
+    WriterLeaseLost,
+    WriterNotVerified,
+)
+from canonlog.domain.events import AppendRequest, Head, WriterGrant
+
+log = structlog.get_logger("canonlog.writer")
+
+_STOP: Final = object()
+
+
+@dataclass(frozen=True, slots=True)
+class WriterConfig:
+    """How one writer batches and how long it trusts its lease."""
+
+    ledger_id: str
+    writer_id: str
+    max_batch_requests: int = 1024
+    max_batch_events: int = 8192
+    #: Seconds the flusher waits for more callers once it has one; 0 flushes at once
+    #: (callers arriving during a flush still share the next batch).
+    max_wait: float = 0.0
+    lease_renew_interval: float = 1.0
+    tail_events: int = 1000
+
+
+class WriterState(enum.Enum):
+    NEW = "new"
+    ACCEPTING = "accepting"
+    LEASE_LOST = "lease_lost"
+    STOPPED = "stopped"
+
+
+@dataclass(slots=True)
+class _Pending:
+    request: AppendRequest
+    future: asyncio.Future[AppendResult]
+
+
+class EventWriterService:
+    """The single writer of a ledger; see the module docstring for what it guarantees."""
+
+    def __init__(
+        self,
+        event_log: EventLog,
+        lease: WriterLease,
+        halt_channels: Sequence[HaltChannel],
+        heads: HeadStore,
+        config: WriterConfig,
+        *,
+        inspector: DatabaseInspector | None = None,
+        checkpoints: TrustedCheckpoints | None = None,
+    ) -> None:
+        if not halt_channels:
+            raise ValueError("a writer needs at least one halt channel")
+        self._log = event_log
+        self._lease = lease
+        self._halt_channels = tuple(halt_channels)
+        self._heads = heads
+        self._config = config
+        self._inspector = inspector
+        self._checkpoints = checkpoints
+        self._queue: asyncio.Queue[_Pending | object] = asyncio.Queue()
+        self._grant: WriterGrant | None = None
+        self._state = WriterState.NEW
+        self._tasks: list[asyncio.Task[None]] = []
+        self._log_context = structlog.get_logger("canonlog.writer").bind(
+            ledger_id=config.ledger_id, writer_id=config.writer_id
+        )
+
+    @property
+    def state(self) -> WriterState:
+        return self._state
+
+    @property
+    def grant(self) -> WriterGrant | None:
+        return self._grant
+
+    async def start(self) -> WriterGrant:
+        """Verifies, takes the lease and the grant, and starts accepting writes.
+
+        Raises UnsafeDurability, LeaseUnavailable, WriterInconsistency (after halting
+        the ledger) or GrantUnavailable; the writer then accepts no writes.
+        """
+        if self._state is not WriterState.NEW:
+            raise WriterNotVerified(f"writer is {self._state.value}; start() runs once")
+        await self._take_lease_and_grant()
+        self._state = WriterState.ACCEPTING
+        self._tasks = [
+            asyncio.create_task(self._flush_loop(), name="canonlog-flusher"),
+            asyncio.create_task(self._lease_loop(), name="canonlog-lease"),
+        ]
+        return self._require_grant()
+
+    async def _take_lease_and_grant(self) -> None:
+        config = self._config
+        if not await self._lease.acquire():
+            raise LeaseUnavailable(
+                f"another process holds the writer lease of ledger {config.ledger_id}"
+            )
+        try:
+            await verify_before_writing(
+                self._log, config.ledger_id, config.writer_id, self._heads,
+                halt_channels=self._halt_channels, inspector=self._inspector,
+                checkpoints=self._checkpoints, tail_events=config.tail_events,
+            )
+            self._grant = await self._log.acquire_grant(config.ledger_id, config.writer_id)
+        except BaseException:
+            await self._lease.release()
+            raise
+        head = await self._log.head(config.ledger_id)
+        self._heads.save(head)
+        self._log_context.warning("writer accepting writes", epoch=self._grant.epoch,
+                                  head=head.sequence)
+
+    def _require_grant(self) -> WriterGrant:
+        if self._grant is None:
+            raise WriterNotVerified("the writer has not finished its startup verification")
+        return self._grant
+
+    async def append(self, request: AppendRequest) -> AppendResult:
+        """Appends one request through the batcher; raises the error that refused it.
+
+        Raises WriterNotVerified before start() has finished, WriterLeaseLost while
+        the lease is lost, SystemHalted (never retried) when the ledger is halted or
+        its halt state is unknown, and the request's own errors otherwise.
+        """
+        if self._state is not WriterState.ACCEPTING:
+            raise self._not_accepting()
+        future: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Pending(request, future))
+        return await future
+
+    def _not_accepting(self) -> CanonlogError:
+        if self._state is WriterState.NEW:
+            return WriterNotVerified("the writer has not finished its startup verification")
+        if self._state is WriterState.LEASE_LOST:
+            return WriterLeaseLost(
+                f"writer {self._config.writer_id} does not hold the lease of ledger "
+                f"{self._config.ledger_id}; writes are refused until it does"
+            )
+        return WriterLeaseLost(f"writer {self._config.writer_id} is stopped")
+
+    async def stop(self, *, hand_over: bool = False) -> None:
+        """Stops writing; queued appends fail. With hand_over, releases the grant so that
+        another writer may take it without a ceremony."""
+        if self._state is WriterState.STOPPED:
+            return
+        was_accepting = self._state is WriterState.ACCEPTING
+        self._state = WriterState.STOPPED
+        self._queue.put_nowait(_STOP)
+        for task in self._tasks:
+            if task.get_name() == "canonlog-lease":
+                task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._fail_queued(WriterLeaseLost(f"writer {self._config.writer_id} stopped"))
+        if hand_over and was_accepting and self._grant is not None:
+            await self._log.release_grant(self._grant)
+            self._heads.save(await self._log.head(self._config.ledger_id))
+            self._log_context.warning("grant released for hand-over", epoch=self._grant.epoch)
+        await self._lease.release()
+
+    async def halt(self, reason: str) -> None:
+        """Halts the ledger in the database and announces it on every channel."""
+        await self._log.halt(self._config.ledger_id, reason, self._config.writer_id)
+        for channel in self._halt_channels:
+            await channel.announce(self._config.ledger_id, reason)
+        self._log_context.critical("ledger halted", reason=reason)
+
+    # -- the flusher -----------------------------------------------------------------
+
+    async def _flush_loop(self) -> None:
+        config = self._config
+        while True:
+            first = await self._queue.get()
+            if first is _STOP:
+                return
+            assert isinstance(first, _Pending)
+            batch = [first]
+            events = len(first.request.events)
+            deadline = time.monotonic() + config.max_wait
+            while len(batch) < config.max_batch_requests and events < config.max_batch_events:
+                try:
+                    item = self._queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    try:
+                        item = await asyncio.wait_for(self._queue.get(), remaining)
+                    except TimeoutError:
+                        break
+                if item is _STOP:
+                    self._queue.put_nowait(_STOP)
+                    break
+                assert isinstance(item, _Pending)
+                batch.append(item)
+                events += len(item.request.events)
+            await self._write(batch)
+
+    async def _write(self, batch: list[_Pending]) -> None:
+        live = [item for item in batch if not item.future.done()]
+        if not live:
+            return
+        try:
+            grant = self._check_lease()
+            await self._check_halt()
+            outcomes = await self._log.append_batch(grant, [item.request for item in live])
+        except SystemHalted as exc:
+            self._log_context.warning("write refused: ledger halted", reason=exc.reason,
+                                      error=str(exc), requests=len(live))
+            self._fail(live, exc)
+            self._fail_queued(exc)
+            return
+        except StaleWriter as exc:
+            self._log_context.critical("write refused by the database: grant lost",
+                                       error=str(exc), requests=len(live))
+            self._fail(live, exc)
+            self._lose_lease(str(exc))
+            return
+        except WriterLeaseLost as exc:
+            self._fail(live, exc)
+            return
+        except CanonlogError as exc:
+            self._log_context.error("write failed", error=str(exc), requests=len(live))
+            self._fail(live, exc)
+            return
+        newest: Head | None = None
+        for item, outcome in zip(live, outcomes, strict=True):
+            if isinstance(outcome, CanonlogError):
+                self._log_context.info("append refused", stream_id=item.request.stream_id,
+                                       error=type(outcome).__name__, reason=str(outcome))
+                if not item.future.done():
+                    item.future.set_exception(outcome)
+                continue
+            last = outcome.events[-1]
+            if not outcome.replayed and (newest is None or last.sequence > newest.sequence):
+                newest = Head(last.ledger_id, last.sequence, last.hash)
+            self._log_context.debug("appended", stream_id=item.request.stream_id,
+                                    event_ids=[str(e.event_id) for e in outcome.events],
+                                    sequence=last.sequence, epoch=last.epoch,
+                                    replayed=outcome.replayed)
+            if not item.future.done():
+                item.future.set_result(outcome)
+        if newest is not None:
+            self._heads.save(newest)
+
+    def _check_lease(self) -> WriterGrant:
+        if self._state is not WriterState.ACCEPTING:
+            raise self._not_accepting()
+        if time.monotonic() >= self._lease.valid_until():
+            self._lose_lease("lease deadline passed before the write")
+            raise self._not_accepting()
+        return self._require_grant()
+
+    async def _check_halt(self) -> None:
+        ledger = self._config.ledger_id
+        for channel in self._halt_channels:
+            reason = await channel.halt_reason(ledger)
+            if reason is not None:
+                raise SystemHalted(f"ledger {ledger} is halted: {reason}", reason=reason)
+
+    @staticmethod
+    def _fail(items: list[_Pending], error: CanonlogError) -> None:
+        for item in items:
+            if not item.future.done():
+                item.future.set_exception(error)
+
+    def _fail_queued(self, error: CanonlogError) -> None:
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except asyncio.QueueEmpty:
+                return
+            if item is _STOP:
+                self._queue.put_nowait(_STOP)
+                return
+            assert isinstance(item, _Pending)
+            if not item.future.done():
+                item.future.set_exception(error)
+
+    # -- the lease -------------------------------------------------------------------
+
+    def _lose_lease(self, why: str) -> None:
+        if self._state is not WriterState.ACCEPTING:
+            return
+        self._state = WriterState.LEASE_LOST
+        self._log_context.critical("writer lease lost; writes refused", why=why)
+        self._fail_queued(self._not_accepting())
+
+    async def _lease_loop(self) -> None:
+        interval = self._config.lease_renew_interval
+        while True:
+            await asyncio.sleep(interval)
+            if self._state is WriterState.ACCEPTING:
+                if not await self._lease.renew() or time.monotonic() >= self._lease.valid_until():
+                    self._lose_lease("lease renewal failed")
+            elif self._state is WriterState.LEASE_LOST:
+                await self._recover()
+
+    async def _recover(self) -> None:
+        """Takes the lease again once it is free, re-verifies and re-claims the grant
+        with a new epoch; until then every write is refused."""
+        await self._lease.release()
+        try:
+            await self._take_lease_and_grant()
+        except WriterInconsistency:
+            self._state = WriterState.STOPPED
+            self._fail_queued(WriterLeaseLost("writer stopped: startup verification failed"))
+            raise
+        except CanonlogError as exc:
+            self._log_context.info("writer lease not recovered yet", error=str(exc))
+            return
+        self._state = WriterState.ACCEPTING
