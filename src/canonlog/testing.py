@@ -22,7 +22,6 @@ from canonlog.infrastructure.head_store import MemoryHeadStore
 from canonlog.infrastructure.memory import MemoryEventLog
 from canonlog.infrastructure.memory_lease import InMemoryLease
 
-
 #: One lease registry per in-memory log, so two writers on one log contend as two
 #: processes on one database would, while separate logs never do.
 _LEASES: weakref.WeakKeyDictionary[MemoryEventLog, dict[str, tuple[str, float]]] = (

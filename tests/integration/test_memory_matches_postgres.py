@@ -1,9 +1,12 @@
-"""The in-memory adapter and PostgreSQL, given the same script, record the same ledger."""
+"""The in-memory adapter and PostgreSQL, given the same script, record the same ledger,
+and the payloads the database writes itself are canonical JSON v1."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -11,6 +14,7 @@ import asyncpg
 import pytest
 
 from canonlog.application.ports import AppendOutcome, AppendResult, EventLog
+from canonlog.domain.canonical import canonical_json
 from canonlog.domain.errors import CanonlogError, InvalidEvent
 from canonlog.domain.events import (
     GENESIS_HASH,
@@ -21,7 +25,7 @@ from canonlog.domain.events import (
     WriteContext,
 )
 from canonlog.domain.hashing import event_hash_v1
-from canonlog.infrastructure.memory import MemoryEventLog, jsonb_text, parse_jsonb
+from canonlog.infrastructure.memory import MemoryEventLog, canonical_jsonb, parse_jsonb
 from canonlog.infrastructure.postgres.asyncpg_log import AsyncpgEventLog
 from tests.conftest import TestDatabase
 
@@ -143,8 +147,103 @@ async def test_memory_and_postgres_record_the_same_ledger(database: TestDatabase
                                               if e.event_id == SUPPLIED_ID]
 
 
+# -- Governance payloads: canonical JSON v1, computed by canonlog.canonical_json_v1 -----
+
+#: Objects whose canonical JSON the server and canonlog.domain.canonical must agree on.
+TRICKY_OBJECTS: dict[str, dict[str, Any]] = {
+    # U+FFFF sorts before U+1F600 by code point, after it by UTF-16 unit (a surrogate
+    # pair starts at 0xD83D); jsonb's own order is by byte length first.
+    "key-order": {"\U0001f600": 1, "\uffff": 2, "é": 3, "z": 4, "aa": 5, "ab": 6, "b": 7,
+                  "": 8, "A": 9, "\u00e4": 10, "a\u0308": 11},
+    "escapes": {"s": 'quote" backslash\\ slash/ \b\f\n\r\t', "c": "\x01\x0b\x1f",
+                "del": "\x7f", "separators": "\u2028\u2029", "bom": "\ufeff",
+                "emoji": "🙂👍🏽", "tab\tkey\"\\": "escaped key"},
+    "nested": {"a": [[], {}, [[1, [2, [3]]]], {"z": {"y": {"x": []}}}],
+               "o": {"b": [{"d": None, "c": True}], "a": {}}},
+    "empty": {"object": {}, "array": [], "string": "", "in-array": [{}, [], ""]},
+    "integers": {"zero": 0, "neg": -1, "ten": 10, "max": 2**63 - 1, "min": -(2**63),
+                 "list": [1, -42, 9007199254740993]},
+    "literals": {"t": True, "f": False, "n": None, "all": [True, False, None]},
+    "nothing": {},
+}
+
+
+@pytest.fixture
+async def admin(database: TestDatabase) -> AsyncIterator[asyncpg.Connection]:
+    """The runtime roles may not call canonical_json_v1 directly; the admin may."""
+    conn = await asyncpg.connect(database.admin.uri())
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+async def server_canonical(conn: asyncpg.Connection, json_text: str) -> str:
+    result = await conn.fetchval("SELECT canonlog.canonical_json_v1($1::text::jsonb)", json_text)
+    assert isinstance(result, str)
+    return result
+
+
+@pytest.mark.parametrize("name", TRICKY_OBJECTS)
+async def test_the_server_writes_canonical_json_as_python_does(
+    admin: asyncpg.Connection, name: str
+) -> None:
+    """canonlog.canonical_json_v1(x::jsonb) is canonical_json(x), however x is written."""
+    value = TRICKY_OBJECTS[name]
+    expected = canonical_json(value).decode("utf-8")
+    assert await server_canonical(admin, json.dumps(value)) == expected
+    assert await server_canonical(admin, json.dumps(value, ensure_ascii=False, indent=1)) == expected
+
+
+async def test_floats_are_where_the_server_and_canonical_json_differ(
+    admin: asyncpg.Connection,
+) -> None:
+    """Not every number: canonical_json_v1 keeps jsonb's rendering of numbers, which is
+    canonical JSON v1 for integers but not for floats (1e20 is 1e+20 in canonical JSON
+    and a 21-digit integer in jsonb). The database writes governance payloads only, and
+    of those only resume evidence, which the operator supplies, can hold a float."""
+    assert canonical_json({"x": 1e20}) == b'{"x":1e+20}'
+    assert await server_canonical(admin, '{"x": 1e20}') == '{"x":100000000000000000000}'
+    assert await server_canonical(admin, '{"x": 1.0}') == canonical_json({"x": 1.0}).decode()
+
+
+async def test_governance_payloads_are_canonical_json(database: TestDatabase) -> None:
+    """What PostgreSQL stores for grants, halts, resumes and releases, byte for byte, is
+    the canonical JSON of the payload object; the in-memory adapter stores the same."""
+    reason = 'suspected tampering — "seq 7"\n\x01\x7f\u2028'
+    evidence = {"ticket": "T-1", "approvers": ["ops", "sec"], "\U0001f600": 1, "\uffff": 2,
+                "n": [0, -1, 2**63 - 1], "nested": {"zz": None, "a": True, "": {}}}
+    expected = [
+        {"writer_id": "writer-a", "epoch": 1, "kind": "genesis",
+         "previous_writer_id": None, "previous_epoch": 0},
+        {"reason": reason, "actor": "ops"},
+        {"actor": "ops", "evidence": evidence, "halt_reason": reason},
+        {"writer_id": "writer-a", "epoch": 1},
+        {"writer_id": "writer-b", "epoch": 2, "kind": "hand-over",
+         "previous_writer_id": None, "previous_epoch": 1},
+    ]
+    memory = MemoryEventLog()
+    postgres = await AsyncpgEventLog.connect(database.app.uri())
+    try:
+        for log in (memory, postgres):
+            grant = await log.acquire_grant("main", "writer-a")
+            await log.halt("main", reason, "ops")
+            await log.resume("main", "ops", evidence)
+            await log.release_grant(grant)
+            await log.acquire_grant("main", "writer-b")
+            stored = [e.payload for e in await log.read_stream("main", "$ledger")]
+            assert stored == [canonical_json(payload) for payload in expected]
+        assert stored[0] == (b'{"epoch":1,"kind":"genesis","previous_epoch":0,'
+                             b'"previous_writer_id":null,"writer_id":"writer-a"}')
+    finally:
+        await postgres.close()
+        await memory.close()
+
+
+# -- The in-memory adapter's jsonb: what it accepts and how it renders it -------------
+
 JSON_TEXTS = [
-    '{"ab": 1, "z": 2, "é": 3, "aa": 4, "": 5, "ä": 6, "b": 7}',
+    '{"ab": 1, "z": 2, "é": 3, "aa": 4, "": 5, "ä": 6, "b": 7, "\\uffff": 8, "\\ud83d\\ude00": 9}',
     '{"a": 1, "a": 2}',
     '{"n": [1.50, 1.5e3, 1e-7, -0, -0.0, 0.000, 1E+2, 12.30e-1, 123456789012345678901234567890]}',
     '{"s": "tab\\t quote\\" back\\\\ \\u0007 \\u007f \\u2028 \\ud83d\\ude00 \\/ é"}',
@@ -158,13 +257,11 @@ REFUSED_TEXTS = [
 
 
 @pytest.mark.parametrize("text", JSON_TEXTS)
-async def test_jsonb_rendering_matches_postgresql(database: TestDatabase, text: str) -> None:
-    conn = await asyncpg.connect(database.app.uri())
-    try:
-        expected = await conn.fetchval("SELECT $1::text::jsonb::text", text)
-    finally:
-        await conn.close()
-    assert jsonb_text(parse_jsonb(text, "payload")) == expected
+async def test_memory_renders_jsonb_as_canonical_json_v1_does(
+    admin: asyncpg.Connection, text: str
+) -> None:
+    """Floats included: the memory adapter mirrors the server, not canonical_json."""
+    assert canonical_jsonb(parse_jsonb(text, "payload")) == await server_canonical(admin, text)
 
 
 @pytest.mark.parametrize("text", REFUSED_TEXTS)

@@ -219,7 +219,7 @@ async def test_a_clean_hand_over_lets_another_writer_take_the_grant(env):
 
 
 async def test_a_restarted_writer_fences_its_former_self(env):
-    make, database, _ = env
+    make, _, _ = env
     old, old_log = await make("writer-a", ttl=0.2, lease_renew_interval=60)
     await asyncio.sleep(0.25)  # the old lease expires unrenewed (as if the process paused)
     new, _ = await make("writer-a")
@@ -271,11 +271,11 @@ async def test_startup_refuses_a_head_behind_the_last_known_head(env):
 
 async def test_startup_refuses_a_disabled_trigger(env):
     make, database, _ = env
-    writer, counting = await make()
+    writer, _ = await make()
     await writer.stop()
     await superuser(database, "ALTER TABLE canonlog.events DISABLE TRIGGER events_refuse_delete")
     restarted, _ = await make(start=False)
-    with pytest.raises(WriterInconsistency, match="events_refuse_delete .* is disabled"):
+    with pytest.raises(WriterInconsistency, match=r"events_refuse_delete .* is disabled"):
         await restarted.start()
 
 

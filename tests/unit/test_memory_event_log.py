@@ -1,5 +1,5 @@
-"""What the in-memory adapter adds to the contract suite: its clock, its jsonb rendering,
-its refusals, and that nothing it returns can change what it holds."""
+"""What the in-memory adapter adds to the contract suite: its clock, its governance
+payloads, its refusals, and that nothing it returns can change what it holds."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ import dataclasses
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 
 import pytest
 
 from canonlog.application.ports import AppendResult
+from canonlog.domain.canonical import canonical_json
 from canonlog.domain.errors import (
     IdempotencyConflict,
     InvalidEvent,
@@ -29,7 +29,7 @@ from canonlog.domain.events import (
     WriteContext,
 )
 from canonlog.domain.hashing import event_hash_v1
-from canonlog.infrastructure.memory import MemoryEventLog, jsonb_text
+from canonlog.infrastructure.memory import MemoryEventLog, canonical_jsonb, parse_jsonb
 
 START = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -92,47 +92,68 @@ async def test_recorded_at_is_utc_whatever_the_clock_zone() -> None:
     assert event.recorded_at == START and event.recorded_at.tzinfo is UTC
 
 
-async def test_governance_payloads_are_the_bytes_postgresql_stores() -> None:
-    """System payloads are jsonb::text, as append_system_v1 stores them, not canonical JSON."""
+async def test_governance_payloads_are_canonical_json() -> None:
+    """System payloads are canonical JSON v1, the bytes append_system_v1 stores."""
     log = MemoryEventLog()
     grant = await log.acquire_grant("main", "writer-a")
     grant = await log.acquire_grant("main", "writer-a")
-    await log.halt("main", 'r\u00e9ason "q"\n', "ops")
-    await log.resume("main", "ops", {"b": [1, 1.5, 1e-07, 1e20, -0.0, True, None,
-                                           {"zz": "é", "a": "\t\x01"}],
-                                     "aa": {}, "ticket": "T-1"})
+    reason = 'r\u00e9ason "q"\n\x7f\u2028'
+    evidence = {"b": [1, -(2**63), 2**63 - 1, True, None, {"zz": "é", "a": "\t\x01", "": {}}],
+                "aa": {}, "ticket": "T-1", "\U0001f600": "astral", "\uffff": "bmp"}
+    await log.halt("main", reason, "ops")
+    await log.resume("main", "ops", evidence)
     await log.release_grant(grant)
     await log.acquire_grant("main", "writer-b")
     payloads = [e.payload for e in await log.read_stream("main", "$ledger")]
     assert payloads == [
-        b'{"kind": "genesis", "epoch": 1, "writer_id": "writer-a", "previous_epoch": 0, '
-        b'"previous_writer_id": null}',
-        b'{"kind": "restart", "epoch": 2, "writer_id": "writer-a", "previous_epoch": 1, '
-        b'"previous_writer_id": "writer-a"}',
-        b'{"actor": "ops", "reason": "r\xc3\xa9ason \\"q\\"\\n"}',
-        b'{"actor": "ops", "evidence": {"b": [1, 1.5, 0.0000001, 100000000000000000000, 0.0, '
-        b'true, null, {"a": "\\t\\u0001", "zz": "\xc3\xa9"}], "aa": {}, "ticket": "T-1"}, '
-        b'"halt_reason": "r\xc3\xa9ason \\"q\\"\\n"}',
-        b'{"epoch": 2, "writer_id": "writer-a"}',
-        b'{"kind": "hand-over", "epoch": 3, "writer_id": "writer-b", "previous_epoch": 2, '
-        b'"previous_writer_id": null}',
+        b'{"epoch":1,"kind":"genesis","previous_epoch":0,"previous_writer_id":null,'
+        b'"writer_id":"writer-a"}',
+        b'{"epoch":2,"kind":"restart","previous_epoch":1,"previous_writer_id":"writer-a",'
+        b'"writer_id":"writer-a"}',
+        b'{"actor":"ops","reason":"r\xc3\xa9ason \\"q\\"\\n\x7f\xe2\x80\xa8"}',
+        b'{"actor":"ops","evidence":{"aa":{},"b":[1,-9223372036854775808,9223372036854775807,'
+        b'true,null,{"":{},"a":"\\t\\u0001","zz":"\xc3\xa9"}],"ticket":"T-1",'
+        b'"\xef\xbf\xbf":"bmp","\xf0\x9f\x98\x80":"astral"},'
+        b'"halt_reason":"r\xc3\xa9ason \\"q\\"\\n\x7f\xe2\x80\xa8"}',
+        b'{"epoch":2,"writer_id":"writer-a"}',
+        b'{"epoch":3,"kind":"hand-over","previous_epoch":2,"previous_writer_id":null,'
+        b'"writer_id":"writer-b"}',
     ]
+    assert payloads[3] == canonical_json(
+        {"actor": "ops", "evidence": evidence, "halt_reason": reason})
+    assert all(canonical_json(p) == p for p in payloads)
     assert all(e.metadata == b"{}" for e in await log.read_all("main"))
 
 
-@pytest.mark.parametrize(("value", "text"), [
-    ({"ab": 1, "z": 2, "é": 3, "aa": 4}, '{"z": 2, "aa": 4, "ab": 1, "é": 3}'),
-    ({"a": [], "b": {}}, '{"a": [], "b": {}}'),
-    (Decimal("1.50"), "1.50"),
-    (Decimal("1.5E+3"), "1500"),
-    (Decimal("-0.0"), "0.0"),
-    (2.5e-05, "0.000025"),
-    (-(2**70), str(-(2**70))),
-    ("tab\t quote\" back\\ bell\x07 del\x7f \u2028",
-     '"tab\\t quote\\" back\\\\ bell\\u0007 del\x7f \u2028"'),
+async def test_resume_evidence_numbers_keep_the_jsonb_rendering() -> None:
+    """canonical_json_v1 writes non-integer numbers as PostgreSQL numeric prints them, not
+    in canonical JSON's float form; only resume evidence can hold them."""
+    log = MemoryEventLog()
+    await log.acquire_grant("main", "writer-a")
+    await log.halt("main", "audit", "ops")
+    evidence = {"n": [1.5, 1e-07, 1e20, -0.0, 100.0, 2**70]}
+    await log.resume("main", "ops", evidence)
+    resumed = (await log.read_stream("main", "$ledger"))[-1]
+    assert resumed.payload == (
+        b'{"actor":"ops","evidence":{"n":[1.5,0.0000001,100000000000000000000,0.0,100.0,'
+        b'1180591620717411303424]},"halt_reason":"audit"}'
+    )
+    with pytest.raises(InvalidEvent):
+        canonical_json({"evidence": evidence})  # 2**70 is out of canonical JSON's range
+
+
+@pytest.mark.parametrize(("text", "rendered"), [
+    (r'{"ab": 1, "z": 2, "é": 3, "aa": 4, "\ud83d\ude00": 5, "\uffff": 6}',
+     '{"aa":4,"ab":1,"z":2,"é":3,"\uffff":6,"\U0001f600":5}'),
+    ('{"a": [], "b": {}, "c": [{}, []]}', '{"a":[],"b":{},"c":[{},[]]}'),
+    ('{"a": 1, "a": 2}', '{"a":2}'),
+    ('{"n": [1.50, 1.5E+3, -0.0, -0, 2.5e-05]}', '{"n":[1.50,1500,0.0,0,0.000025]}'),
+    ('{"n": 123456789012345678901234567890}', '{"n":123456789012345678901234567890}'),
+    (r'{"s": "tab\t quote\" back\\ bell\u0007 del\u007f \u2028 \/"}',
+     '{"s":"tab\\t quote\\" back\\\\ bell\\u0007 del\x7f \u2028 /"}'),
 ])
-def test_jsonb_text_prints_like_postgresql(value: object, text: str) -> None:
-    assert jsonb_text(value) == text
+def test_canonical_jsonb_renders_like_canonical_json_v1(text: str, rendered: str) -> None:
+    assert canonical_jsonb(parse_jsonb(text, "payload")) == rendered
 
 
 @pytest.mark.parametrize("payload", [

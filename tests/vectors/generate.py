@@ -14,7 +14,6 @@ import hashlib
 import json
 import sys
 import uuid
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -52,11 +51,6 @@ class VectorEvent:
     prev_hash: bytes
 
 
-def _json(value: Mapping[str, Any] | str) -> bytes:
-    """Canonical bytes of a mapping; a str is taken as the exact stored text."""
-    return value.encode("utf-8") if isinstance(value, str) else canonical_json(value)
-
-
 # Each entry: name, description, fields. "prev_hash": "chain" takes the hash of
 # the entry before it, so the first four vectors form one valid ledger.
 _ABSENT_IDS: dict[str, Any] = {
@@ -68,16 +62,16 @@ EVENT_VECTORS: list[tuple[str, str, dict[str, Any]]] = [
     (
         "genesis-writer-granted",
         "Sequence 1 of ledger 'main': the grant event that opens every ledger. The "
-        "payload is stored exactly as PostgreSQL renders the jsonb value (not canonical "
-        "JSON v1); the hash covers the stored bytes. Metadata {}, every optional id "
-        "absent, no writer_time, genesis prev_hash.",
+        "database writes the payload itself, in canonical JSON v1 "
+        "(canonlog.canonical_json_v1). Metadata {}, every optional id absent, no "
+        "writer_time, genesis prev_hash.",
         {
             "ledger_id": "main", "sequence": 1,
             "event_id": "0f8fad5b-d9cb-469f-a165-70867728950e",
             "stream_id": "$ledger", "stream_version": 1,
             "event_type": "canonlog.writer_granted",
-            "payload": '{"kind": "genesis", "epoch": 1, "writer_id": "writer-a", '
-                       '"previous_epoch": 0, "previous_writer_id": null}',
+            "payload": {"writer_id": "writer-a", "epoch": 1, "kind": "genesis",
+                        "previous_writer_id": None, "previous_epoch": 0},
             "metadata": {}, **_ABSENT_IDS,
             "writer_id": "writer-a", "epoch": 1, "writer_time": None,
             "recorded_at": "2024-05-01T12:00:00.000001+00:00", "prev_hash": GENESIS,
@@ -185,9 +179,9 @@ EVENT_VECTORS: list[tuple[str, str, dict[str, Any]]] = [
     ),
     (
         "escapes-and-numbers",
-        "A payload exercising canonical JSON: the short escapes, \\u00XX for other "
-        "control characters, DEL and U+2028 literal, '/' unescaped, floats in shortest "
-        "form with and without exponent, -0.0, nested arrays and objects.",
+        "A payload exercising canonical JSON: the short escapes, \\u00xx (lowercase "
+        "hex) for other control characters, DEL and U+2028 literal, '/' unescaped, floats "
+        "in shortest form with and without exponent, -0.0, nested arrays and objects.",
         {
             "ledger_id": "main", "sequence": 100,
             "event_id": "5a2e3f4c-1b6d-4e8f-9a0b-c1d2e3f4a5b6",
@@ -252,8 +246,8 @@ def _event_vector(name: str, description: str, fields: dict[str, Any], prev: str
         stream_id=fields["stream_id"],
         stream_version=fields["stream_version"],
         event_type=fields["event_type"],
-        payload=_json(fields["payload"]),
-        metadata=_json(fields["metadata"]),
+        payload=canonical_json(fields["payload"]),
+        metadata=canonical_json(fields["metadata"]),
         task_id=fields["task_id"],
         execution_id=fields["execution_id"],
         correlation_id=fields["correlation_id"],
@@ -289,7 +283,7 @@ def _opt(value: str | None) -> bytes:
 
 
 def _request_vector(name: str, description: str, fields: dict[str, Any]) -> dict[str, Any]:
-    events = [(kind, _json(payload), _json(metadata))
+    events = [(kind, canonical_json(payload), canonical_json(metadata))
               for kind, payload, metadata in fields["events"]]
     context = [fields[key] for key in ("task_id", "correlation_id", "causation_id", "agent_id")]
     digest = request_digest_v1(fields["stream_id"], *context, events)

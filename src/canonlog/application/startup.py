@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
 import structlog
@@ -112,10 +113,8 @@ async def _inconsistent(
     log.critical("startup verification failed; halting the ledger", ledger_id=ledger_id,
                  writer_id=writer_id, reason=message, **values)
     reason = ("writer startup verification failed: " + message)[:1000]
-    try:
+    with contextlib.suppress(LedgerNotFound):
         await event_log.halt(ledger_id, reason, writer_id)
-    except LedgerNotFound:
-        pass
     for channel in halt_channels:
         try:
             await channel.announce(ledger_id, reason)

@@ -2,11 +2,12 @@
 
 A payload is a JSON object. Its canonical form (version 1) is UTF-8 JSON with
 object keys sorted by code point, no insignificant whitespace, the minimal
-string escapes of RFC 8259 (``\\"``, ``\\\\``, ``\\b \\f \\n \\r \\t`` and
-``\\u00XX`` for other control characters; everything else literal), integers in
-plain decimal and finite floats in their shortest round-trip form. Two payloads
-that mean the same JSON object have the same canonical bytes, which is what
-idempotent retries compare. The full rules are in docs/reference/hash-spec.md.
+string escapes of RFC 8259 (``\\"``, ``\\\\``, ``\\b \\f \\n \\r \\t``, and
+``\\u00`` with two lowercase hex digits, such as ``\\u001f``, for the other control
+characters; everything else literal), integers in plain decimal and finite floats
+in their shortest round-trip form. Two payloads that mean the same JSON object
+have the same canonical bytes, which is what idempotent retries compare. The full
+rules are in docs/reference/hash-spec.md.
 """
 
 from __future__ import annotations
@@ -23,6 +24,10 @@ from canonlog.domain.errors import InvalidEvent
 INT_MIN: Final = -(2**63)
 INT_MAX: Final = 2**63 - 1
 MAX_DEPTH: Final = 64
+#: Integer tokens longer than this are refused unread: int() of thousands of digits is
+#: slow and, past sys.get_int_max_str_digits(), a ValueError. Shorter ones are read so
+#: that the refusal names the value and where it is.
+_MAX_INT_CHARS: Final = 100
 
 JsonObject = Mapping[str, Any]
 RawJson = JsonObject | bytes | bytearray | memoryview | str
@@ -45,7 +50,8 @@ def canonical_json(value: RawJson, *, what: str = "payload", max_bytes: int | No
         raise InvalidEvent(f"{what} must be a JSON object, got {_json_kind(parsed)}")
     _check(parsed, what, 0)
     encoded = json.dumps(
-        parsed, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+        parsed, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False,
+        default=_as_dict,
     ).encode("utf-8")
     if max_bytes is not None and len(encoded) > max_bytes:
         raise InvalidEvent(f"{what} is {len(encoded)} bytes in canonical form; the limit is {max_bytes}")
@@ -66,11 +72,11 @@ def _parse(raw: bytes | bytearray | memoryview | str, what: str) -> Any:
             object_pairs_hook=lambda pairs: _unique_keys(pairs, what),
             parse_constant=lambda name: _reject_constant(name, what),
             parse_float=lambda digits: _parse_float(digits, what),
+            parse_int=lambda digits: _parse_int(digits, what),
         )
     except json.JSONDecodeError as exc:
-        raise InvalidEvent(
-            f"{what} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
-        ) from exc
+        # str(exc) reads "Expecting value: line 1 column 6 (char 5)".
+        raise InvalidEvent(f"{what} is not valid JSON: {exc}") from exc
     except RecursionError as exc:
         raise InvalidEvent(f"{what} nests deeper than {MAX_DEPTH} levels") from exc
 
@@ -93,6 +99,22 @@ def _parse_float(digits: str, what: str) -> float:
     if not math.isfinite(number):
         raise InvalidEvent(f"{what} contains the number {digits}, which is out of range for a double")
     return number
+
+
+def _parse_int(digits: str, what: str) -> int:
+    if len(digits) > _MAX_INT_CHARS:
+        raise InvalidEvent(
+            f"{what} contains an integer of {len(digits.lstrip('-'))} digits, "
+            "outside the signed 64-bit range"
+        )
+    return int(digits)
+
+
+def _as_dict(value: object) -> dict[str, Any]:
+    """json.dumps serialises only dict; _check has let through other Mappings too."""
+    if isinstance(value, Mapping):
+        return dict(value)
+    raise TypeError(f"{type(value).__name__} is not a JSON value")
 
 
 def _check(value: Any, path: str, depth: int) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Final
 
 from canonlog.domain.canonical import INT_MAX, RawJson, canonical_json
@@ -18,6 +18,11 @@ SYSTEM_STREAM_PREFIX: Final = "$"
 SYSTEM_STREAM: Final = "$ledger"
 GENESIS_HASH: Final = bytes(32)
 HASH_VERSION: Final = 1
+#: The range of writer_time: datetime's own, less a day at each end. asyncpg sends
+#: datetime.min and datetime.max as -infinity and infinity, which the hash cannot
+#: encode; a day is more than any UTC offset, so no offset brings a value back to an end.
+WRITER_TIME_MIN: Final = datetime(1, 1, 2, tzinfo=UTC)
+WRITER_TIME_MAX: Final = datetime(9999, 12, 30, tzinfo=UTC)
 
 
 class StreamState(enum.Enum):
@@ -68,12 +73,12 @@ def check_name(value: object, what: str, limits: Limits = DEFAULT_LIMITS) -> str
         raise InvalidEvent(f"{what} must not be empty")
     if len(value) > limits.max_name_length:
         raise InvalidEvent(f"{what} is {len(value)} characters; the limit is {limits.max_name_length}")
-    if not value.isprintable():
-        raise InvalidEvent(f"{what} {value!r} contains control or unprintable characters")
     try:
         value.encode("utf-8")
     except UnicodeEncodeError as exc:
         raise InvalidEvent(f"{what} contains a lone surrogate") from exc
+    if not value.isprintable():
+        raise InvalidEvent(f"{what} {value!r} contains control or unprintable characters")
     return value
 
 
@@ -131,12 +136,19 @@ class WriteContext:
     writer_time: datetime | None = None
 
     def checked(self, limits: Limits = DEFAULT_LIMITS) -> WriteContext:
+        """Returns self when every field is usable; raises InvalidEvent naming the problem."""
         for name in ("task_id", "execution_id", "correlation_id", "causation_id", "agent_id"):
             check_optional_name(getattr(self, name), name, limits)
-        if self.writer_time is not None and (
-            not isinstance(self.writer_time, datetime) or self.writer_time.tzinfo is None
-        ):
+        moment = self.writer_time
+        if moment is None:
+            return self
+        if not isinstance(moment, datetime) or moment.utcoffset() is None:
             raise InvalidEvent("writer_time must be a timezone-aware datetime")
+        if not WRITER_TIME_MIN <= moment <= WRITER_TIME_MAX:
+            raise InvalidEvent(
+                f"writer_time {moment.isoformat()} is outside the range "
+                f"{WRITER_TIME_MIN.isoformat()} to {WRITER_TIME_MAX.isoformat()}"
+            )
         return self
 
 

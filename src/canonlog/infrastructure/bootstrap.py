@@ -17,10 +17,10 @@ from canonlog.application.ports import HaltChannel, WriterLease
 from canonlog.application.writer import EventWriterService, WriterConfig
 from canonlog.infrastructure.head_store import FileHeadStore
 from canonlog.infrastructure.postgres.asyncpg_log import AsyncpgEventLog, translated
-from canonlog.infrastructure.postgres.inspector import PostgresInspector
-from canonlog.infrastructure.postgres.notifier import PostgresNotifier
 from canonlog.infrastructure.postgres.embedded import EmbeddedServer, provision, start_embedded
+from canonlog.infrastructure.postgres.inspector import PostgresInspector
 from canonlog.infrastructure.postgres.migrations import migrate
+from canonlog.infrastructure.postgres.notifier import PostgresNotifier
 from canonlog.infrastructure.settings import Settings
 
 

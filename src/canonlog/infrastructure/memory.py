@@ -193,7 +193,7 @@ class MemoryEventLog:
         return _sealed(RecordedEvent(
             ledger_id=ledger.ledger_id, sequence=len(ledger.events) + 1, event_id=uuid.uuid4(),
             stream_id=SYSTEM_STREAM, stream_version=len(ledger.streams.get(SYSTEM_STREAM, ())) + 1,
-            event_type=event_type, payload=jsonb_text(payload).encode("utf-8"), metadata=b"{}",
+            event_type=event_type, payload=canonical_jsonb(payload).encode("utf-8"), metadata=b"{}",
             task_id=None, execution_id=None, correlation_id=None, causation_id=None,
             agent_id=None, writer_id=writer_id, epoch=epoch, writer_time=None,
             recorded_at=self._now(last.recorded_at if last else None),
@@ -423,19 +423,21 @@ def _is_pg_text(text: str) -> bool:
     return "\x00" not in text
 
 
-# -- PostgreSQL's jsonb, as far as canonlog's system payloads need it ------------------
+# -- PostgreSQL's jsonb, as far as payload checks and system payloads need it --------
 
 
 def parse_jsonb(raw: bytes | str, what: str) -> Any:
     """Parses JSON as a cast to jsonb does; raises InvalidEvent for what jsonb refuses.
 
     Differences from json.loads that matter: NaN and Infinity are not JSON, numbers
-    are exact decimals, and U+0000 or unpaired surrogates in strings are refused.
+    are exact decimals of any length (Decimal, integers too), and U+0000 or unpaired
+    surrogates in strings are refused.
     Duplicate keys are allowed; the last one wins, as in jsonb.
     """
     try:
         text = raw if isinstance(raw, str) else raw.decode("utf-8")
-        value = json.loads(text, parse_float=Decimal, parse_constant=_not_json)
+        value = json.loads(text, parse_float=Decimal, parse_int=Decimal,
+                           parse_constant=_not_json)
         _check_strings(value)
     except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError
         raise InvalidEvent(f"the database refused the input: {what} is not valid jsonb") from exc
@@ -466,30 +468,21 @@ def _is_json_object(raw: bytes) -> bool:
         return False
 
 
-def jsonb_text(value: Any) -> str:
-    """Renders a JSON value as PostgreSQL prints a jsonb value (``jsonb::text``).
+def canonical_jsonb(value: Any) -> str:
+    """Renders a value parse_jsonb returned as canonlog.canonical_json_v1 renders jsonb.
 
-    The system functions store ``convert_to(payload::text)``, so governance payloads
-    are in this form, not canonical JSON: object keys ordered by byte length, then
-    bytewise; ``", "`` and ``": "`` separators; numbers as PostgreSQL numeric prints
-    them (no exponent, scale kept, no negative zero); strings escaped as
-    ``escape_json`` does, which is what json.dumps does with ensure_ascii off.
+    That is canonical JSON v1 (canonlog.domain.canonical) for objects, arrays,
+    strings, integers, booleans and null: keys in code point order, no whitespace,
+    the escapes of to_json, which are json.dumps's with ensure_ascii off. Other
+    numbers keep PostgreSQL numeric's rendering (no exponent, scale kept, no
+    negative zero), not canonical JSON's float form; only resume evidence has them.
     """
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        value = Decimal(repr(value))
+    if isinstance(value, dict):
+        members = sorted(value.items())
+        return "{" + ",".join(f"{json.dumps(k, ensure_ascii=False)}:{canonical_jsonb(v)}"
+                              for k, v in members) + "}"
+    if isinstance(value, list):
+        return "[" + ",".join(canonical_jsonb(item) for item in value) + "]"
     if isinstance(value, Decimal):
         return format(abs(value) if value.is_zero() else value, "f")
-    if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)
-    if isinstance(value, dict):
-        items = sorted(value.items(), key=lambda item: (len(item[0].encode()), item[0].encode()))
-        return "{" + ", ".join(f"{jsonb_text(k)}: {jsonb_text(v)}" for k, v in items) + "}"
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(jsonb_text(item) for item in value) + "]"
-    raise TypeError(f"{type(value).__name__} is not a JSON value")
+    return json.dumps(value, ensure_ascii=False)
