@@ -74,7 +74,9 @@ def shipped_migrations() -> tuple[Migration, ...]:
     return tuple(found)
 
 
-async def applied_migrations(conn: asyncpg.Connection) -> list[AppliedMigration]:
+async def applied_migrations(
+    conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy,
+) -> list[AppliedMigration]:
     """Returns the migrations recorded in the database (none for a new database)."""
     if not await conn.fetchval(QUERIES["migrations_schema_exists"]):
         return []
@@ -169,7 +171,7 @@ def shipped_triggers() -> dict[tuple[str, str], str]:
     return triggers
 
 
-async def check_schema(conn: asyncpg.Connection) -> SchemaReport:
+async def check_schema(conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy) -> SchemaReport:
     """Reports every way the installed schema differs from the shipped one."""
     applied = {m.version for m in await applied_migrations(conn)}
     pending = tuple(m.version for m in shipped_migrations() if m.version not in applied)
