@@ -68,6 +68,9 @@ CREATE TABLE canonlog.events (
     hash_version   smallint NOT NULL,
     prev_hash      bytea NOT NULL CHECK (octet_length(prev_hash) = 32),
     hash           bytea NOT NULL CHECK (octet_length(hash) = 32),
+    signing_key_id text,
+    signature      bytea CHECK (octet_length(signature) = 64),
+    CONSTRAINT events_signed_with_a_key CHECK ((signing_key_id IS NULL) = (signature IS NULL)),
     CONSTRAINT events_pkey PRIMARY KEY (ledger_id, seq),
     CONSTRAINT events_stream_version_key UNIQUE (ledger_id, stream_id, stream_version),
     CONSTRAINT events_event_id_key UNIQUE (event_id)
@@ -81,6 +84,21 @@ CREATE TABLE canonlog.executions (
     first_seq      bigint NOT NULL,
     event_count    integer NOT NULL CHECK (event_count >= 1),
     CONSTRAINT executions_pkey PRIMARY KEY (ledger_id, execution_id)
+);
+
+-- Public keys of agents (who sign events) and witnesses (who approve ceremonies
+-- and cosign checkpoints). Added and revoked only through chained events.
+CREATE TABLE canonlog.keys (
+    ledger_id   text NOT NULL REFERENCES canonlog.ledgers (ledger_id),
+    key_id      text NOT NULL CHECK (char_length(key_id) BETWEEN 1 AND 256),
+    purpose     text NOT NULL CHECK (purpose IN ('agent', 'witness')),
+    owner_id    text NOT NULL CHECK (char_length(owner_id) BETWEEN 1 AND 256),
+    public_key  bytea NOT NULL CHECK (octet_length(public_key) = 32),
+    added_seq   bigint NOT NULL,
+    added_at    timestamptz NOT NULL,
+    revoked_seq bigint,
+    revoked_at  timestamptz,
+    CONSTRAINT keys_pkey PRIMARY KEY (ledger_id, key_id)
 );
 
 -- Decoded payloads for queries; what is hashed is the stored bytes.
@@ -160,6 +178,13 @@ CREATE TRIGGER executions_refuse_delete BEFORE DELETE ON canonlog.executions
 CREATE TRIGGER executions_refuse_truncate BEFORE TRUNCATE ON canonlog.executions
     FOR EACH STATEMENT EXECUTE FUNCTION canonlog.refuse_truncate_v1();
 
+CREATE TRIGGER keys_guard_write BEFORE INSERT OR UPDATE ON canonlog.keys
+    FOR EACH STATEMENT EXECUTE FUNCTION canonlog.guard_write_v1();
+CREATE TRIGGER keys_refuse_delete BEFORE DELETE ON canonlog.keys
+    FOR EACH ROW EXECUTE FUNCTION canonlog.refuse_delete_v1();
+CREATE TRIGGER keys_refuse_truncate BEFORE TRUNCATE ON canonlog.keys
+    FOR EACH STATEMENT EXECUTE FUNCTION canonlog.refuse_truncate_v1();
+
 -- Ledger rows change (grant, halt) but only through the governance functions.
 CREATE TRIGGER ledgers_guard_write BEFORE INSERT OR UPDATE ON canonlog.ledgers
     FOR EACH STATEMENT EXECUTE FUNCTION canonlog.guard_write_v1();
@@ -177,6 +202,9 @@ ALTER TABLE canonlog.executions ENABLE ALWAYS TRIGGER executions_guard_insert;
 ALTER TABLE canonlog.executions ENABLE ALWAYS TRIGGER executions_refuse_update;
 ALTER TABLE canonlog.executions ENABLE ALWAYS TRIGGER executions_refuse_delete;
 ALTER TABLE canonlog.executions ENABLE ALWAYS TRIGGER executions_refuse_truncate;
+ALTER TABLE canonlog.keys ENABLE ALWAYS TRIGGER keys_guard_write;
+ALTER TABLE canonlog.keys ENABLE ALWAYS TRIGGER keys_refuse_delete;
+ALTER TABLE canonlog.keys ENABLE ALWAYS TRIGGER keys_refuse_truncate;
 ALTER TABLE canonlog.ledgers ENABLE ALWAYS TRIGGER ledgers_guard_write;
 ALTER TABLE canonlog.ledgers ENABLE ALWAYS TRIGGER ledgers_refuse_delete;
 ALTER TABLE canonlog.ledgers ENABLE ALWAYS TRIGGER ledgers_refuse_truncate;
@@ -212,7 +240,8 @@ CREATE FUNCTION canonlog.event_hash_v1(
     p_ledger text, p_seq bigint, p_event_id uuid, p_stream text, p_version bigint,
     p_type text, p_payload bytea, p_metadata bytea, p_task text, p_execution text,
     p_correlation text, p_causation text, p_agent text, p_writer text, p_epoch bigint,
-    p_writer_time timestamptz, p_recorded_at timestamptz, p_prev_hash bytea)
+    p_writer_time timestamptz, p_recorded_at timestamptz, p_signing_key_id text,
+    p_signature bytea, p_prev_hash bytea)
 RETURNS bytea
 LANGUAGE sql STABLE PARALLEL SAFE
 AS $body$
@@ -236,6 +265,9 @@ SELECT sha256(
     || CASE WHEN p_writer_time IS NULL THEN '\x00'::bytea
             ELSE '\x01'::bytea || canonlog.frame_time_v1(p_writer_time) END
     || canonlog.frame_time_v1(p_recorded_at)
+    || canonlog.frame_opt_text_v1(p_signing_key_id)
+    || CASE WHEN p_signature IS NULL THEN '\x00'::bytea
+            ELSE '\x01'::bytea || int4send(octet_length(p_signature)) || p_signature END
     || p_prev_hash)
 $body$;
 
@@ -307,7 +339,7 @@ BEGIN
         p_writer, p_epoch, v_now, 1, v_prev,
         canonlog.event_hash_v1(p_ledger, v_seq + 1, v_id, '$ledger', v_version + 1, p_type,
                                v_payload, '\x7b7d'::bytea, NULL, NULL, NULL, NULL, NULL,
-                               p_writer, p_epoch, NULL, v_now, v_prev));
+                               p_writer, p_epoch, NULL, v_now, NULL, NULL, v_prev));
     PERFORM set_config('canonlog.append_guard', 'off', true);
     RETURN v_seq + 1;
 END
@@ -469,5 +501,82 @@ BEGIN
     UPDATE canonlog.ledgers SET halted = false, halt_reason = NULL WHERE ledger_id = p_ledger;
     PERFORM set_config('canonlog.append_guard', 'off', true);
     RETURN true;
+END
+$body$;
+
+-- Registers a public key: an agent's (to sign events) or a witness's (to approve
+-- ceremonies and cosign checkpoints). A chained canonlog.key_added event.
+CREATE FUNCTION canonlog.add_key_v1(
+    p_ledger text, p_key_id text, p_purpose text, p_owner text, p_public_key bytea, p_actor text)
+RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $body$
+DECLARE
+    v_row canonlog.ledgers;
+    v_seq bigint;
+BEGIN
+    IF p_key_id IS NULL OR char_length(p_key_id) NOT BETWEEN 1 AND 256
+       OR p_owner IS NULL OR char_length(p_owner) NOT BETWEEN 1 AND 256
+       OR p_purpose IS NULL OR p_purpose NOT IN ('agent', 'witness')
+       OR p_public_key IS NULL OR octet_length(p_public_key) <> 32 THEN
+        RAISE EXCEPTION USING ERRCODE = 'CL020',
+            MESSAGE = 'canonlog: a key needs an id and owner of 1 to 256 characters, '
+                      'purpose agent or witness, and a 32-byte Ed25519 public key';
+    END IF;
+    PERFORM canonlog.lock_ledger_v1(p_ledger);
+    SELECT * INTO v_row FROM canonlog.ledgers WHERE ledger_id = p_ledger;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = 'CL015',
+            MESSAGE = format('canonlog: ledger %s does not exist', p_ledger);
+    END IF;
+    IF EXISTS (SELECT FROM canonlog.keys k WHERE k.ledger_id = p_ledger AND k.key_id = p_key_id) THEN
+        RAISE EXCEPTION USING ERRCODE = 'CL020',
+            MESSAGE = format('canonlog: key %s is already registered in ledger %s', p_key_id, p_ledger);
+    END IF;
+    v_seq := canonlog.append_system_v1(p_ledger, 'canonlog.key_added',
+        jsonb_build_object('key_id', p_key_id, 'purpose', p_purpose, 'owner_id', p_owner,
+                           'public_key', encode(p_public_key, 'hex'), 'actor', p_actor),
+        coalesce(v_row.writer_id, '-'), v_row.epoch);
+    PERFORM set_config('canonlog.append_guard', 'on', true);
+    INSERT INTO canonlog.keys (ledger_id, key_id, purpose, owner_id, public_key, added_seq, added_at)
+    SELECT p_ledger, p_key_id, p_purpose, p_owner, p_public_key, v_seq, e.recorded_at
+    FROM canonlog.events e WHERE e.ledger_id = p_ledger AND e.seq = v_seq;
+    PERFORM set_config('canonlog.append_guard', 'off', true);
+    RETURN v_seq;
+END
+$body$;
+
+-- Revokes a key from now on: a chained canonlog.key_revoked event. Events it
+-- signed before stay valid; the append path refuses it afterwards.
+CREATE FUNCTION canonlog.revoke_key_v1(p_ledger text, p_key_id text, p_actor text, p_reason text)
+RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $body$
+DECLARE
+    v_row canonlog.ledgers;
+    v_key canonlog.keys;
+    v_seq bigint;
+BEGIN
+    PERFORM canonlog.lock_ledger_v1(p_ledger);
+    SELECT * INTO v_row FROM canonlog.ledgers WHERE ledger_id = p_ledger;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = 'CL015',
+            MESSAGE = format('canonlog: ledger %s does not exist', p_ledger);
+    END IF;
+    SELECT * INTO v_key FROM canonlog.keys k WHERE k.ledger_id = p_ledger AND k.key_id = p_key_id;
+    IF NOT FOUND OR v_key.revoked_seq IS NOT NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'CL020',
+            MESSAGE = format('canonlog: key %s is not an active key of ledger %s', p_key_id, p_ledger);
+    END IF;
+    v_seq := canonlog.append_system_v1(p_ledger, 'canonlog.key_revoked',
+        jsonb_build_object('key_id', p_key_id, 'actor', p_actor, 'reason', p_reason),
+        coalesce(v_row.writer_id, '-'), v_row.epoch);
+    PERFORM set_config('canonlog.append_guard', 'on', true);
+    UPDATE canonlog.keys k SET revoked_seq = v_seq,
+        revoked_at = (SELECT e.recorded_at FROM canonlog.events e
+                      WHERE e.ledger_id = p_ledger AND e.seq = v_seq)
+    WHERE k.ledger_id = p_ledger AND k.key_id = p_key_id;
+    PERFORM set_config('canonlog.append_guard', 'off', true);
+    RETURN v_seq;
 END
 $body$;

@@ -19,14 +19,15 @@ SET LOCAL ROLE canonlog_owner;
 CREATE TYPE canonlog.append_result_v1 AS (
     req integer, status text, detail text, actual_version bigint, seq bigint, event_id uuid,
     stream_version bigint, writer_id text, epoch bigint, writer_time timestamptz,
-    recorded_at timestamptz, prev_hash bytea, hash bytea);
+    recorded_at timestamptz, prev_hash bytea, hash bytea, signing_key_id text, signature bytea);
 
 CREATE FUNCTION canonlog.append_v1(
     p_ledger text, p_writer text, p_epoch bigint,
     r_stream text[], r_expected bigint[], r_count integer[],
     r_task text[], r_execution text[], r_correlation text[], r_causation text[],
     r_agent text[], r_writer_time timestamptz[],
-    e_event_id uuid[], e_type text[], e_payload bytea[], e_metadata bytea[])
+    e_event_id uuid[], e_type text[], e_payload bytea[], e_metadata bytea[],
+    e_signing_key_id text[], e_signature bytea[])
 RETURNS SETOF canonlog.append_result_v1
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $body$
@@ -83,6 +84,8 @@ BEGIN
        OR coalesce(array_length(e_event_id, 1), 0) <> n_ev
        OR coalesce(array_length(e_payload, 1), 0) <> n_ev
        OR coalesce(array_length(e_metadata, 1), 0) <> n_ev
+       OR coalesce(array_length(e_signing_key_id, 1), 0) <> n_ev
+       OR coalesce(array_length(e_signature, 1), 0) <> n_ev
        OR (SELECT coalesce(sum(c), -1) FROM unnest(r_count) c) <> n_ev
        OR EXISTS (SELECT FROM unnest(r_count) c WHERE c IS NULL OR c < 1) THEN
         RAISE EXCEPTION USING ERRCODE = 'CL020',
@@ -182,6 +185,20 @@ BEGIN
                         OR e_event_id[j] = ANY (e_event_id[v_start + 1 : j - 1])
                         OR EXISTS (SELECT FROM canonlog.events e WHERE e.event_id = e_event_id[j])) THEN
                     v_problem := format('event id %s is already recorded', e_event_id[j]);
+                ELSIF (e_signing_key_id[j] IS NULL) <> (e_signature[j] IS NULL) THEN
+                    v_problem := 'a signature needs its signing key id, and a key id its signature';
+                ELSIF e_signature[j] IS NOT NULL AND (
+                        octet_length(e_signature[j]) <> 64 OR e_event_id[j] IS NULL
+                        OR r_agent[i] IS NULL) THEN
+                    v_problem := 'a signed event needs a 64-byte Ed25519 signature, an event id '
+                                 'and an agent id';
+                ELSIF e_signing_key_id[j] IS NOT NULL AND NOT EXISTS (
+                        SELECT FROM canonlog.keys k
+                        WHERE k.ledger_id = p_ledger AND k.key_id = e_signing_key_id[j]
+                          AND k.purpose = 'agent' AND k.owner_id = r_agent[i]
+                          AND k.revoked_seq IS NULL) THEN
+                    v_problem := format('signing key %s is not an active key of agent %s',
+                                        e_signing_key_id[j], r_agent[i]);
                 END IF;
                 EXIT WHEN v_problem IS NOT NULL;
             END LOOP;
@@ -189,7 +206,7 @@ BEGIN
         IF v_problem IS NOT NULL THEN
             n_res := n_res + 1;
             s[n_res] := ROW(i, 'invalid', v_problem, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-                            NULL, NULL, NULL);
+                            NULL, NULL, NULL, NULL, NULL);
             CONTINUE;
         END IF;
 
@@ -213,7 +230,8 @@ BEGIN
                     n_res := n_res + 1;
                     s[n_res] := ROW(i, 'idempotency_conflict',
                                     format('execution id %s was used for a different request', r_execution[i]),
-                                    NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL);
+                                    NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+                                    NULL, NULL);
                 ELSIF v_x_res_start[v_xo] IS NOT NULL THEN
                     -- Recorded earlier in this batch: repeat those result rows.
                     FOR j IN v_x_res_start[v_xo] .. v_x_res_start[v_xo] + v_x_count[v_xo] - 1 LOOP
@@ -226,7 +244,8 @@ BEGIN
                 ELSE
                     FOR v_res IN
                         SELECT i, 'replayed', NULL, NULL, e.seq, e.event_id, e.stream_version,
-                               e.writer_id, e.epoch, e.writer_time, e.recorded_at, e.prev_hash, e.hash
+                               e.writer_id, e.epoch, e.writer_time, e.recorded_at, e.prev_hash, e.hash,
+                               e.signing_key_id, e.signature
                         FROM canonlog.events e
                         WHERE e.ledger_id = p_ledger
                           AND e.seq BETWEEN v_x_first_seq[v_xo] AND v_x_first_seq[v_xo] + v_x_count[v_xo] - 1
@@ -245,7 +264,7 @@ BEGIN
         IF v_exp IS NOT NULL AND ((v_exp = -1 AND v_cur = 0) OR (v_exp >= 0 AND v_cur <> v_exp)) THEN
             n_res := n_res + 1;
             s[n_res] := ROW(i, 'conflict', format('stream %s is at version %s', r_stream[i], v_cur),
-                            v_cur, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL);
+                            v_cur, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL);
             CONTINUE;
         END IF;
 
@@ -263,18 +282,20 @@ BEGIN
             v_hash := canonlog.event_hash_v1(
                 p_ledger, v_seq, v_id, r_stream[i], v_cur, e_type[j], e_payload[j], e_metadata[j],
                 r_task[i], r_execution[i], r_correlation[i], r_causation[i], r_agent[i],
-                p_writer, p_epoch, r_writer_time[i], v_now, v_prev);
+                p_writer, p_epoch, r_writer_time[i], v_now, e_signing_key_id[j], e_signature[j],
+                v_prev);
             n_out := n_out + 1;
             o[n_out] := ROW(p_ledger, v_seq, v_id, r_stream[i], v_cur, e_type[j], e_payload[j],
                             e_metadata[j], r_task[i], r_execution[i], r_correlation[i],
                             r_causation[i], r_agent[i], p_writer, p_epoch, r_writer_time[i],
-                            v_now, 1, v_prev, v_hash);
+                            v_now, 1, v_prev, v_hash, e_signing_key_id[j], e_signature[j]);
             IF e_event_id[j] IS NOT NULL THEN
                 v_ids := v_ids || v_id;
             END IF;
             n_res := n_res + 1;
             s[n_res] := ROW(i, 'ok', NULL, NULL, v_seq, v_id, v_cur, p_writer, p_epoch,
-                            r_writer_time[i], v_now, v_prev, v_hash);
+                            r_writer_time[i], v_now, v_prev, v_hash, e_signing_key_id[j],
+                            e_signature[j]);
             v_prev := v_hash;
         END LOOP;
         v_version[v_so] := v_cur;
@@ -295,19 +316,24 @@ BEGIN
 END
 $body$;
 
-REVOKE ALL ON canonlog.events, canonlog.ledgers, canonlog.executions, canonlog.events_json FROM PUBLIC;
+REVOKE ALL ON canonlog.events, canonlog.ledgers, canonlog.executions, canonlog.keys,
+    canonlog.events_json FROM PUBLIC;
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA canonlog FROM PUBLIC;
 GRANT SELECT ON canonlog.events, canonlog.ledgers, canonlog.events_json
     TO canonlog_reader, canonlog_writer, canonlog_operator;
 GRANT EXECUTE ON FUNCTION canonlog.append_v1(text, text, bigint, text[], bigint[], integer[],
-    text[], text[], text[], text[], text[], timestamptz[], uuid[], text[], bytea[], bytea[])
+    text[], text[], text[], text[], text[], timestamptz[], uuid[], text[], bytea[], bytea[],
+    text[], bytea[])
     TO canonlog_writer;
+GRANT EXECUTE ON FUNCTION canonlog.add_key_v1(text, text, text, text, bytea, text),
+    canonlog.revoke_key_v1(text, text, text, text) TO canonlog_operator;
+GRANT SELECT ON canonlog.keys TO canonlog_reader, canonlog_writer, canonlog_operator;
 GRANT EXECUTE ON FUNCTION canonlog.acquire_grant_v1(text, text) TO canonlog_writer;
 GRANT EXECUTE ON FUNCTION canonlog.release_grant_v1(text, text, bigint) TO canonlog_writer;
 GRANT EXECUTE ON FUNCTION canonlog.halt_v1(text, text, text) TO canonlog_writer, canonlog_operator;
 GRANT EXECUTE ON FUNCTION canonlog.resume_v1(text, text, jsonb) TO canonlog_operator;
 GRANT EXECUTE ON FUNCTION canonlog.event_hash_v1(text, bigint, uuid, text, bigint, text, bytea,
-    bytea, text, text, text, text, text, text, bigint, timestamptz, timestamptz, bytea)
+    bytea, text, text, text, text, text, text, bigint, timestamptz, timestamptz, text, bytea, bytea)
     TO canonlog_reader, canonlog_writer, canonlog_operator;
 GRANT EXECUTE ON FUNCTION canonlog.frame_text_v1(text), canonlog.frame_opt_text_v1(text),
     canonlog.frame_time_v1(timestamptz)

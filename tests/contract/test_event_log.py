@@ -335,3 +335,72 @@ async def test_authority_time_never_runs_backwards(event_log):
     times = [e.recorded_at for e in await all_events(event_log)]
     assert times == sorted(times)
     assert all(t.tzinfo is not None for t in times)
+
+
+def agent_key(seed: int):
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    private = Ed25519PrivateKey.from_private_bytes(bytes([seed]) * 32)
+    return private, private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
+def signed_request(private, key_id: str, agent: str, stream: str = "s",
+                   ledger: str = "main") -> AppendRequest:
+    from canonlog.domain.signing import sign_event
+
+    context = WriteContext(agent_id=agent, task_id="t-1")
+    event = sign_event(NewEvent.create("approved", {"amount": 5}), private_key=private,
+                       signing_key_id=key_id, ledger_id=ledger, stream_id=stream,
+                       context=context)
+    return AppendRequest.create(stream, [event], context=context)
+
+
+async def test_keys_are_registered_and_revoked_by_chained_events(event_log):
+    await event_log.acquire_grant("main", "writer-a")
+    _, public = agent_key(1)
+    added = await event_log.add_key("main", "k-1", "agent", "agent-7", public, "ops")
+    with pytest.raises(InvalidEvent, match="already registered"):
+        await event_log.add_key("main", "k-1", "agent", "agent-7", public, "ops")
+    with pytest.raises(InvalidEvent):
+        await event_log.add_key("main", "k-2", "agent", "agent-7", b"short", "ops")
+    revoked = await event_log.revoke_key("main", "k-1", "ops", "laptop stolen")
+    with pytest.raises(InvalidEvent, match="not an active key"):
+        await event_log.revoke_key("main", "k-1", "ops", "again")
+    (key,) = await event_log.list_keys("main")
+    assert (key.key_id, key.owner_id, key.public_key) == ("k-1", "agent-7", public)
+    assert (key.added_seq, key.revoked_seq) == (added, revoked)
+    types = [e.event_type for e in await event_log.read_stream("main", "$ledger")]
+    assert types[-2:] == ["canonlog.key_added", "canonlog.key_revoked"]
+
+
+async def test_a_signed_event_needs_an_active_key_of_its_agent(event_log):
+    grant = await event_log.acquire_grant("main", "writer-a")
+    private, public = agent_key(1)
+    await event_log.add_key("main", "k-1", "agent", "agent-7", public, "ops")
+    await event_log.add_key("main", "w-1", "witness", "witness-1", agent_key(2)[1], "ops")
+    result = await event_log.append(grant, signed_request(private, "k-1", "agent-7"))
+    (event,) = result.events
+    assert event.signing_key_id == "k-1" and len(event.signature) == 64
+    assert event.hash == event_hash_v1(event)
+    assert (await event_log.read_stream("main", "s"))[0] == event
+    head = await event_log.head("main")
+    refusals = await event_log.append_batch(grant, [
+        signed_request(private, "k-1", "agent-8"),      # someone else's key
+        signed_request(private, "w-1", "witness-1"),    # a witness key cannot sign events
+        signed_request(private, "nope", "agent-7"),     # unknown key
+    ])
+    assert all(isinstance(o, InvalidEvent) for o in refusals), refusals
+    assert "not an active key of agent agent-8" in str(refusals[0])
+    await event_log.revoke_key("main", "k-1", "ops", "rotated")
+    with pytest.raises(InvalidEvent, match="not an active key"):
+        await event_log.append(grant, signed_request(private, "k-1", "agent-7"))
+    assert (await event_log.head("main")).sequence == head.sequence + 1
+
+
+async def test_a_signature_without_its_key_id_is_refused(event_log):
+    grant = await event_log.acquire_grant("main", "writer-a")
+    req = AppendRequest("s", (NewEvent("x", b"{}", event_id=uuid.uuid4(), signature=bytes(64)),),
+                        context=WriteContext(agent_id="a"))
+    with pytest.raises(InvalidEvent, match="signing key id"):
+        await event_log.append(grant, req)

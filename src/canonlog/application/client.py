@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 from canonlog.application.ports import AppendResult, EventLog, EventNotifier
 from canonlog.application.writer import EventWriterService
+from canonlog.domain.errors import InvalidEvent
 from canonlog.domain.events import (
     DEFAULT_LIMITS,
     AppendRequest,
@@ -16,9 +17,11 @@ from canonlog.domain.events import (
     Limits,
     NewEvent,
     RecordedEvent,
+    RegisteredKey,
     StreamState,
     WriteContext,
 )
+from canonlog.domain.signing import signable_content_v1, signature_is_valid
 
 
 class PollingNotifier:
@@ -45,6 +48,7 @@ class LedgerClient:
         self._ledger_id = ledger_id
         self._notifier = notifier or PollingNotifier()
         self._limits = limits
+        self._keys: dict[str, RegisteredKey] = {}
 
     @property
     def ledger_id(self) -> str:
@@ -80,7 +84,37 @@ class LedgerClient:
                                  agent_id=agent_id, writer_time=datetime.now(UTC)),
             limits=self._limits,
         )
+        if any(event.signature is not None for event in request.events):
+            await self._check_signatures(request)
         return await self._writer.append(request)
+
+    async def _check_signatures(self, request: AppendRequest) -> None:
+        """Refuses a bad signature before it is queued. The database checks that the
+        key is registered to the agent and active; only a holder of the public key
+        can check the signature itself, so this does, and so does the verifier."""
+        agent_id = request.context.agent_id
+        for event in request.events:
+            if event.signature is None or event.signing_key_id is None:
+                continue
+            key = self._keys.get(event.signing_key_id)
+            if key is None:
+                self._keys = {k.key_id: k for k in await self._log.list_keys(self._ledger_id)}
+                key = self._keys.get(event.signing_key_id)
+            if key is None or event.event_id is None or agent_id is None:
+                continue  # the database refuses it with the precise reason
+            content = signable_content_v1(
+                ledger_id=self._ledger_id, event_id=event.event_id, stream_id=request.stream_id,
+                event_type=event.event_type, payload=event.payload, metadata=event.metadata,
+                task_id=request.context.task_id, execution_id=request.context.execution_id,
+                correlation_id=request.context.correlation_id,
+                causation_id=request.context.causation_id, agent_id=agent_id,
+                signing_key_id=event.signing_key_id,
+            )
+            if not signature_is_valid(key.public_key, event.signature, content):
+                raise InvalidEvent(
+                    f"the signature of event {event.event_id} by key {event.signing_key_id} "
+                    "does not verify"
+                )
 
     async def read_stream(
         self, stream_id: str, *, from_version: int = 1, limit: int | None = None

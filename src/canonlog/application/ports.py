@@ -14,6 +14,7 @@ from canonlog.domain.events import (
     LedgerState,
     NewEvent,
     RecordedEvent,
+    RegisteredKey,
     StreamState,
     WriterGrant,
 )
@@ -102,6 +103,24 @@ class EventLog(Protocol):
 
     async def resume(self, ledger_id: str, actor: str, evidence: dict[str, Any]) -> bool:
         """Resumes a halted ledger with a chained event; returns False if it was not halted."""
+        ...
+
+    async def add_key(
+        self, ledger_id: str, key_id: str, purpose: str, owner_id: str, public_key: bytes,
+        actor: str,
+    ) -> int:
+        """Registers an agent's or witness's Ed25519 public key with a chained
+        ``canonlog.key_added`` event; returns its sequence. Raises InvalidEvent for a
+        malformed or already registered key."""
+        ...
+
+    async def revoke_key(self, ledger_id: str, key_id: str, actor: str, reason: str) -> int:
+        """Revokes a key from now on with a chained ``canonlog.key_revoked`` event;
+        returns its sequence. Events signed before stay valid; later ones are refused."""
+        ...
+
+    async def list_keys(self, ledger_id: str) -> list[RegisteredKey]:
+        """Returns every key ever registered in the ledger, revoked ones included."""
         ...
 
     async def close(self) -> None:

@@ -11,15 +11,29 @@ number of events, and it reports progress as it goes.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
-from typing import Final, Protocol
+from typing import Final, Literal, Protocol
 
 from canonlog.application.ports import ProgressCallback
-from canonlog.domain.events import GENESIS_HASH, HASH_VERSION, RecordedEvent
+from canonlog.domain.events import (
+    GENESIS_HASH,
+    HASH_VERSION,
+    SYSTEM_STREAM,
+    SYSTEM_STREAM_PREFIX,
+    RecordedEvent,
+    RegisteredKey,
+)
 from canonlog.domain.hashing import HashedFields, event_hash_v1
+from canonlog.domain.signing import signable_content_v1, signature_is_valid
 
 DEFAULT_PAGE_SIZE: Final = 5000
+
+#: What the verifier does about agent signatures: "check" verifies every signature
+#: present; "require" also reports events outside the ledger's own stream that are
+#: unsigned; "ignore" skips signatures.
+SignaturePolicy = Literal["ignore", "check", "require"]
 
 
 class VerifiableEvent(HashedFields, Protocol):
@@ -34,7 +48,8 @@ class ChainBreak:
     """One place where the ledger is not what its chain says.
 
     kind is one of: missing_sequence, unexpected_sequence, prev_hash_mismatch,
-    hash_mismatch, unknown_hash_version, stream_version, ledger_mismatch.
+    hash_mismatch, unknown_hash_version, stream_version, ledger_mismatch,
+    bad_signature, unsigned.
     """
 
     sequence: int
@@ -81,6 +96,9 @@ class ChainVerifier:
     after_sequence: int = 0
     after_hash: bytes = GENESIS_HASH
     max_reported: int = 100
+    signatures: SignaturePolicy = "check"
+    #: Keys registered before after_sequence, for verification that starts mid-chain.
+    known_keys: dict[str, RegisteredKey] = field(default_factory=dict)
     _last_sequence: int = field(init=False)
     _last_hash: bytes = field(init=False)
     _first_sequence: int | None = field(init=False, default=None)
@@ -144,9 +162,53 @@ class ChainVerifier:
                          f"to {event.stream_version}",
                          str(last_version + 1), str(event.stream_version))
         self._streams[event.stream_id] = event.stream_version
+        if self.signatures != "ignore":
+            self._check_signature(event)
         if sequence > self._last_sequence:
             self._last_sequence = sequence
         self._last_hash = event.hash
+
+    def _check_signature(self, event: VerifiableEvent) -> None:
+        if event.stream_id == SYSTEM_STREAM:
+            self._learn_key(event)
+            return
+        key_id, signature = event.signing_key_id, event.signature
+        if key_id is None or signature is None:
+            if self.signatures == "require" and not event.stream_id.startswith(SYSTEM_STREAM_PREFIX):
+                self._report(event.sequence, "unsigned", "event is not signed by an agent")
+            return
+        key = self.known_keys.get(key_id)
+        problem = None
+        if key is None or key.purpose != "agent":
+            problem = f"signing key {key_id} is not a registered agent key"
+        elif key.owner_id != event.agent_id:
+            problem = f"signing key {key_id} belongs to {key.owner_id}, not {event.agent_id}"
+        elif key.revoked_seq is not None and key.revoked_seq < event.sequence:
+            problem = f"signing key {key_id} was revoked at sequence {key.revoked_seq}"
+        elif event.agent_id is None or not signature_is_valid(key.public_key, signature,
+                                                               _signable(event, event.agent_id)):
+            problem = f"signature by key {key_id} does not verify"
+        if problem is not None:
+            self._report(event.sequence, "bad_signature", problem)
+
+    def _learn_key(self, event: VerifiableEvent) -> None:
+        if event.event_type not in ("canonlog.key_added", "canonlog.key_revoked"):
+            return
+        try:
+            data = json.loads(event.payload)
+            key_id = data["key_id"]
+            if event.event_type == "canonlog.key_added":
+                self.known_keys[key_id] = RegisteredKey(
+                    event.ledger_id, key_id, data["purpose"], data["owner_id"],
+                    bytes.fromhex(data["public_key"]), event.sequence)
+            elif key_id in self.known_keys:
+                old = self.known_keys[key_id]
+                self.known_keys[key_id] = RegisteredKey(
+                    old.ledger_id, old.key_id, old.purpose, old.owner_id, old.public_key,
+                    old.added_seq, event.sequence)
+        except (ValueError, KeyError, TypeError):
+            self._report(event.sequence, "bad_signature",
+                         f"{event.event_type} event does not describe a key")
 
     def report(self) -> VerificationReport:
         return VerificationReport(
@@ -160,15 +222,26 @@ class ChainVerifier:
         )
 
 
+def _signable(event: VerifiableEvent, agent_id: str) -> bytes:
+    return signable_content_v1(
+        ledger_id=event.ledger_id, event_id=event.event_id, stream_id=event.stream_id,
+        event_type=event.event_type, payload=event.payload, metadata=event.metadata,
+        task_id=event.task_id, execution_id=event.execution_id,
+        correlation_id=event.correlation_id, causation_id=event.causation_id,
+        agent_id=agent_id, signing_key_id=event.signing_key_id or "",
+    )
+
+
 def verify_events(
     events: Iterable[VerifiableEvent],
     ledger_id: str,
     *,
+    signatures: SignaturePolicy = "check",
     progress: ProgressCallback | None = None,
     progress_every: int = 10_000,
 ) -> VerificationReport:
     """Verifies events given in sequence order, from the start of the ledger."""
-    verifier = ChainVerifier(ledger_id)
+    verifier = ChainVerifier(ledger_id, signatures=signatures)
     for count, event in enumerate(events, 1):
         verifier.add(event)
         if progress is not None and count % progress_every == 0:
@@ -182,6 +255,10 @@ def verify_events(
 class EventReader(Protocol):
     async def read_all(
         self, ledger_id: str, *, after: int = 0, limit: int = 1000
+    ) -> list[RecordedEvent]: ...
+
+    async def read_stream(
+        self, ledger_id: str, stream_id: str, *, from_version: int = 1, limit: int | None = None
     ) -> list[RecordedEvent]: ...
 
 
@@ -212,14 +289,24 @@ async def verify_chain(
     after_hash: bytes = GENESIS_HASH,
     until: int | None = None,
     page_size: int = DEFAULT_PAGE_SIZE,
+    signatures: SignaturePolicy = "check",
     progress: ProgressCallback | None = None,
 ) -> VerificationReport:
     """Verifies a ledger read page by page, from after_sequence (whose hash is after_hash).
 
     Starting mid-chain is for incremental verification from a trusted
-    checkpoint; the first event must then link to after_hash.
+    checkpoint; the first event must then link to after_hash. Keys registered
+    before that point are learnt from the ledger's own stream, each of those
+    events checked against its own hash.
     """
-    verifier = ChainVerifier(ledger_id, after_sequence=after_sequence, after_hash=after_hash)
+    verifier = ChainVerifier(ledger_id, after_sequence=after_sequence, after_hash=after_hash,
+                             signatures=signatures)
+    if after_sequence > 0 and signatures != "ignore":
+        for event in await reader.read_stream(ledger_id, SYSTEM_STREAM):
+            if event.sequence > after_sequence:
+                break
+            if event_hash_v1(event) == event.hash:
+                verifier._learn_key(event)
     checked = 0
     async for page in _pages(reader, ledger_id, after_sequence, until, page_size):
         for event in page:

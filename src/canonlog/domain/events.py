@@ -97,8 +97,11 @@ class NewEvent:
     event_type: str
     payload: bytes
     metadata: bytes = b"{}"
-    #: None lets the ledger assign a random UUID.
+    #: None lets the ledger assign a random UUID; a signed event must carry its own.
     event_id: uuid.UUID | None = None
+    #: An agent's Ed25519 signature over the signable content (canonlog.domain.signing).
+    signing_key_id: str | None = None
+    signature: bytes | None = None
 
     @classmethod
     def create(
@@ -216,6 +219,8 @@ class RecordedEvent:
     hash_version: int
     prev_hash: bytes
     hash: bytes
+    signing_key_id: str | None = None
+    signature: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,3 +250,16 @@ class LedgerState:
     epoch: int
     halted: bool
     halt_reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class RegisteredKey:
+    """A public key registered in a ledger by a chained event: an agent's or a witness's."""
+
+    ledger_id: str
+    key_id: str
+    purpose: str
+    owner_id: str
+    public_key: bytes
+    added_seq: int
+    revoked_seq: int | None = None

@@ -16,7 +16,7 @@ an encoding:
 || bytes(payload) || bytes(metadata) || opt(text(task_id)) ||
 opt(text(execution_id)) || opt(text(correlation_id)) || opt(text(causation_id))
 || opt(text(agent_id)) || text(writer_id) || i64(epoch) || opt(time(writer_time))
-|| time(recorded_at) || prev_hash)``
+|| time(recorded_at) || opt(text(signing_key_id)) || opt(bytes(signature)) || prev_hash)``
 """
 
 from __future__ import annotations
@@ -73,6 +73,10 @@ class HashedFields(Protocol):
     @property
     def recorded_at(self) -> datetime: ...
     @property
+    def signing_key_id(self) -> str | None: ...
+    @property
+    def signature(self) -> bytes | None: ...
+    @property
     def prev_hash(self) -> bytes: ...
 
 
@@ -81,16 +85,16 @@ def micros(moment: datetime) -> int:
     return (moment - _EPOCH) // _MICROSECOND
 
 
-def _blob(data: bytes) -> bytes:
+def frame_bytes(data: bytes) -> bytes:
     return len(data).to_bytes(4, "big") + data
 
 
-def _text(value: str) -> bytes:
-    return _blob(value.encode("utf-8"))
+def frame_text(value: str) -> bytes:
+    return frame_bytes(value.encode("utf-8"))
 
 
-def _opt_text(value: str | None) -> bytes:
-    return _ABSENT if value is None else _PRESENT + _text(value)
+def frame_opt_text(value: str | None) -> bytes:
+    return _ABSENT if value is None else _PRESENT + frame_text(value)
 
 
 def _i64(value: int) -> bytes:
@@ -100,25 +104,28 @@ def _i64(value: int) -> bytes:
 def event_hash_input_v1(event: HashedFields) -> bytes:
     """Returns the exact bytes that SHA-256 digests for an event (hash version 1)."""
     writer_time = event.writer_time
+    signature = event.signature
     return b"".join((
-        _text("canonlog/event/v1"),
-        _text(event.ledger_id),
+        frame_text("canonlog/event/v1"),
+        frame_text(event.ledger_id),
         _i64(event.sequence),
         event.event_id.bytes,
-        _text(event.stream_id),
+        frame_text(event.stream_id),
         _i64(event.stream_version),
-        _text(event.event_type),
-        _blob(event.payload),
-        _blob(event.metadata),
-        _opt_text(event.task_id),
-        _opt_text(event.execution_id),
-        _opt_text(event.correlation_id),
-        _opt_text(event.causation_id),
-        _opt_text(event.agent_id),
-        _text(event.writer_id),
+        frame_text(event.event_type),
+        frame_bytes(event.payload),
+        frame_bytes(event.metadata),
+        frame_opt_text(event.task_id),
+        frame_opt_text(event.execution_id),
+        frame_opt_text(event.correlation_id),
+        frame_opt_text(event.causation_id),
+        frame_opt_text(event.agent_id),
+        frame_text(event.writer_id),
         _i64(event.epoch),
         _ABSENT if writer_time is None else _PRESENT + _i64(micros(writer_time)),
         _i64(micros(event.recorded_at)),
+        frame_opt_text(event.signing_key_id),
+        _ABSENT if signature is None else _PRESENT + frame_bytes(signature),
         event.prev_hash,
     ))
 
@@ -143,14 +150,14 @@ def request_digest_v1(
     the event ids, which a retry may generate anew, nor the expected version.
     """
     parts = [
-        _text("canonlog/request/v1"),
-        _text(stream_id),
-        _opt_text(task_id),
-        _opt_text(correlation_id),
-        _opt_text(causation_id),
-        _opt_text(agent_id),
+        frame_text("canonlog/request/v1"),
+        frame_text(stream_id),
+        frame_opt_text(task_id),
+        frame_opt_text(correlation_id),
+        frame_opt_text(causation_id),
+        frame_opt_text(agent_id),
         len(events).to_bytes(4, "big"),
     ]
     for event_type, payload, metadata in events:
-        parts += (_text(event_type), _blob(payload), _blob(metadata))
+        parts += (frame_text(event_type), frame_bytes(payload), frame_bytes(metadata))
     return hashlib.sha256(b"".join(parts)).digest()

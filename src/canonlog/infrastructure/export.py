@@ -16,7 +16,12 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from canonlog.application.ports import ProgressCallback
-from canonlog.application.verifier import EventReader, VerificationReport, verify_events
+from canonlog.application.verifier import (
+    EventReader,
+    SignaturePolicy,
+    VerificationReport,
+    verify_events,
+)
 from canonlog.domain.errors import ExportFormatError
 from canonlog.domain.events import RecordedEvent
 
@@ -47,6 +52,8 @@ def event_to_json(event: RecordedEvent) -> str:
         "hash_version": event.hash_version,
         "prev_hash": event.prev_hash.hex(),
         "hash": event.hash.hex(),
+        "signing_key_id": event.signing_key_id,
+        "signature": None if event.signature is None else event.signature.hex(),
     }, ensure_ascii=False, separators=(",", ":"))
 
 
@@ -57,6 +64,7 @@ def event_from_json(line: str, line_number: int = 0) -> RecordedEvent:
         if data.get("format") != FORMAT_VERSION:
             raise ExportFormatError(f"line {line_number}: unknown export format {data.get('format')!r}")
         writer_time = data["writer_time"]
+        signature = data["signature"]
         return RecordedEvent(
             ledger_id=data["ledger_id"],
             sequence=data["sequence"],
@@ -78,6 +86,8 @@ def event_from_json(line: str, line_number: int = 0) -> RecordedEvent:
             hash_version=data["hash_version"],
             prev_hash=bytes.fromhex(data["prev_hash"]),
             hash=bytes.fromhex(data["hash"]),
+            signing_key_id=data["signing_key_id"],
+            signature=None if signature is None else bytes.fromhex(signature),
         )
     except ExportFormatError:
         raise
@@ -115,7 +125,11 @@ def read_export(path: Path) -> Iterator[RecordedEvent]:
 
 
 def verify_export(
-    path: Path, *, ledger_id: str | None = None, progress: ProgressCallback | None = None
+    path: Path,
+    *,
+    ledger_id: str | None = None,
+    signatures: SignaturePolicy = "check",
+    progress: ProgressCallback | None = None,
 ) -> VerificationReport:
     """Verifies an export with no database; the ledger is the first line's unless given."""
     events = read_export(path)
@@ -128,4 +142,4 @@ def verify_export(
         yield first
         yield from events
 
-    return verify_events(all_events(), ledger, progress=progress)
+    return verify_events(all_events(), ledger, signatures=signatures, progress=progress)

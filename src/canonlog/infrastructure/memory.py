@@ -36,7 +36,9 @@ from canonlog.domain.events import (
     AppendRequest,
     Head,
     LedgerState,
+    NewEvent,
     RecordedEvent,
+    RegisteredKey,
     WriterGrant,
     expected_version_code,
 )
@@ -62,6 +64,7 @@ class _Ledger:
     events: list[RecordedEvent] = field(default_factory=list)
     streams: dict[str, list[RecordedEvent]] = field(default_factory=dict)
     executions: dict[str, _Execution] = field(default_factory=dict)
+    keys: dict[str, RegisteredKey] = field(default_factory=dict)
 
 
 class MemoryEventLog:
@@ -182,6 +185,49 @@ class MemoryEventLog:
             self._store(ledger, [event])
             return True
 
+    async def add_key(
+        self, ledger_id: str, key_id: str, purpose: str, owner_id: str, public_key: bytes,
+        actor: str,
+    ) -> int:
+        _storable(ledger_id, key_id, purpose, owner_id, actor)
+        if (not 1 <= len(key_id) <= _MAX_NAME or not 1 <= len(owner_id) <= _MAX_NAME
+                or purpose not in ("agent", "witness") or len(public_key) != 32):
+            raise InvalidEvent("a key needs an id and owner of 1 to 256 characters, purpose "
+                               "agent or witness, and a 32-byte Ed25519 public key")
+        async with self._lock(ledger_id):
+            ledger = self._existing(ledger_id)
+            if key_id in ledger.keys:
+                raise InvalidEvent(f"key {key_id} is already registered in ledger {ledger_id}")
+            event = self._system_event(ledger, "canonlog.key_added", {
+                "key_id": key_id, "purpose": purpose, "owner_id": owner_id,
+                "public_key": public_key.hex(), "actor": actor,
+            }, ledger.writer_id or "-", ledger.epoch)
+            self._store(ledger, [event])
+            ledger.keys[key_id] = RegisteredKey(ledger_id, key_id, purpose, owner_id,
+                                                bytes(public_key), event.sequence)
+            return event.sequence
+
+    async def revoke_key(self, ledger_id: str, key_id: str, actor: str, reason: str) -> int:
+        _storable(ledger_id, key_id, actor, reason)
+        async with self._lock(ledger_id):
+            ledger = self._existing(ledger_id)
+            key = ledger.keys.get(key_id)
+            if key is None or key.revoked_seq is not None:
+                raise InvalidEvent(f"key {key_id} is not an active key of ledger {ledger_id}")
+            event = self._system_event(ledger, "canonlog.key_revoked", {
+                "key_id": key_id, "actor": actor, "reason": reason,
+            }, ledger.writer_id or "-", ledger.epoch)
+            self._store(ledger, [event])
+            ledger.keys[key_id] = replace(key, revoked_seq=event.sequence)
+            return event.sequence
+
+    async def list_keys(self, ledger_id: str) -> list[RegisteredKey]:
+        self._check_open()
+        ledger = self._ledgers.get(ledger_id)
+        if ledger is None:
+            return []
+        return sorted(ledger.keys.values(), key=lambda k: k.added_seq)
+
     def _system_event(
         self, ledger: _Ledger, event_type: str, payload: dict[str, Any], writer_id: str, epoch: int
     ) -> RecordedEvent:
@@ -254,7 +300,7 @@ class MemoryEventLog:
         staged_ids: set[uuid.UUID] = set()
         outcomes: list[AppendOutcome] = []
         for request, code in zip(requests, codes, strict=True):
-            problem = self._problem(request, staged_ids)
+            problem = self._problem(ledger, request, staged_ids)
             if problem is not None:
                 outcomes.append(InvalidEvent(problem))
                 continue
@@ -296,6 +342,7 @@ class MemoryEventLog:
                     agent_id=context.agent_id, writer_id=grant.writer_id, epoch=grant.epoch,
                     writer_time=_timestamptz(context.writer_time), recorded_at=now,
                     hash_version=HASH_VERSION, prev_hash=prev_hash, hash=b"",
+                    signing_key_id=event.signing_key_id, signature=event.signature,
                 )))
                 prev_hash = recorded[-1].hash
             versions[stream] = current
@@ -309,7 +356,9 @@ class MemoryEventLog:
         ledger.executions.update(executions)
         return outcomes
 
-    def _problem(self, request: AppendRequest, staged_ids: set[uuid.UUID]) -> str | None:
+    def _problem(
+        self, ledger: _Ledger, request: AppendRequest, staged_ids: set[uuid.UUID]
+    ) -> str | None:
         """The reason append_v1 gives for an 'invalid' request, or None."""
         stream, context = request.stream_id, request.context
         if not 1 <= len(stream) <= _MAX_NAME:
@@ -332,6 +381,9 @@ class MemoryEventLog:
                 return f"event id {event_id} is already recorded"
             if event_id is not None:
                 in_request.add(event_id)
+            problem = _signature_problem(ledger, event, context.agent_id)
+            if problem is not None:
+                return problem
         return None
 
     # -- reads -----------------------------------------------------------------
@@ -369,6 +421,21 @@ class MemoryEventLog:
         ledger = self._existing(ledger_id)
         return LedgerState(ledger_id, ledger.writer_id, ledger.epoch, ledger.halted,
                            ledger.halt_reason)
+
+
+def _signature_problem(ledger: _Ledger, event: NewEvent, agent_id: str | None) -> str | None:
+    """The signature checks of append_v1: shape, and the key registered to the agent."""
+    if (event.signing_key_id is None) != (event.signature is None):
+        return "a signature needs its signing key id, and a key id its signature"
+    if event.signature is None or event.signing_key_id is None:
+        return None
+    if len(event.signature) != 64 or event.event_id is None or agent_id is None:
+        return "a signed event needs a 64-byte Ed25519 signature, an event id and an agent id"
+    key = ledger.keys.get(event.signing_key_id)
+    if (key is None or key.purpose != "agent" or key.owner_id != agent_id
+            or key.revoked_seq is not None):
+        return f"signing key {event.signing_key_id} is not an active key of agent {agent_id}"
+    return None
 
 
 def _sealed(event: RecordedEvent) -> RecordedEvent:

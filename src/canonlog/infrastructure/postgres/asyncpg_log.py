@@ -17,6 +17,7 @@ from canonlog.domain.events import (
     Head,
     LedgerState,
     RecordedEvent,
+    RegisteredKey,
     WriterGrant,
 )
 from canonlog.infrastructure.postgres.codec import (
@@ -24,6 +25,7 @@ from canonlog.infrastructure.postgres.codec import (
     append_args,
     append_outcomes,
     event_from_row,
+    key_from_row,
     translate_error,
 )
 
@@ -122,6 +124,28 @@ class AsyncpgEventLog:
         async with translated():
             changed: bool = await self._pool.fetchval(QUERIES["halt"], ledger_id, reason, actor)
         return changed
+
+    async def add_key(
+        self, ledger_id: str, key_id: str, purpose: str, owner_id: str, public_key: bytes,
+        actor: str,
+    ) -> int:
+        async with translated():
+            seq: int = await self._pool.fetchval(
+                QUERIES["add_key"], ledger_id, key_id, purpose, owner_id, public_key, actor
+            )
+        return seq
+
+    async def revoke_key(self, ledger_id: str, key_id: str, actor: str, reason: str) -> int:
+        async with translated():
+            seq: int = await self._pool.fetchval(
+                QUERIES["revoke_key"], ledger_id, key_id, actor, reason
+            )
+        return seq
+
+    async def list_keys(self, ledger_id: str) -> list[RegisteredKey]:
+        async with translated():
+            rows = await self._pool.fetch(QUERIES["list_keys"], ledger_id)
+        return [key_from_row(r) for r in rows]
 
     async def resume(self, ledger_id: str, actor: str, evidence: dict[str, Any]) -> bool:
         async with translated():

@@ -23,6 +23,7 @@ from canonlog.domain.errors import (
 from canonlog.domain.events import (
     AppendRequest,
     RecordedEvent,
+    RegisteredKey,
     WriterGrant,
     expected_version_code,
 )
@@ -59,7 +60,7 @@ def append_args(grant: WriterGrant, requests: Sequence[AppendRequest]) -> tuple[
     """Returns the arguments of canonlog.append_v1 for a batch, after $1 = ledger."""
     r_stream, r_expected, r_count = [], [], []
     r_task, r_exec, r_corr, r_caus, r_agent, r_wtime = [], [], [], [], [], []
-    e_id, e_type, e_payload, e_metadata = [], [], [], []
+    e_id, e_type, e_payload, e_metadata, e_key, e_signature = [], [], [], [], [], []
     for request in requests:
         context = request.context
         r_stream.append(request.stream_id)
@@ -76,10 +77,12 @@ def append_args(grant: WriterGrant, requests: Sequence[AppendRequest]) -> tuple[
             e_type.append(event.event_type)
             e_payload.append(event.payload)
             e_metadata.append(event.metadata)
+            e_key.append(event.signing_key_id)
+            e_signature.append(event.signature)
     return (
         grant.ledger_id, grant.writer_id, grant.epoch,
         r_stream, r_expected, r_count, r_task, r_exec, r_corr, r_caus, r_agent, r_wtime,
-        e_id, e_type, e_payload, e_metadata,
+        e_id, e_type, e_payload, e_metadata, e_key, e_signature,
     )
 
 
@@ -120,6 +123,8 @@ def append_outcomes(
                 hash_version=1,
                 prev_hash=bytes(row["prev_hash"]),
                 hash=bytes(row["hash"]),
+                signing_key_id=row["signing_key_id"],
+                signature=_optional_bytes(row["signature"]),
             ))
         elif status == "conflict":
             outcomes[index] = ConcurrencyConflict(
@@ -176,7 +181,22 @@ def event_from_row(row: Row) -> RecordedEvent:
         hash_version=row["hash_version"],
         prev_hash=bytes(row["prev_hash"]),
         hash=bytes(row["hash"]),
+        signing_key_id=row["signing_key_id"],
+        signature=_optional_bytes(row["signature"]),
     )
+
+
+def key_from_row(row: Row) -> RegisteredKey:
+    """Builds a RegisteredKey from a row of canonlog.keys."""
+    return RegisteredKey(
+        ledger_id=row["ledger_id"], key_id=row["key_id"], purpose=row["purpose"],
+        owner_id=row["owner_id"], public_key=bytes(row["public_key"]),
+        added_seq=row["added_seq"], revoked_seq=row["revoked_seq"],
+    )
+
+
+def _optional_bytes(value: Any) -> bytes | None:
+    return None if value is None else bytes(value)
 
 
 #: SQLSTATEs of malformed input that PostgreSQL itself raises inside the append

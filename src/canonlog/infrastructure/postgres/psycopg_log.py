@@ -21,6 +21,7 @@ from canonlog.domain.events import (
     Head,
     LedgerState,
     RecordedEvent,
+    RegisteredKey,
     WriterGrant,
 )
 from canonlog.infrastructure.postgres.codec import (
@@ -28,6 +29,7 @@ from canonlog.infrastructure.postgres.codec import (
     append_args,
     append_outcomes,
     event_from_row,
+    key_from_row,
     translate_error,
 )
 
@@ -93,6 +95,7 @@ _APPEND_ARRAYS: tuple[type[_PgArray], ...] = (
     _TextArray, _TextArray, _TextArray, _TextArray, _TextArray,  # task ... agent
     _TimestamptzArray,                                           # writer time
     _UuidArray, _TextArray, _ByteaArray, _ByteaArray,            # id, type, payload, metadata
+    _TextArray, _ByteaArray,                                     # signing key id, signature
 )
 
 
@@ -252,6 +255,23 @@ class PsycopgEventLog:
         (row,) = await self._fetch("halt", ledger_id, reason, actor)
         changed: bool = row["changed"]
         return changed
+
+    async def add_key(
+        self, ledger_id: str, key_id: str, purpose: str, owner_id: str, public_key: bytes,
+        actor: str,
+    ) -> int:
+        (row,) = await self._fetch("add_key", ledger_id, key_id, purpose, owner_id, public_key,
+                                   actor)
+        seq: int = row["seq"]
+        return seq
+
+    async def revoke_key(self, ledger_id: str, key_id: str, actor: str, reason: str) -> int:
+        (row,) = await self._fetch("revoke_key", ledger_id, key_id, actor, reason)
+        seq: int = row["seq"]
+        return seq
+
+    async def list_keys(self, ledger_id: str) -> list[RegisteredKey]:
+        return [key_from_row(r) for r in await self._fetch("list_keys", ledger_id)]
 
     async def resume(self, ledger_id: str, actor: str, evidence: dict[str, Any]) -> bool:
         (row,) = await self._fetch(

@@ -2,7 +2,8 @@
 -- on psycopg's raw cursor alike.
 
 -- name: append
-SELECT * FROM canonlog.append_v1($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+SELECT * FROM canonlog.append_v1($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
+                                 $17, $18)
 
 -- name: acquire_grant
 SELECT canonlog.acquire_grant_v1($1, $2) AS epoch
@@ -15,6 +16,16 @@ SELECT canonlog.halt_v1($1, $2, $3) AS changed
 
 -- name: resume
 SELECT canonlog.resume_v1($1, $2, $3::text::jsonb) AS changed
+
+-- name: add_key
+SELECT canonlog.add_key_v1($1, $2, $3, $4, $5, $6) AS seq
+
+-- name: revoke_key
+SELECT canonlog.revoke_key_v1($1, $2, $3, $4) AS seq
+
+-- name: list_keys
+SELECT ledger_id, key_id, purpose, owner_id, public_key, added_seq, added_at, revoked_seq, revoked_at
+FROM canonlog.keys WHERE ledger_id = $1 ORDER BY added_seq
 
 -- name: ledger_state
 SELECT ledger_id, writer_id, epoch, halted, halt_reason FROM canonlog.ledgers WHERE ledger_id = $1

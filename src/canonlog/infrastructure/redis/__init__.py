@@ -1,0 +1,1 @@
+"""Redis adapters: the writer lease and the halt channel shared by every process."""
