@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,17 +19,24 @@ import asyncpg
 from canonlog.application.verifier import VerificationReport, verify_chain
 from canonlog.domain.errors import CanonlogError, ExportFormatError, StorageError
 from canonlog.infrastructure.bootstrap import configure_logging, open_event_log, prepare_database
+from canonlog.infrastructure.cli_support import (
+    EXIT_OK,
+    EXIT_REFUSED,
+    EXIT_UNAVAILABLE,
+    EXIT_USAGE,
+    EXIT_VERIFY_FAILED,
+    Handler,
+    add_command,
+    add_group,
+    print_json,
+)
 from canonlog.infrastructure.export import event_to_json, export_ledger, verify_export
 from canonlog.infrastructure.postgres.asyncpg_log import translated
 from canonlog.infrastructure.postgres.migrations import applied_migrations, check_schema
 from canonlog.infrastructure.progress import Progress
 from canonlog.infrastructure.settings import Settings
 
-EXIT_OK, EXIT_VERIFY_FAILED, EXIT_USAGE, EXIT_REFUSED, EXIT_UNAVAILABLE = 0, 1, 2, 3, 4
-
-
-def _print_json(value: Any) -> None:
-    print(json.dumps(value, indent=2, sort_keys=True, default=str))
+_print_json = print_json
 
 
 def _report_json(report: VerificationReport) -> dict[str, Any]:
@@ -201,19 +207,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def command(name: str, handler: Callable[[Settings, argparse.Namespace], Awaitable[int]],
-                help_text: str, parent: Any = sub) -> argparse.ArgumentParser:
-        p: argparse.ArgumentParser = parent.add_parser(name, help=help_text, description=help_text)
-        p.set_defaults(handler=handler)
-        p.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
-                       help="machine-readable output")
-        return p
+    def command(name: str, handler: Handler, help_text: str, parent: Any = sub
+                ) -> argparse.ArgumentParser:
+        return add_command(parent, name, handler, help_text)
 
     command("demo", cmd_demo, "append, read, verify, tamper as a superuser, catch it")
     command("dev", cmd_dev,
             "run the embedded PostgreSQL until Ctrl-C, printing its connection strings")
-    db = sub.add_parser("db", help="schema migrations and integrity")
-    db_sub = db.add_subparsers(dest="db_command", required=True, metavar="COMMAND")
+    db_sub = add_group(sub, "db", "schema migrations and integrity")
     command("upgrade", cmd_db_upgrade, "apply pending migrations", db_sub)
     command("status", cmd_db_status, "applied migrations and the schema integrity report", db_sub)
     p = command("head", cmd_head, "the newest sequence and hash of a ledger")
