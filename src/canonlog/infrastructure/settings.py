@@ -50,10 +50,12 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _renewal_within_ttl(self) -> Settings:
-        if self.lease_renew_interval >= self.lease_ttl:
+        # A lease is trusted until 0.9 x ttl after its last renewal was sent, so
+        # renewing at most every third of the ttl leaves two tries before it lapses.
+        if self.lease_renew_interval > self.lease_ttl / 3:
             raise ValueError(
-                f"lease_renew_interval ({self.lease_renew_interval}s) must be shorter than "
-                f"lease_ttl ({self.lease_ttl}s)"
+                f"lease_renew_interval ({self.lease_renew_interval}s) must be at most a third "
+                f"of lease_ttl ({self.lease_ttl}s)"
             )
         return self
 
