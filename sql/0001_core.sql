@@ -48,7 +48,9 @@ CREATE TABLE canonlog.ledgers (
 );
 
 CREATE TABLE canonlog.events (
-    ledger_id      text NOT NULL REFERENCES canonlog.ledgers (ledger_id),
+    -- No foreign key to ledgers: its per-row check would run under the ledger lock
+    -- on every append, and the append functions write only to existing ledgers.
+    ledger_id      text NOT NULL,
     seq            bigint NOT NULL CHECK (seq >= 1),
     event_id       uuid NOT NULL,
     stream_id      text NOT NULL CHECK (char_length(stream_id) BETWEEN 1 AND 256),
@@ -78,7 +80,7 @@ CREATE TABLE canonlog.events (
 
 -- The idempotency record: one row per execution id and ledger, never expired.
 CREATE TABLE canonlog.executions (
-    ledger_id      text NOT NULL REFERENCES canonlog.ledgers (ledger_id),
+    ledger_id      text NOT NULL,
     execution_id   text NOT NULL,
     request_digest bytea NOT NULL CHECK (octet_length(request_digest) = 32),
     first_seq      bigint NOT NULL,
