@@ -97,8 +97,8 @@ async def test_writes_are_refused_until_startup_verification_has_passed(env):
     assert grant.epoch == 1 and writer.state is WriterState.ACCEPTING
     result = await writer.append(req("s"))
     assert result.events[0].epoch == 1
-    assert heads.load("main").sequence == result.events[0].sequence
     await writer.stop()
+    assert heads.load("main").sequence == result.events[0].sequence
 
 
 async def test_group_commit_gives_each_of_64_callers_its_own_outcome(env):
@@ -256,8 +256,9 @@ async def test_startup_refuses_a_head_behind_the_last_known_head(env):
     writer, counting = await make()
     for i in range(5):
         await writer.append(req(f"s{i}"))
-    known = heads.load("main")
     await writer.stop()
+    known = heads.load("main")
+    assert known == await counting.inner.head("main")
     await superuser(
         database, "ALTER TABLE canonlog.events DISABLE TRIGGER events_refuse_delete",
         f"DELETE FROM canonlog.events WHERE seq > {known.sequence - 2}",

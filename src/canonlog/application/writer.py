@@ -4,8 +4,10 @@ Before it accepts a write, an EventWriterService has checked PostgreSQL's
 durability settings and the integrity schema, holds the writer lease, has
 compared the database head with its own last known head and the newest trusted
 checkpoint, has re-verified the chain's tail and holds the ledger's grant.
-Before every batch it checks the lease deadline and every halt channel, failing
-closed when halt state is unknown. Concurrent callers are coalesced into one
+Before every batch it checks the lease deadline and every halt channel (Redis, in
+production), failing closed when halt state is unknown; the database checks its
+own halt flag inside the append itself, under the ledger lock, so a halt that
+lands between the two checks still stops the write. Concurrent callers are coalesced into one
 database call per batch (group commit); each caller gets its own outcome, and
 only after commit.
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -60,6 +63,9 @@ class WriterConfig:
     max_wait: float = 0.0
     lease_renew_interval: float = 1.0
     tail_events: int = 1000
+    #: The last known head is saved at most this often (and always on stop): an older
+    #: saved head only makes the next startup's comparison less strict.
+    head_save_interval: float = 0.1
 
 
 class WriterState(enum.Enum):
@@ -89,8 +95,6 @@ class EventWriterService:
         inspector: DatabaseInspector | None = None,
         checkpoints: TrustedCheckpoints | None = None,
     ) -> None:
-        if not halt_channels:
-            raise ValueError("a writer needs at least one halt channel")
         self._log = event_log
         self._lease = lease
         self._halt_channels = tuple(halt_channels)
@@ -102,6 +106,8 @@ class EventWriterService:
         self._grant: WriterGrant | None = None
         self._state = WriterState.NEW
         self._tasks: list[asyncio.Task[None]] = []
+        self._unsaved_head: Head | None = None
+        self._head_saved_at = 0.0
         self._log_context = structlog.get_logger("canonlog.writer").bind(
             ledger_id=config.ledger_id, writer_id=config.writer_id
         )
@@ -192,6 +198,7 @@ class EventWriterService:
                 task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._fail_queued(WriterLeaseLost(f"writer {self._config.writer_id} stopped"))
+        self._save_head(None, force=True)
         if hand_over and was_accepting and self._grant is not None:
             await self._log.release_grant(self._grant)
             self._heads.save(await self._log.head(self._config.ledger_id))
@@ -264,6 +271,7 @@ class EventWriterService:
             self._fail(live, exc)
             return
         newest: Head | None = None
+        debug = self._log_context.is_enabled_for(logging.DEBUG)
         for item, outcome in zip(live, outcomes, strict=True):
             if isinstance(outcome, CanonlogError):
                 self._log_context.info("append refused", stream_id=item.request.stream_id,
@@ -274,14 +282,25 @@ class EventWriterService:
             last = outcome.events[-1]
             if not outcome.replayed and (newest is None or last.sequence > newest.sequence):
                 newest = Head(last.ledger_id, last.sequence, last.hash)
-            self._log_context.debug("appended", stream_id=item.request.stream_id,
-                                    event_ids=[str(e.event_id) for e in outcome.events],
-                                    sequence=last.sequence, epoch=last.epoch,
-                                    replayed=outcome.replayed)
+            if debug:
+                self._log_context.debug("appended", stream_id=item.request.stream_id,
+                                        event_ids=[str(e.event_id) for e in outcome.events],
+                                        sequence=last.sequence, epoch=last.epoch,
+                                        replayed=outcome.replayed)
             if not item.future.done():
                 item.future.set_result(outcome)
-        if newest is not None:
-            self._heads.save(newest)
+        self._save_head(newest)
+
+    def _save_head(self, head: Head | None, *, force: bool = False) -> None:
+        if head is not None:
+            self._unsaved_head = head
+        now = time.monotonic()
+        if self._unsaved_head is not None and (
+            force or now - self._head_saved_at >= self._config.head_save_interval
+        ):
+            self._heads.save(self._unsaved_head)
+            self._unsaved_head = None
+            self._head_saved_at = now
 
     def _check_lease(self) -> WriterGrant:
         if self._state is not WriterState.ACCEPTING:

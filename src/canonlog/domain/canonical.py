@@ -48,7 +48,10 @@ def canonical_json(value: RawJson, *, what: str = "payload", max_bytes: int | No
         raise InvalidEvent(f"{what} must be a JSON object, got {type(value).__name__}")
     if not isinstance(parsed, Mapping):
         raise InvalidEvent(f"{what} must be a JSON object, got {_json_kind(parsed)}")
-    _check(parsed, what, 0)
+    if not _plainly_valid(parsed, 0):
+        # The slow walk names what is wrong, or accepts what the quick one cannot
+        # judge (Mapping and tuple types, int and str subclasses).
+        _check(parsed, what, 0)
     encoded = json.dumps(
         parsed, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False,
         default=_as_dict,
@@ -115,6 +118,39 @@ def _as_dict(value: object) -> dict[str, Any]:
     if isinstance(value, Mapping):
         return dict(value)
     raise TypeError(f"{type(value).__name__} is not a JSON value")
+
+
+def _plainly_valid(value: Any, depth: int) -> bool:
+    """True when value is made of plain dicts, lists, str, int, float, bool and None and
+    breaks no rule; False when it breaks one or is something else (then _check decides).
+    It builds no error paths, so the common case costs a fraction of _check."""
+    kind = type(value)
+    if kind is str:
+        return "\x00" not in value and (value.isascii() or _encodable(value))
+    if kind is dict:
+        if depth >= MAX_DEPTH:
+            return False
+        for key, item in value.items():
+            if type(key) is not str or "\x00" in key or not (key.isascii() or _encodable(key)):
+                return False
+            if not _plainly_valid(item, depth + 1):
+                return False
+        return True
+    if kind is int:
+        return bool(INT_MIN <= value <= INT_MAX)
+    if kind is list:
+        return depth < MAX_DEPTH and all(_plainly_valid(item, depth + 1) for item in value)
+    if kind is float:
+        return math.isfinite(value)
+    return value is None or kind is bool
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _check(value: Any, path: str, depth: int) -> None:

@@ -12,7 +12,6 @@ import asyncpg
 import structlog
 
 from canonlog.application.client import LedgerClient
-from canonlog.application.halt import LedgerHaltChannel
 from canonlog.application.ports import HaltChannel, WriterLease
 from canonlog.application.writer import EventWriterService, WriterConfig
 from canonlog.infrastructure.head_store import FileHeadStore
@@ -105,7 +104,9 @@ async def open_ledger(settings: Settings | None = None) -> AsyncIterator[LedgerC
     settings = settings or Settings()
     async with open_event_log(settings) as (event_log, connections):
         lease: WriterLease
-        channels: list[HaltChannel] = [LedgerHaltChannel(event_log)]
+        # The database's halt flag is checked by the append itself, under the ledger
+        # lock; Redis adds a channel every process sees at once.
+        channels: list[HaltChannel] = []
         redis_client = None
         if settings.redis_url:
             import redis.asyncio as redis

@@ -42,6 +42,12 @@ async def translated() -> AsyncIterator[None]:
         raise StorageError(f"PostgreSQL connection failed: {exc}") from exc
 
 
+async def _keep_session(connection: asyncpg.Connection) -> None:
+    """Skips asyncpg's reset on release (RESET ALL, UNLISTEN *, ...): a round trip per
+    query, and needless here, since nothing this adapter runs leaves session state
+    behind (the functions' settings are transaction-local)."""
+
+
 class AsyncpgEventLog:
     """EventLog over an asyncpg pool; see the EventLog port for the contract."""
 
@@ -51,7 +57,8 @@ class AsyncpgEventLog:
     @classmethod
     async def connect(cls, dsn: str, *, min_size: int = 1, max_size: int = 10) -> AsyncpgEventLog:
         async with translated():
-            pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size)
+            pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size,
+                                             reset=_keep_session)
         return cls(pool)
 
     @property
