@@ -130,7 +130,7 @@ async def test_only_the_operator_role_resumes_and_readers_cannot_append(ledger):
     assert await _sqlstate(reader, "SELECT * FROM canonlog.append_v1('main', 'w', 1,"
                            " '{s}', '{NULL}', '{1}', '{NULL}', '{NULL}', '{NULL}', '{NULL}',"
                            " '{NULL}', '{NULL}', '{NULL}', '{x}', '{\"\\\\x7b7d\"}',"
-                           " '{\"\\\\x7b7d\"}')") == "42501"
+                           " '{\"\\\\x7b7d\"}', '{NULL}', '{NULL}')") == "42501"
     assert await _sqlstate(reader, "SELECT * FROM canonlog.executions") == "42501"
 
 

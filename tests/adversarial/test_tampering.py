@@ -79,7 +79,7 @@ async def test_an_edit_with_a_recomputed_hash_breaks_the_next_link(ledger, tmp_p
                hash = canonlog.event_hash_v1(ledger_id, seq, event_id, stream_id, stream_version,
                    event_type, convert_to('{"amount":7}', 'UTF8'), metadata, task_id,
                    execution_id, correlation_id, causation_id, agent_id, writer_id, epoch,
-                   writer_time, recorded_at, prev_hash)
+                   writer_time, recorded_at, signing_key_id, signature, prev_hash)
         WHERE seq = 33""")
     report = await first_break_everywhere(log, tmp_path)
     assert report.first_break.sequence == 34

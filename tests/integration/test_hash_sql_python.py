@@ -18,7 +18,7 @@ from canonlog.domain.hashing import event_hash_v1
 
 HASH_SQL = (
     "SELECT canonlog.event_hash_v1(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
-    " %s::timestamptz, %s::timestamptz, %s)"
+    " %s::timestamptz, %s::timestamptz, %s, %s, %s)"
 )
 VECTORS = Path(__file__).parents[1] / "vectors" / "hash_v1.json"
 
@@ -39,8 +39,13 @@ moments = st.datetimes(
 )
 
 
+#: An agent signature as the hash sees it: a key id and 64 bytes, both present or both absent.
+signatures = st.none() | st.tuples(names, st.binary(min_size=64, max_size=64))
+
+
 @st.composite
 def events(draw: st.DrawFn) -> RecordedEvent:
+    signed = draw(signatures)
     return RecordedEvent(
         ledger_id=draw(names),
         sequence=draw(st.integers(1, INT_MAX)),
@@ -62,6 +67,8 @@ def events(draw: st.DrawFn) -> RecordedEvent:
         hash_version=1,
         prev_hash=draw(st.binary(min_size=32, max_size=32)),
         hash=b"",
+        signing_key_id=None if signed is None else signed[0],
+        signature=None if signed is None else signed[1],
     )
 
 
@@ -69,7 +76,8 @@ def sql_hash(conn: psycopg.Connection, e: RecordedEvent) -> bytes:
     row = conn.execute(HASH_SQL, (
         e.ledger_id, e.sequence, e.event_id, e.stream_id, e.stream_version, e.event_type,
         e.payload, e.metadata, e.task_id, e.execution_id, e.correlation_id, e.causation_id,
-        e.agent_id, e.writer_id, e.epoch, e.writer_time, e.recorded_at, e.prev_hash,
+        e.agent_id, e.writer_id, e.epoch, e.writer_time, e.recorded_at, e.signing_key_id,
+        e.signature, e.prev_hash,
     )).fetchone()
     assert row is not None
     return bytes(row[0])
@@ -96,6 +104,7 @@ def test_sql_and_python_agree_on_the_golden_vectors(sql):
     vectors = json.loads(VECTORS.read_text("utf-8"))
     cases = vectors["event_hash_v1"]
     assert len(cases) >= 6
+    assert any(fields["signature"] is not None for fields in cases)
     for fields in cases:
         event = RecordedEvent(
             ledger_id=fields["ledger_id"], sequence=fields["sequence"],
@@ -109,6 +118,9 @@ def test_sql_and_python_agree_on_the_golden_vectors(sql):
                          else datetime.fromisoformat(fields["writer_time"])),
             recorded_at=datetime.fromisoformat(fields["recorded_at"]), hash_version=1,
             prev_hash=bytes.fromhex(fields["prev_hash"]), hash=b"",
+            signing_key_id=fields["signing_key_id"],
+            signature=(None if fields["signature"] is None
+                       else bytes.fromhex(fields["signature"])),
         )
         assert sql_hash(sql, event).hex() == fields["hash"], fields["name"]
 

@@ -4,7 +4,9 @@ Each vector is checked three ways: against canonlog.domain.hashing, against an
 implementation written here from docs/reference/hash-spec.md alone (struct
 packing and calendar arithmetic, none of the module's helpers), and, for the
 worked examples, against the hex printed in the spec itself. A change to
-hashing.py that changes any hash fails here.
+hashing.py that changes any hash fails here. The signed vectors and the
+signable content vectors hold canonlog.domain.signing to the same standard, with
+Ed25519 (RFC 8032) taken from the cryptography package directly.
 """
 
 from __future__ import annotations
@@ -16,16 +18,21 @@ import re
 import struct
 import sys
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from canonlog.application.verifier import verify_events
 from canonlog.domain.canonical import canonical_json
-from canonlog.domain.events import GENESIS_HASH
+from canonlog.domain.events import GENESIS_HASH, RecordedEvent
 from canonlog.domain.hashing import event_hash_input_v1, event_hash_v1, request_digest_v1
+from canonlog.domain.signing import signable_content_v1, signature_is_valid
 
 ROOT = Path(__file__).resolve().parents[2]
 VECTORS_FILE = ROOT / "tests" / "vectors" / "hash_v1.json"
@@ -33,7 +40,14 @@ SPEC_FILE = ROOT / "docs" / "reference" / "hash-spec.md"
 VECTORS: dict[str, Any] = json.loads(VECTORS_FILE.read_text("utf-8"))
 EVENTS: list[dict[str, Any]] = VECTORS["event_hash_v1"]
 REQUESTS: list[dict[str, Any]] = VECTORS["request_digest_v1"]
+SIGNABLES: list[dict[str, Any]] = VECTORS["signable_v1"]
+SIGNED_EVENTS = [v for v in EVENTS if v["signature"] is not None]
 OPTIONAL_IDS = ("task_id", "execution_id", "correlation_id", "causation_id", "agent_id")
+#: The vectors that form one valid chain of ledger 'main', in order.
+MAIN_CHAIN = (
+    "genesis-writer-granted", "chained-all-ids-present", "chained-unicode",
+    "chained-same-stream-minimal", "chained-key-added", "chained-signed-by-agent",
+)
 
 
 def _by_name(vectors: list[dict[str, Any]]) -> Any:
@@ -61,6 +75,8 @@ class Fields:
     epoch: int
     writer_time: datetime | None
     recorded_at: datetime
+    signing_key_id: str | None
+    signature: bytes | None
     prev_hash: bytes
 
 
@@ -84,6 +100,8 @@ def fields_of(vector: dict[str, Any]) -> Fields:
         epoch=vector["epoch"],
         writer_time=None if writer_time is None else datetime.fromisoformat(writer_time),
         recorded_at=datetime.fromisoformat(vector["recorded_at"]),
+        signing_key_id=vector["signing_key_id"],
+        signature=None if vector["signature"] is None else bytes.fromhex(vector["signature"]),
         prev_hash=bytes.fromhex(vector["prev_hash"]),
     )
 
@@ -148,6 +166,9 @@ def spec_event_input(v: dict[str, Any]) -> bytes:
     writer_time = v["writer_time"]
     out += spec_opt(None if writer_time is None else spec_i64(spec_micros(writer_time)))
     out += spec_i64(spec_micros(v["recorded_at"]))
+    key_id, signature = v["signing_key_id"], v["signature"]
+    out += spec_opt(None if key_id is None else spec_text(key_id))
+    out += spec_opt(None if signature is None else spec_bytes(bytes.fromhex(signature)))
     prev_hash = bytes.fromhex(v["prev_hash"])
     assert len(prev_hash) == 32
     return out + prev_hash
@@ -165,11 +186,43 @@ def spec_request_input(r: dict[str, Any]) -> bytes:
     return out
 
 
+def spec_signable_input(v: dict[str, Any]) -> bytes:
+    out = spec_text("canonlog/signable/v1") + spec_text(v["ledger_id"])
+    out += bytes.fromhex(v["event_id"].replace("-", ""))
+    out += spec_text(v["stream_id"]) + spec_text(v["event_type"])
+    out += spec_bytes(v["payload"].encode("utf-8")) + spec_bytes(v["metadata"].encode("utf-8"))
+    for name in ("task_id", "execution_id", "correlation_id", "causation_id"):
+        out += spec_opt(None if v[name] is None else spec_text(v[name]))
+    return out + spec_text(v["agent_id"]) + spec_text(v["signing_key_id"])
+
+
+def spec_ed25519_verifies(public_key: str, signature: str, content: bytes) -> bool:
+    try:
+        Ed25519PublicKey.from_public_bytes(bytes.fromhex(public_key)).verify(
+            bytes.fromhex(signature), content
+        )
+    except InvalidSignature:
+        return False
+    return True
+
+
+def spec_signature_problem(v: dict[str, Any], keys: dict[str, dict[str, Any]]) -> bool:
+    """The signature rules of section 7: True when a signed event breaks one."""
+    key = keys.get(v["signing_key_id"])
+    return (
+        key is None or key["purpose"] != "agent" or key["owner_id"] != v["agent_id"]
+        or (key["revoked_at"] is not None and key["revoked_at"] < v["sequence"])
+        or v["agent_id"] is None
+        or not spec_ed25519_verifies(key["public_key"], v["signature"], spec_signable_input(v))
+    )
+
+
 def spec_verify(chain: list[dict[str, Any]]) -> tuple[int, str] | None:
-    """Walks a chain as section 6 of the spec says; returns (sequence, check) of the
-    first failure, or None when the chain is valid."""
+    """Walks a chain as section 7 of the spec says, signatures checked; returns
+    (sequence, check) of the first failure, or None when the chain is valid."""
     expected, previous = 1, bytes(32)
     versions: dict[str, int] = {}
+    keys: dict[str, dict[str, Any]] = {}
     for v in chain:
         if v["sequence"] != expected:
             return expected, "sequence"
@@ -180,6 +233,12 @@ def spec_verify(chain: list[dict[str, Any]]) -> tuple[int, str] | None:
             return v["sequence"], "hash"
         if v["stream_version"] != versions.get(v["stream_id"], 0) + 1:
             return v["sequence"], "stream_version"
+        if v["stream_id"] == "$ledger" and v["event_type"] == "canonlog.key_added":
+            keys[json.loads(v["payload"])["key_id"]] = {**json.loads(v["payload"]), "revoked_at": None}
+        elif v["stream_id"] == "$ledger" and v["event_type"] == "canonlog.key_revoked":
+            keys[json.loads(v["payload"])["key_id"]]["revoked_at"] = v["sequence"]
+        elif v["signature"] is not None and spec_signature_problem(v, keys):
+            return v["sequence"], "signature"
         previous, versions[v["stream_id"]] = stored, v["stream_version"]
         expected += 1
     return None
@@ -253,13 +312,16 @@ def test_independent_time_encoding_agrees_with_known_instants(iso: str, expected
 
 
 def _main_chain() -> list[dict[str, Any]]:
-    return [v for v in EVENTS if v["ledger_id"] == "main" and v["sequence"] <= 4]
+    by_name = {v["name"]: v for v in EVENTS}
+    return [by_name[name] for name in MAIN_CHAIN]
 
 
 def test_the_first_vectors_form_a_valid_chain() -> None:
-    """Sequences 1..4 of ledger 'main' pass every check of the verifier walk."""
+    """Sequences 1..6 of ledger 'main' pass every check of the verifier walk, the
+    signature of sequence 6 by the key registered at sequence 5 included."""
     chain = _main_chain()
-    assert [v["sequence"] for v in chain] == [1, 2, 3, 4]
+    assert [v["sequence"] for v in chain] == [1, 2, 3, 4, 5, 6]
+    assert [v["name"] for v in EVENTS[: len(MAIN_CHAIN)]] == list(MAIN_CHAIN)
     assert chain[0]["prev_hash"] == VECTORS["genesis_prev_hash"] == GENESIS_HASH.hex()
     assert spec_verify(chain) is None
 
@@ -307,6 +369,74 @@ def test_the_walk_checks_stream_versions() -> None:
     assert spec_verify(chain) == (4, "stream_version")
 
 
+def _rehashed(chain: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The chain with every prev_hash and hash recomputed, as a writer forging it would."""
+    previous, out = bytes(32).hex(), []
+    for vector in chain:
+        vector = {**vector, "prev_hash": previous}
+        vector["hash"] = previous = hashlib.sha256(spec_event_input(vector)).hexdigest()
+        out.append(vector)
+    return out
+
+
+def _twin(name: str) -> dict[str, Any]:
+    return {**next(v for v in EVENTS if v["name"] == name), "prev_hash": "00" * 32}
+
+
+def _key_revoked() -> dict[str, Any]:
+    """A canonlog.key_revoked event of the key registered at sequence 5, as the third
+    event of '$ledger' (the walk below renumbers sequences)."""
+    payload = canonical_json({"key_id": "agent-7-key-1", "actor": "ops-1", "reason": "leaked"})
+    return {**_main_chain()[4], "stream_version": 3, "event_type": "canonlog.key_revoked",
+            "payload": payload.decode("utf-8")}
+
+
+def _with_owner(vector: dict[str, Any], owner_id: str) -> dict[str, Any]:
+    payload = {**json.loads(vector["payload"]), "owner_id": owner_id}
+    return {**vector, "payload": canonical_json(payload).decode("utf-8")}
+
+
+def _with_purpose(vector: dict[str, Any], purpose: str) -> dict[str, Any]:
+    payload = {**json.loads(vector["payload"]), "purpose": purpose}
+    return {**vector, "payload": canonical_json(payload).decode("utf-8")}
+
+
+def test_the_walk_checks_signatures_even_when_every_hash_is_recomputed() -> None:
+    """A consistent chain still fails at a signature its registered key does not make."""
+    chain = _main_chain()
+    chain[5] = {**chain[5], "payload": '{"amount":"1999.00","currency":"EUR","reason":"cancelled"}'}
+    assert spec_verify(_rehashed(chain)) == (6, "signature")
+
+
+@pytest.mark.parametrize(
+    ("change", "failure"),
+    [
+        (lambda c: [*c[:5], _twin("signed-twin-other-key")], (6, "signature")),
+        (lambda c: [*c[:4], _with_owner(c[4], "agent-8"), c[5]], (6, "signature")),
+        (lambda c: [*c[:4], _with_purpose(c[4], "witness"), c[5]], (6, "signature")),
+        (lambda c: [*c[:5], {**c[5], "agent_id": "agent-8"}], (6, "signature")),
+        (lambda c: [*c[:4], c[5], c[4]], (5, "signature")),
+        (lambda c: [*c[:5], _key_revoked(), c[5]], (7, "signature")),
+        (lambda c: [*c, _key_revoked()], None),
+        (lambda c: [*c[:5], _twin("unsigned-twin")], None),
+    ],
+    ids=["unregistered-key", "key-of-another-agent", "witness-key", "other-agent-id",
+         "key-added-after-the-event", "revoked-before", "revoked-after", "unsigned"],
+)
+def test_the_walk_applies_the_signature_rules(change: Any, failure: tuple[int, str] | None) -> None:
+    """A signature counts only by an agent key of the event's agent_id, registered by a
+    chained key_added event before the event and not revoked at an earlier sequence;
+    canonlog's verifier applies the same rules."""
+    chain = _rehashed([{**v, "sequence": i} for i, v in enumerate(change(_main_chain()), 1)])
+    assert spec_verify(chain) == failure
+    recorded = [RecordedEvent(**asdict(fields_of(v)), hash_version=1, hash=bytes.fromhex(v["hash"]))
+                for v in chain]
+    report = verify_events(recorded, "main", signatures="check")
+    found = [(b.sequence, "signature") for b in report.breaks if b.kind == "bad_signature"]
+    assert found == ([] if failure is None else [failure])
+    assert report.breaks_total == len(found)
+
+
 # --- Every hashed field matters, and framing is unambiguous -------------------------
 
 
@@ -334,6 +464,8 @@ def _genesis() -> Fields:
         ("epoch", 2),
         ("writer_time", datetime.fromisoformat("2024-05-01T12:00:00.000001+00:00")),
         ("recorded_at", datetime.fromisoformat("2024-05-01T12:00:00.000002+00:00")),
+        ("signing_key_id", "k"),
+        ("signature", bytes(64)),
         ("prev_hash", b"\x01" * 32),
     ],
 )
@@ -342,10 +474,47 @@ def test_every_field_is_covered_by_the_hash(field: str, value: object) -> None:
     assert event_hash_v1(replace(_genesis(), **{field: value})) != event_hash_v1(_genesis())
 
 
-@pytest.mark.parametrize("field", OPTIONAL_IDS)
+def _signed() -> Fields:
+    return fields_of(SIGNED_EVENTS[0])
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("signing_key_id", "agent-7-key-2"),
+        ("signing_key_id", None),
+        ("signature", bytes(64)),
+        ("signature", bytes.fromhex(SIGNED_EVENTS[0]["signature"])[:63]),
+        ("signature", None),
+    ],
+    ids=["other-key-id", "no-key-id", "other-signature", "truncated-signature", "no-signature"],
+)
+def test_the_signature_fields_of_a_signed_event_are_covered_by_the_hash(
+    field: str, value: object
+) -> None:
+    """Changing, shortening or dropping the key id or the signature changes the hash."""
+    assert event_hash_v1(replace(_signed(), **{field: value})) != event_hash_v1(_signed())
+
+
+@pytest.mark.parametrize("field", (*OPTIONAL_IDS, "signing_key_id"))
 def test_an_absent_id_differs_from_an_empty_one(field: str) -> None:
     """opt() frames absence, so None and "" never share an encoding."""
     assert event_hash_v1(replace(_genesis(), **{field: ""})) != event_hash_v1(_genesis())
+
+
+def test_an_absent_signature_differs_from_an_empty_one() -> None:
+    """opt(bytes()) frames absence, so None (00) and b"" (01 00000000) differ."""
+    empty = replace(_genesis(), signature=b"")
+    assert event_hash_v1(empty) != event_hash_v1(_genesis())
+    assert event_hash_input_v1(empty).endswith(b"\x00\x01\x00\x00\x00\x00" + bytes(32))
+    assert event_hash_input_v1(_genesis()).endswith(b"\x00\x00" + bytes(32))
+
+
+def test_bytes_cannot_move_between_the_key_id_and_the_signature() -> None:
+    """The key id's length prefix keeps a byte from passing into the signature."""
+    one = replace(_signed(), signing_key_id="k\x01", signature=b"x" * 64)
+    other = replace(_signed(), signing_key_id="k", signature=b"\x01" + b"x" * 63)
+    assert event_hash_input_v1(one) != event_hash_input_v1(other)
 
 
 def test_bytes_cannot_move_between_adjacent_fields() -> None:
@@ -360,6 +529,89 @@ def test_the_utc_offset_does_not_change_the_hash() -> None:
     utc = replace(_genesis(), recorded_at=datetime.fromisoformat("2024-05-01T12:00:00+00:00"))
     tokyo = replace(_genesis(), recorded_at=datetime.fromisoformat("2024-05-01T21:00:00+09:00"))
     assert event_hash_v1(utc) == event_hash_v1(tokyo)
+
+
+# --- Signed vectors and signable content ---------------------------------------------
+
+
+def _signable_args(v: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "ledger_id": v["ledger_id"], "event_id": uuid.UUID(v["event_id"]),
+        "stream_id": v["stream_id"], "event_type": v["event_type"],
+        "payload": v["payload"].encode("utf-8"), "metadata": v["metadata"].encode("utf-8"),
+        **{name: v[name] for name in ("task_id", "execution_id", "correlation_id",
+                                      "causation_id", "agent_id", "signing_key_id")},
+    }
+
+
+def _public_key_of(seed: str) -> str:
+    private_key = Ed25519PrivateKey.from_private_bytes(bytes.fromhex(seed))
+    return private_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw).hex()
+
+
+@_by_name(SIGNED_EVENTS)
+def test_a_signed_vector_carries_a_valid_signature_over_its_signable_content(
+    vector: dict[str, Any],
+) -> None:
+    """The signable content is the event's, by signing.py and by the spec; the signature
+    verifies with signature_is_valid and is what signing with the printed seed gives."""
+    signer = vector["signer"]
+    content = bytes.fromhex(signer["signable_content"])
+    assert signable_content_v1(**_signable_args(vector)) == content
+    assert spec_signable_input(vector) == content
+    assert _public_key_of(signer["private_key_seed"]) == signer["public_key"]
+    signature = bytes.fromhex(vector["signature"])
+    assert len(signature) == 64
+    assert signature_is_valid(bytes.fromhex(signer["public_key"]), signature, content)
+    assert spec_ed25519_verifies(signer["public_key"], vector["signature"], content)
+    seed = bytes.fromhex(signer["private_key_seed"])
+    assert Ed25519PrivateKey.from_private_bytes(seed).sign(content) == signature
+
+
+@_by_name(SIGNED_EVENTS)
+def test_a_signature_does_not_verify_for_other_content_or_another_key(
+    vector: dict[str, Any],
+) -> None:
+    """signature_is_valid refuses the signature over changed content or under another key."""
+    signer = vector["signer"]
+    content = bytes.fromhex(signer["signable_content"])
+    public_key, signature = bytes.fromhex(signer["public_key"]), bytes.fromhex(vector["signature"])
+    altered = signable_content_v1(**{**_signable_args(vector), "agent_id": "agent-8"})
+    assert not signature_is_valid(public_key, signature, altered)
+    other = next(v for v in SIGNED_EVENTS if v["signer"]["public_key"] != signer["public_key"])
+    assert not signature_is_valid(bytes.fromhex(other["signer"]["public_key"]), signature, content)
+    assert not signature_is_valid(public_key, signature[:63], content)
+
+
+def test_the_chain_signature_is_by_the_key_the_chain_registers() -> None:
+    """The key_added vector registers the signed vector's key for its agent, with the
+    public key of the signer."""
+    added, signed = _main_chain()[4:6]
+    assert json.loads(added["payload"]) == {
+        "actor": "ops-1", "key_id": signed["signing_key_id"], "owner_id": signed["agent_id"],
+        "public_key": signed["signer"]["public_key"], "purpose": "agent",
+    }
+
+
+@_by_name(SIGNABLES)
+def test_signable_content_matches_the_vector(vector: dict[str, Any]) -> None:
+    """signable_content_v1 and the spec's framing give the vector's bytes, and its
+    signature verifies."""
+    content = bytes.fromhex(vector["signable_content"])
+    assert signable_content_v1(**_signable_args(vector)) == content
+    assert spec_signable_input(vector) == content
+    assert _public_key_of(vector["private_key_seed"]) == vector["public_key"]
+    assert signature_is_valid(bytes.fromhex(vector["public_key"]),
+                              bytes.fromhex(vector["signature"]), content)
+    seed = bytes.fromhex(vector["private_key_seed"])
+    assert Ed25519PrivateKey.from_private_bytes(seed).sign(content).hex() == vector["signature"]
+
+
+def test_the_signable_vectors_include_the_signed_event() -> None:
+    """One signable vector is the signed event's content, signature and all."""
+    signed = SIGNED_EVENTS[0]
+    assert any(v["signable_content"] == signed["signer"]["signable_content"]
+               and v["signature"] == signed["signature"] for v in SIGNABLES)
 
 
 # --- The vectors file itself --------------------------------------------------------
@@ -386,6 +638,20 @@ def test_the_vectors_cover_what_the_spec_promises() -> None:
     assert any(v["stream_version"] >= 2**32 for v in EVENTS)
     assert any(v["prev_hash"] == VECTORS["genesis_prev_hash"] for v in EVENTS)
     assert len(REQUESTS) >= 3
+    assert all((v["signing_key_id"] is None) == (v["signature"] is None) for v in EVENTS)
+    assert all((v["signature"] is None) == (v["signer"] is None) for v in EVENTS)
+    assert len({v["signer"]["public_key"] for v in SIGNED_EVENTS}) >= 2
+    assert len(SIGNABLES) >= 2
+    signature_fields = {"signing_key_id", "signature", "signer", "hash_input", "hash", "name",
+                        "description"}
+
+    def rest(v: dict[str, Any]) -> dict[str, Any]:
+        return {k: x for k, x in v.items() if k not in signature_fields}
+
+    for signed in SIGNED_EVENTS:
+        twins = [v for v in EVENTS if v is not signed and rest(v) == rest(signed)]
+        assert any(v["signature"] is None for v in twins), signed["name"]
+        assert any(v["signature"] not in (None, signed["signature"]) for v in twins), signed["name"]
 
 
 def test_payloads_in_the_vectors_are_canonical() -> None:
@@ -426,11 +692,20 @@ def _spec_block(kind: str, name: str) -> bytes:
     return bytes.fromhex("".join(line.split()[0] for line in match[1].splitlines()))
 
 
-@pytest.mark.parametrize("name", ["genesis-writer-granted", "chained-all-ids-present"])
+@pytest.mark.parametrize(
+    "name", ["genesis-writer-granted", "chained-all-ids-present", "chained-signed-by-agent"]
+)
 def test_the_spec_worked_examples_match_the_vectors(name: str) -> None:
     """The hex breakdowns printed in hash-spec.md are the vectors' hash inputs."""
     vector = next(v for v in EVENTS if v["name"] == name)
     assert _spec_block("hash-input", name).hex() == vector["hash_input"]
+
+
+def test_the_spec_signable_example_matches_the_vector() -> None:
+    """The signable content breakdown printed in hash-spec.md is the signed event's."""
+    vector = next(v for v in EVENTS if v["name"] == "chained-signed-by-agent")
+    content = _spec_block("signable-content", vector["name"])
+    assert content.hex() == vector["signer"]["signable_content"]
 
 
 def test_the_spec_request_example_matches_the_vector() -> None:
@@ -440,9 +715,14 @@ def test_the_spec_request_example_matches_the_vector() -> None:
 
 
 def test_the_spec_lists_every_vector_hash() -> None:
-    """Each vector's expected hash or digest is printed in hash-spec.md."""
+    """Each vector's expected hash, digest or signature and each test public key is
+    printed in hash-spec.md."""
     text = SPEC_FILE.read_text("utf-8")
     for vector in EVENTS:
         assert f"`{vector['hash']}`" in text, vector["name"]
     for vector in REQUESTS:
         assert f"`{vector['digest']}`" in text, vector["name"]
+    for vector in [*SIGNED_EVENTS, *SIGNABLES]:
+        assert f"`{vector['signature']}`" in text, vector["name"]
+    for public_key in {v["public_key"] for v in SIGNABLES}:
+        assert f"`{public_key}`" in text
