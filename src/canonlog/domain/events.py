@@ -191,6 +191,13 @@ class AppendRequest:
         for event in events:
             if not isinstance(event, NewEvent):
                 raise InvalidEvent(f"events must be NewEvent instances, got {type(event).__name__}")
+            # Events may have been built under other limits than this ledger's.
+            if len(event.payload) > limits.max_payload_bytes:
+                raise InvalidEvent(f"payload is {len(event.payload)} bytes in canonical form; "
+                                   f"the limit is {limits.max_payload_bytes}")
+            if len(event.metadata) > limits.max_metadata_bytes:
+                raise InvalidEvent(f"metadata is {len(event.metadata)} bytes in canonical form; "
+                                   f"the limit is {limits.max_metadata_bytes}")
         expected_version_code(expected_version)
         return cls(stream_id, events, expected_version, (context or WriteContext()).checked(limits))
 
