@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from canonlog.domain.ceremony import Ceremony
 from canonlog.domain.errors import CanonlogError
 from canonlog.domain.events import (
     AppendRequest,
@@ -123,6 +124,66 @@ class EventLog(Protocol):
         """Returns every key ever registered in the ledger, revoked ones included."""
         ...
 
+    async def propose_failover(self, ledger_id: str, target_writer_id: str, actor: str) -> int:
+        """Opens a failover ceremony to move the grant to target_writer_id, made against
+        the current grant and head, with a chained ``canonlog.ceremony_proposed`` event;
+        returns the proposal id. Raises CeremonyNotApplicable when the grant is released
+        or already held by target_writer_id, LedgerNotFound for an unknown ledger."""
+        ...
+
+    async def propose_resume(self, ledger_id: str, actor: str) -> int:
+        """Opens the resume ceremony of the ledger's current halt with a chained
+        ``canonlog.ceremony_proposed`` event, or returns the one already open (one per
+        halt); returns its proposal id. Raises CeremonyNotApplicable when not halted."""
+        ...
+
+    async def approve(
+        self, ledger_id: str, proposal_id: int, key_id: str, signature: bytes, actor: str
+    ) -> int:
+        """Records a witness's signature over the proposal's statement with a chained
+        ``canonlog.ceremony_approved`` event; returns its sequence.
+
+        The caller has verified the signature: the store checks that the proposal
+        is open and still applies (CeremonyNotFound, CeremonyNotApplicable), and that
+        key_id is an active witness key of the ledger whose owner has not approved
+        this proposal yet (ApprovalRefused).
+        """
+        ...
+
+    async def execute_failover(
+        self, ledger_id: str, proposal_id: int, threshold: int, actor: str
+    ) -> WriterGrant:
+        """Moves the grant to the proposal's target writer at the next epoch, with a
+        chained ``canonlog.writer_promoted`` event carrying the old grant and head, the
+        new grant and every counted signature; returns the new grant.
+
+        Raises CeremonyNotApplicable unless the proposal is an open failover proposal
+        and the grant is still the one it was made against, and ThresholdNotMet when
+        fewer than threshold distinct witnesses approved with keys still active.
+        """
+        ...
+
+    async def resume_ceremony(
+        self, ledger_id: str, proposal_id: int, threshold: int, min_wait_seconds: int,
+        actor: str,
+    ) -> int:
+        """Resumes the halted ledger through its resume ceremony with a chained
+        ``canonlog.resumed`` event whose evidence is the ceremony; returns its sequence.
+
+        Raises CeremonyNotApplicable unless the proposal is the open resume proposal
+        of the current halt, WaitingPeriodNotOver (saying how long remains) until
+        min_wait_seconds have passed since the halt was recorded, and ThresholdNotMet
+        as execute_failover does.
+        """
+        ...
+
+    async def ceremonies(
+        self, ledger_id: str, proposal_id: int | None = None
+    ) -> list[Ceremony]:
+        """Returns the ledger's ceremonies (or the one proposal) with their approvals,
+        oldest first, approvals ordered by key id."""
+        ...
+
     async def close(self) -> None:
         """Releases connections; the log is unusable afterwards."""
         ...
@@ -183,6 +244,10 @@ class TrustedCheckpoints(Protocol):
 
     async def newest(self, ledger_id: str) -> Head | None:
         """Returns the newest trusted head of the ledger, or None when there is none."""
+        ...
+
+    async def heads(self, ledger_id: str) -> list[Head]:
+        """Returns every trusted head of the ledger, newest first (one per sequence and hash)."""
         ...
 
 
@@ -246,4 +311,58 @@ class EventStore(Protocol):
         self, *, after: int = 0, page_size: int = 500, poll_interval: float = 1.0
     ) -> AsyncIterator[RecordedEvent]:
         """Yields every event after `after`, then new ones as they commit."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class StoredCheckpoint:
+    """A checkpoint note as one location holds it, cosignatures merged in.
+
+    ``sequence`` is the one the location files it under (None when that cannot be
+    told); only the note's own signed body says what it vouches for.
+    """
+
+    location: str
+    sequence: int | None
+    note: bytes
+
+
+class CheckpointStore(Protocol):
+    """A place outside the database where signed checkpoint notes are published, write-once."""
+
+    async def publish(self, ledger_id: str, sequence: int, note: bytes) -> str:
+        """Stores the note of the ledger's checkpoint at sequence and returns where it went.
+
+        Raises CheckpointConflict, changing nothing, when a checkpoint of that
+        ledger and sequence is already there: published checkpoints are never replaced.
+        """
+        ...
+
+    async def load(self, ledger_id: str, sequence: int) -> StoredCheckpoint | None:
+        """Returns the checkpoint filed under that sequence, or None."""
+        ...
+
+    async def list_checkpoints(self, ledger_id: str) -> list[StoredCheckpoint]:
+        """Returns every checkpoint of the ledger, newest (highest sequence) first."""
+        ...
+
+    async def add_cosignature(self, ledger_id: str, sequence: int, key_name: str,
+                              signature_line: bytes) -> bool:
+        """Adds a witness's signature line to a published checkpoint, write-once per witness.
+
+        Returns False when that witness's cosignature is already there; raises
+        CheckpointConflict when there is no checkpoint at that sequence.
+        """
+        ...
+
+
+class WitnessState(Protocol):
+    """A witness's own memory of the newest checkpoint it cosigned, per origin."""
+
+    def last_cosigned(self, origin: str) -> Head | None:
+        """Returns the sequence and hash last cosigned for origin, or None."""
+        ...
+
+    def record(self, origin: str, head: Head) -> None:
+        """Remembers head as the newest checkpoint cosigned for origin."""
         ...

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import structlog
 
+from canonlog.application.checkpoints import check_against_checkpoints
 from canonlog.application.ports import (
     DatabaseInspector,
     EventLog,
@@ -59,8 +60,6 @@ async def verify_before_writing(
 
     db_head = await event_log.head(ledger_id)
     trusted = [("last known head", heads.load(ledger_id))]
-    if checkpoints is not None:
-        trusted.append(("newest trusted checkpoint", await checkpoints.newest(ledger_id)))
     for name, known in trusted:
         if known is None or known.sequence == 0:
             continue
@@ -79,6 +78,18 @@ async def verify_before_writing(
                 f"but {known.hash.hex()} in the writer's {name}",
                 database_hash=stored_hash.hex(), trusted_hash=known.hash.hex(),
                 sequence=known.sequence, source=name)
+
+    if checkpoints is not None:
+        comparison = await check_against_checkpoints(event_log, ledger_id,
+                                                     await checkpoints.heads(ledger_id))
+        if not comparison.ok:
+            first = comparison.mismatches[0]
+            await _inconsistent(
+                event_log, ledger_id, writer_id, halt_channels,
+                f"the database contradicts a trusted checkpoint: {first.message}",
+                database=_show(first.database), checkpoint=_show(first.checkpoint),
+                last_matching=comparison.last_matching.sequence if comparison.last_matching else 0,
+                mismatches=len(comparison.mismatches))
 
     start = max(0, db_head.sequence - tail_events)
     anchor = GENESIS_HASH

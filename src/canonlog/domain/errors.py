@@ -110,8 +110,56 @@ class IsolationLevelRefused(CanonlogError):
     sqlstate = "CL016"
 
 
+class CeremonyError(CanonlogError):
+    """A ceremony step (failover, resume) was refused; nothing was recorded."""
+
+
+class CeremonyNotFound(CeremonyError, LookupError):
+    """The ledger has no proposal with that id, or no open ceremony of that kind."""
+
+    sqlstate = "CL030"
+
+
+class CeremonyNotApplicable(CeremonyError):
+    """The proposal does not apply (any more): executed, superseded, of another kind, or
+    made against a grant or a halt that is no longer the ledger's."""
+
+    sqlstate = "CL031"
+
+
+class ApprovalRefused(CeremonyError):
+    """The approval is not by an active witness key of the ledger, repeats a witness, or
+    its signature does not verify over the proposal's statement."""
+
+    sqlstate = "CL032"
+
+
+class ThresholdNotMet(CeremonyError):
+    """Fewer distinct witnesses than the threshold approved the proposal."""
+
+    sqlstate = "CL033"
+
+
+class WaitingPeriodNotOver(CeremonyError):
+    """The ledger was halted too recently to resume; the message says how long remains."""
+
+    sqlstate = "CL034"
+
+
 class TamperDetected(CanonlogError):
     """Recorded history does not match its hash chain or a trusted checkpoint."""
+
+
+class CheckpointFormatError(CanonlogError, ValueError):
+    """A checkpoint note, key name or key is not in the signed checkpoint format."""
+
+
+class CheckpointConflict(CanonlogError):
+    """A checkpoint for that ledger and sequence was already published (checkpoints are write-once)."""
+
+
+class WitnessRefused(CanonlogError):
+    """A witness refuses to cosign a checkpoint that does not extend the last one it cosigned."""
 
 
 class SchemaIntegrityError(CanonlogError):
@@ -144,4 +192,9 @@ ERRORS_BY_SQLSTATE: dict[str, type[CanonlogError]] = {
     "CL015": LedgerNotFound,
     "CL016": IsolationLevelRefused,
     "CL020": InvalidEvent,
+    "CL030": CeremonyNotFound,
+    "CL031": CeremonyNotApplicable,
+    "CL032": ApprovalRefused,
+    "CL033": ThresholdNotMet,
+    "CL034": WaitingPeriodNotOver,
 }

@@ -12,8 +12,9 @@ import asyncpg
 import structlog
 
 from canonlog.application.client import LedgerClient
-from canonlog.application.ports import HaltChannel, WriterLease
+from canonlog.application.ports import HaltChannel, HeadStore, WriterLease
 from canonlog.application.writer import EventWriterService, WriterConfig
+from canonlog.infrastructure.checkpoint_store import checkpoint_publisher, trusted_checkpoints
 from canonlog.infrastructure.head_store import FileHeadStore
 from canonlog.infrastructure.postgres.asyncpg_log import AsyncpgEventLog, translated
 from canonlog.infrastructure.postgres.embedded import EmbeddedServer, provision, start_embedded
@@ -102,6 +103,11 @@ async def open_ledger(settings: Settings | None = None) -> AsyncIterator[LedgerC
     lock; halt state is read from the database and, with Redis, from its halt key.
     """
     settings = settings or Settings()
+    if not structlog.is_configured():
+        # An application that configures structlog keeps its configuration;
+        # otherwise canonlog logs at CANONLOG_LOG_LEVEL rather than structlog's
+        # default of every level to stdout.
+        configure_logging(settings)
     async with open_event_log(settings) as (event_log, connections):
         lease: WriterLease
         # The database's halt flag is checked by the append itself, under the ledger
@@ -126,17 +132,27 @@ async def open_ledger(settings: Settings | None = None) -> AsyncIterator[LedgerC
 
             lease = AdvisoryLockLease(connections.dsn, settings.ledger, settings.writer_id,
                                       ttl=settings.lease_ttl)
+        # Signed checkpoints: trusted at startup, published in the background.
+        heads: HeadStore = FileHeadStore(settings.data_dir / "writer")
+        publisher = checkpoint_publisher(settings, event_log, settings.ledger)
+        if publisher is not None:
+            heads = publisher.watching(heads)
         writer = EventWriterService(
-            event_log, lease, channels, FileHeadStore(settings.data_dir / "writer"),
+            event_log, lease, channels, heads,
             writer_config(settings), inspector=PostgresInspector(event_log.pool),
+            checkpoints=trusted_checkpoints(settings, settings.ledger),
         )
         notifier = PostgresNotifier(connections.dsn)
         try:
             await writer.start()
+            if publisher is not None:
+                publisher.start()
             yield LedgerClient(writer, event_log, settings.ledger, notifier=notifier,
                                limits=settings.limits)
         finally:
             await writer.stop()
+            if publisher is not None:
+                await publisher.stop()
             await notifier.close()
             if redis_client is not None:
                 await redis_client.aclose()

@@ -19,6 +19,9 @@ import asyncpg
 from canonlog.application.verifier import VerificationReport, verify_chain
 from canonlog.domain.errors import CanonlogError, ExportFormatError, StorageError
 from canonlog.infrastructure.bootstrap import configure_logging, open_event_log, prepare_database
+from canonlog.infrastructure.cli_checkpoints import checkpoints_enabled, verify_with_checkpoints
+from canonlog.infrastructure.cli_checkpoints import register as register_checkpoints
+from canonlog.infrastructure.cli_governance import register as register_governance
 from canonlog.infrastructure.cli_support import (
     EXIT_OK,
     EXIT_REFUSED,
@@ -183,6 +186,8 @@ async def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
         report = verify_export(Path(args.export), progress=progress)
         progress.finish()
         return _show_report(report, args.json)
+    if checkpoints_enabled(settings, args):
+        return await verify_with_checkpoints(settings, args, _show_report, _report_json)
     ledger = args.ledger or settings.ledger
     async with open_event_log(settings) as (log, _):
         await log.ledger_state(ledger)
@@ -234,6 +239,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ledger")
     p.add_argument("--until", type=int, help="verify up to this sequence only")
     p.add_argument("--export", help="verify this JSON Lines export, with no database")
+    p.add_argument("--full", action="store_true",
+                   help="verify the whole chain, not only from the newest trusted checkpoint")
+    p.add_argument("--no-checkpoints", action="store_true",
+                   help="check the chain alone, not against signed checkpoints")
+    p.add_argument("--checkpoint-dir", help="checkpoint directory (default: CANONLOG_CHECKPOINT_DIR)")
+    register_checkpoints(sub)
+    register_governance(sub)
     return parser
 
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from canonlog.application.checkpoints import default_origin
 from canonlog.domain.events import DEFAULT_LEDGER, Limits
 
 
@@ -41,6 +42,44 @@ class Settings(BaseSettings):
     checkpoint_dir: Path | None = Field(
         default=None, description="where signed checkpoints are published and read"
     )
+    # -- signed checkpoints (docs/reference/checkpoints.md) --
+    checkpoint_mirror_dirs: str = Field(
+        default="", description="further checkpoint directories, comma-separated; "
+                                "published to and read like checkpoint_dir"
+    )
+    checkpoint_key_file: Path | None = Field(
+        default=None, description="private key of the ledger's checkpoint signer; set = publish"
+    )
+    checkpoint_key_name: str | None = Field(
+        default=None, description="key name in checkpoint signature lines (default: the origin)"
+    )
+    checkpoint_origin: str | None = Field(
+        default=None, description="origin line of checkpoints (default: canonlog/<ledger>)"
+    )
+    checkpoint_public_keys: str = Field(
+        default="", description="trusted checkpoint signers, 'name=hex' entries, comma-separated"
+    )
+    witness_keys: str = Field(
+        default="", description="trusted witness public keys, 'name=hex' entries, comma-separated"
+    )
+    checkpoint_witnesses_required: int = Field(
+        default=0, ge=0, description="witness cosignatures a checkpoint needs to be trusted"
+    )
+    checkpoint_every_events: int = Field(default=1000, ge=1, description="publish after N events")
+    checkpoint_every_seconds: float = Field(
+        default=60.0, gt=0, description="publish after T seconds when the head moved"
+    )
+    # -- ceremonies (docs/operations.md) --
+    witness_threshold: int = Field(
+        default=2, ge=1, description="distinct witnesses a failover or resume ceremony needs"
+    )
+    resume_wait_seconds: int = Field(
+        default=172_800, ge=0, description="seconds after a halt before it may be resumed"
+    )
+    actor: str | None = Field(
+        default=None, min_length=1, max_length=256,
+        description="who governance commands record as the actor; default: the OS user",
+    )
     migrate_on_start: bool = Field(default=True, description="apply pending migrations at startup")
     max_payload_bytes: int = Field(default=1_048_576, ge=2)
     max_metadata_bytes: int = Field(default=65_536, ge=2)
@@ -59,9 +98,33 @@ class Settings(BaseSettings):
             )
         return self
 
+    @field_validator("checkpoint_public_keys", "witness_keys")
+    @classmethod
+    def _named_keys_parse(cls, value: str) -> str:
+        parse_named_keys(value)
+        return value
+
     @property
     def embedded(self) -> bool:
         return self.dsn is None
+
+    @property
+    def checkpoint_dirs(self) -> list[Path]:
+        """Every configured checkpoint directory, checkpoint_dir first."""
+        extra = [Path(p.strip()) for p in self.checkpoint_mirror_dirs.split(",") if p.strip()]
+        return ([self.checkpoint_dir] if self.checkpoint_dir else []) + extra
+
+    @property
+    def trusted_checkpoint_keys(self) -> list[tuple[str, bytes]]:
+        return parse_named_keys(self.checkpoint_public_keys)
+
+    @property
+    def trusted_witness_keys(self) -> list[tuple[str, bytes]]:
+        return parse_named_keys(self.witness_keys)
+
+    def origin_for(self, ledger_id: str) -> str:
+        """The origin line of the ledger's checkpoints."""
+        return self.checkpoint_origin or default_origin(ledger_id)
 
     @property
     def limits(self) -> Limits:
@@ -70,3 +133,22 @@ class Settings(BaseSettings):
             max_metadata_bytes=self.max_metadata_bytes,
             max_events_per_append=self.max_events_per_append,
         )
+
+
+def parse_named_keys(text: str) -> list[tuple[str, bytes]]:
+    """Parses 'name=hex, name=hex' into (name, 32-byte Ed25519 public key) pairs."""
+    keys: list[tuple[str, bytes]] = []
+    for entry in (e.strip() for e in text.split(",")):
+        if not entry:
+            continue
+        name, equals, hex_key = entry.rpartition("=")
+        if not equals or not name.strip():
+            raise ValueError(f"key entry {entry!r} is not 'name=hex'")
+        try:
+            raw = bytes.fromhex(hex_key.strip())
+        except ValueError:
+            raise ValueError(f"public key of {name.strip()!r} is not hex") from None
+        if len(raw) != 32:
+            raise ValueError(f"public key of {name.strip()!r} is {len(raw)} bytes; Ed25519 keys are 32")
+        keys.append((name.strip(), raw))
+    return keys

@@ -1,0 +1,458 @@
+"""Signed checkpoints: publishing them, trusting them, and holding the database to them.
+
+A superuser can cut off a ledger's tail, restore an older copy or rewrite the
+whole chain with recomputed hashes; the chain alone cannot tell. A checkpoint
+(domain/checkpoint.py) signed with a key the database never sees, kept in a
+CheckpointStore outside it, can: the database must still hold, at every
+checkpointed sequence, the hash the checkpoint vouches for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Protocol
+
+import structlog
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from canonlog.application.ports import CheckpointStore, HeadStore
+from canonlog.domain.checkpoint import (
+    Checkpoint,
+    CheckpointVerification,
+    SignedCheckpoint,
+    TrustedKey,
+    parse_checkpoint,
+    sign_checkpoint,
+    verify_checkpoint,
+)
+from canonlog.domain.errors import CanonlogError, CheckpointConflict, CheckpointFormatError, TamperDetected
+from canonlog.domain.events import Head, RecordedEvent
+
+log = structlog.get_logger("canonlog.checkpoints")
+
+#: Seconds between the publisher's attempts after a failure, and at the least.
+_RETRY_WAIT = 5.0
+_MIN_WAIT = 0.01
+
+
+class HeadReader(Protocol):
+    async def head(self, ledger_id: str) -> Head: ...
+
+    async def read_all(
+        self, ledger_id: str, *, after: int = 0, limit: int = 1000
+    ) -> list[RecordedEvent]: ...
+
+
+def default_origin(ledger_id: str) -> str:
+    """The origin line of a ledger's checkpoints unless one is configured."""
+    return f"canonlog/{ledger_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointSigner:
+    """The ledger's checkpoint key and the name its signature lines carry."""
+
+    key_name: str
+    private_key: Ed25519PrivateKey
+
+
+# -- creating and publishing -----------------------------------------------------------
+
+
+async def create_checkpoint(reader: HeadReader, ledger_id: str, signer: CheckpointSigner, *,
+                            origin: str, now: datetime | None = None,
+                            trusted: Iterable[Head] = ()) -> SignedCheckpoint:
+    """Signs a checkpoint of the database's current head of the ledger.
+
+    Raises TamperDetected, signing nothing, when the database contradicts one of
+    the trusted checkpoints given: a signature must not launder a rewritten history.
+    """
+    comparison = await check_against_checkpoints(reader, ledger_id, trusted)
+    if not comparison.ok:
+        raise TamperDetected("no checkpoint signed: " + comparison.mismatches[0].message)
+    head = comparison.database_head
+    checkpoint = Checkpoint.of(head, origin, now or datetime.now(UTC))
+    return sign_checkpoint(checkpoint, signer.key_name, signer.private_key)
+
+
+@dataclass(frozen=True, slots=True)
+class PublishedCheckpoint:
+    """A checkpoint and where it is now kept; ``new`` is False where it was already there."""
+
+    checkpoint: SignedCheckpoint
+    locations: tuple[str, ...]
+    new: bool
+
+
+async def publish_checkpoint(
+    reader: HeadReader, ledger_id: str, signer: CheckpointSigner,
+    stores: Sequence[CheckpointStore], *, origin: str, now: datetime | None = None,
+    trusted: Iterable[Head] = (),
+) -> PublishedCheckpoint:
+    """Signs a checkpoint of the current head and publishes it to every store.
+
+    A store that already holds a checkpoint at that sequence keeps it; when that
+    one vouches for a different hash, raises TamperDetected naming both. So does
+    a database that contradicts one of the trusted checkpoints given.
+    """
+    if not stores:
+        raise CheckpointConflict("no checkpoint location is configured")
+    signed = await create_checkpoint(reader, ledger_id, signer, origin=origin, now=now,
+                                     trusted=trusted)
+    head = signed.checkpoint.head
+    locations: list[str] = []
+    new = False
+    for store in stores:
+        try:
+            locations.append(await store.publish(ledger_id, head.sequence, signed.note()))
+            new = True
+        except CheckpointConflict:
+            existing = await store.load(ledger_id, head.sequence)
+            recorded = _vouched_hash(existing.note) if existing is not None else None
+            if existing is None or recorded != head.hash:
+                raise TamperDetected(
+                    f"checkpoint #{head.sequence} at "
+                    f"{existing.location if existing else 'a configured location'} records hash "
+                    f"{recorded.hex() if recorded else '(unreadable)'} but the database has "
+                    f"{head.hash.hex()} at that sequence") from None
+            locations.append(existing.location)
+    return PublishedCheckpoint(signed, tuple(locations), new)
+
+
+def _vouched_hash(note: bytes) -> bytes | None:
+    try:
+        return parse_checkpoint(note).checkpoint.head_hash
+    except CheckpointFormatError:
+        return None
+
+
+class CheckpointPublisher:
+    """Publishes a checkpoint every every_events events or every_seconds, whichever is first.
+
+    It runs beside the writer and reads the database head every poll_interval
+    seconds; notice() (or the HeadStore from watching()) wakes it sooner once
+    every_events have been acknowledged. Nothing is published while the head
+    stands still. Failures are logged and retried at the next occasion; they
+    never stop the writer.
+    """
+
+    def __init__(
+        self, reader: HeadReader, ledger_id: str, signer: CheckpointSigner,
+        stores: Sequence[CheckpointStore], *, origin: str, every_events: int = 1000,
+        every_seconds: float = 60.0, poll_interval: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._reader = reader
+        self._ledger_id = ledger_id
+        self._signer = signer
+        self._stores = tuple(stores)
+        self._origin = origin
+        self._every_events = every_events
+        self._every_seconds = every_seconds
+        self._poll_interval = min(poll_interval, every_seconds)
+        self._clock = clock
+        self._published = 0
+        self._published_at = float("-inf")
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def published_sequence(self) -> int:
+        """The sequence of the newest checkpoint known to be published (0 before any)."""
+        return self._published
+
+    def notice(self, head: Head) -> None:
+        """Tells the publisher of a newly acknowledged head."""
+        if head.ledger_id == self._ledger_id and head.sequence - self._published >= self._every_events:
+            self._wake.set()
+
+    def watching(self, heads: HeadStore) -> HeadStore:
+        """A HeadStore that saves to heads and tells this publisher of every head saved."""
+        return _NoticingHeadStore(heads, self)
+
+    async def load_published(self) -> None:
+        """Learns the newest sequence already published, so a restart does not publish it again."""
+        for store in self._stores:
+            for stored in await store.list_checkpoints(self._ledger_id):
+                if stored.sequence is not None:
+                    self._published = max(self._published, stored.sequence)
+                    break
+
+    async def publish_if_due(self) -> PublishedCheckpoint | None:
+        """Publishes a checkpoint of the current head if enough events or time have passed."""
+        head = await self._reader.head(self._ledger_id)
+        moved = head.sequence - self._published
+        now = self._clock()
+        if moved <= 0:
+            self._published_at = now
+            return None
+        if moved < self._every_events and now - self._published_at < self._every_seconds:
+            return None
+        published = await publish_checkpoint(self._reader, self._ledger_id, self._signer,
+                                              self._stores, origin=self._origin)
+        self._published = published.checkpoint.checkpoint.sequence
+        self._published_at = now
+        log.info("checkpoint published", ledger_id=self._ledger_id, sequence=self._published,
+                 locations=list(published.locations), new=published.new)
+        return published
+
+    def start(self) -> None:
+        """Starts publishing in the background."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="canonlog-checkpoints")
+
+    async def stop(self, *, final: bool = True) -> None:
+        """Stops publishing if started; with final, then covers every event written so far."""
+        if self._task is None:
+            return
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._task = None
+        if final:
+            self._published_at = float("-inf")
+            await self._attempt()
+
+    async def _attempt(self) -> bool:
+        try:
+            await self.publish_if_due()
+        except TamperDetected as exc:
+            log.critical("checkpoint not published: the database differs from a published "
+                         "checkpoint", ledger_id=self._ledger_id, error=str(exc))
+        except (CanonlogError, OSError) as exc:
+            log.error("checkpoint not published; retrying later", ledger_id=self._ledger_id,
+                      error=str(exc))
+        else:
+            return True
+        return False
+
+    async def _run(self) -> None:
+        try:
+            await self.load_published()
+        except (CanonlogError, OSError) as exc:
+            log.error("published checkpoints unreadable", ledger_id=self._ledger_id, error=str(exc))
+        while True:
+            if await self._attempt():
+                due = self._published_at + self._every_seconds - self._clock()
+                wait = min(max(due, _MIN_WAIT), self._poll_interval)
+            else:
+                wait = max(_RETRY_WAIT, self._poll_interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), wait)
+            self._wake.clear()
+
+
+class _NoticingHeadStore:
+    def __init__(self, inner: HeadStore, publisher: CheckpointPublisher) -> None:
+        self._inner = inner
+        self._publisher = publisher
+
+    def load(self, ledger_id: str) -> Head | None:
+        return self._inner.load(ledger_id)
+
+    def save(self, head: Head) -> None:
+        self._inner.save(head)
+        self._publisher.notice(head)
+
+
+# -- trusting ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TrustedCheckpoint:
+    location: str
+    checkpoint: SignedCheckpoint
+    verification: CheckpointVerification
+
+    @property
+    def head(self) -> Head:
+        return self.checkpoint.checkpoint.head
+
+
+@dataclass(frozen=True, slots=True)
+class IgnoredCheckpoint:
+    location: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointReview:
+    """What the configured locations hold for a ledger: trusted checkpoints, newest first,
+    and the ones ignored, each with its reason."""
+
+    trusted: tuple[TrustedCheckpoint, ...]
+    ignored: tuple[IgnoredCheckpoint, ...]
+
+    @property
+    def newest(self) -> TrustedCheckpoint | None:
+        return self.trusted[0] if self.trusted else None
+
+    def heads(self) -> list[Head]:
+        seen: dict[tuple[int, bytes], Head] = {}
+        for item in self.trusted:
+            seen.setdefault((item.head.sequence, item.head.hash), item.head)
+        return list(seen.values())
+
+
+class SignedCheckpoints:
+    """The TrustedCheckpoints of the configured stores and keys.
+
+    A checkpoint is trusted when it parses, belongs to the ledger (and origin,
+    when one is expected), is filed under its own sequence, carries a verifying
+    signature by a trusted checkpoint key, no failing signature by a trusted key,
+    and at least witnesses_required verifying witness cosignatures. Every other
+    checkpoint found is ignored and reported. Only the given stores are read.
+    """
+
+    def __init__(self, stores: Sequence[CheckpointStore], signers: Iterable[TrustedKey], *,
+                 witnesses: Iterable[TrustedKey] = (), witnesses_required: int = 0,
+                 origin: Callable[[str], str] | None = default_origin) -> None:
+        self._stores = tuple(stores)
+        self._signers = tuple(signers)
+        self._witnesses = tuple(witnesses)
+        self._witnesses_required = witnesses_required
+        self._origin = origin
+
+    async def review(self, ledger_id: str) -> CheckpointReview:
+        """Reads every checkpoint of the ledger and sorts them into trusted and ignored."""
+        trusted: list[TrustedCheckpoint] = []
+        ignored: list[IgnoredCheckpoint] = []
+        for store in self._stores:
+            for stored in await store.list_checkpoints(ledger_id):
+                try:
+                    signed = parse_checkpoint(stored.note)
+                except CheckpointFormatError as exc:
+                    ignored.append(IgnoredCheckpoint(stored.location, f"not a checkpoint note: {exc}"))
+                    continue
+                verification = verify_checkpoint(signed, self._signers, self._witnesses)
+                reason = self._problem(ledger_id, stored.sequence, signed.checkpoint, verification)
+                if reason is None:
+                    trusted.append(TrustedCheckpoint(stored.location, signed, verification))
+                else:
+                    ignored.append(IgnoredCheckpoint(stored.location, reason))
+        trusted.sort(key=lambda t: t.head.sequence, reverse=True)
+        return CheckpointReview(tuple(trusted), tuple(ignored))
+
+    def _problem(self, ledger_id: str, filed_under: int | None, checkpoint: Checkpoint,
+                 verification: CheckpointVerification) -> str | None:
+        if checkpoint.ledger_id != ledger_id:
+            return f"it is a checkpoint of ledger {checkpoint.ledger_id!r}, not {ledger_id!r}"
+        expected = self._origin(ledger_id) if self._origin else None
+        if expected is not None and checkpoint.origin != expected:
+            return f"its origin {checkpoint.origin!r} is not the expected {expected!r}"
+        if filed_under != checkpoint.sequence:
+            return (f"it is filed under sequence {filed_under} but vouches for "
+                    f"sequence {checkpoint.sequence}")
+        problem = verification.problem()
+        if problem is not None:
+            return problem
+        if len(verification.cosigned_by) < self._witnesses_required:
+            return (f"it is cosigned by {len(verification.cosigned_by)} of the "
+                    f"{self._witnesses_required} witnesses required")
+        return None
+
+    async def newest(self, ledger_id: str) -> Head | None:
+        review = await self._logged_review(ledger_id)
+        return review.newest.head if review.newest else None
+
+    async def heads(self, ledger_id: str) -> list[Head]:
+        return (await self._logged_review(ledger_id)).heads()
+
+    async def _logged_review(self, ledger_id: str) -> CheckpointReview:
+        review = await self.review(ledger_id)
+        for item in review.ignored:
+            log.warning("checkpoint ignored", ledger_id=ledger_id, location=item.location,
+                        reason=item.reason)
+        return review
+
+
+# -- holding the database to its checkpoints ---------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointMismatch:
+    """A trusted checkpoint the database contradicts.
+
+    kind is "behind" (the database has no event at the checkpoint's sequence) or
+    "hash" (the event there has another hash); database is the database's head
+    for "behind" and its event at the checkpoint's sequence for "hash".
+    """
+
+    kind: str
+    checkpoint: Head
+    database: Head
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointComparison:
+    """The database held against every trusted checkpoint of one ledger."""
+
+    database_head: Head
+    checked: int
+    newest: Head | None
+    #: The checkpoints the database still agrees with, oldest first.
+    matching: tuple[Head, ...]
+    mismatches: tuple[CheckpointMismatch, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not self.mismatches
+
+    @property
+    def last_matching(self) -> Head | None:
+        """The newest checkpoint the database still agrees with: where an incremental check starts."""
+        return self.matching[-1] if self.matching else None
+
+    @property
+    def uncovered(self) -> int:
+        """Events after the newest checkpoint, which no checkpoint vouches for yet."""
+        newest = self.newest.sequence if self.newest else 0
+        return max(0, self.database_head.sequence - newest)
+
+
+async def check_against_checkpoints(reader: HeadReader, ledger_id: str,
+                                    checkpoints: Iterable[Head]) -> CheckpointComparison:
+    """Compares the database with every trusted checkpoint of the ledger.
+
+    A database head behind a checkpoint (tail cut off, older copy restored) or a
+    hash that differs at a checkpointed sequence (chain rewritten) is a mismatch;
+    its message names the database's and the checkpoint's sequence and hash, and
+    the last checkpointed sequence that still matches (0 when none does).
+    """
+    database_head = await reader.head(ledger_id)
+    heads = sorted({(h.sequence, h.hash): h for h in checkpoints
+                    if h.sequence > 0}.values(), key=lambda h: h.sequence)
+    matching: list[Head] = []
+    found: list[tuple[str, Head, Head]] = []
+    for checkpoint in heads:
+        if checkpoint.sequence > database_head.sequence:
+            found.append(("behind", checkpoint, database_head))
+            continue
+        rows = await reader.read_all(ledger_id, after=checkpoint.sequence - 1, limit=1)
+        stored = rows[0].hash if rows and rows[0].sequence == checkpoint.sequence else b""
+        if stored == checkpoint.hash:
+            matching.append(checkpoint)
+        else:
+            found.append(("hash", checkpoint, Head(ledger_id, checkpoint.sequence, stored)))
+    last = matching[-1].sequence if matching else 0
+    mismatches = tuple(CheckpointMismatch(kind, cp, db, _mismatch_message(kind, cp, db, last))
+                       for kind, cp, db in found)
+    return CheckpointComparison(database_head, len(heads), heads[-1] if heads else None,
+                                tuple(matching), mismatches)
+
+
+def _mismatch_message(kind: str, checkpoint: Head, database: Head, last: int) -> str:
+    tail = f"; the last checkpointed sequence that still matches is {last}"
+    if kind == "behind":
+        return (f"database head #{database.sequence} {database.hash.hex()} is behind checkpoint "
+                f"#{checkpoint.sequence} {checkpoint.hash.hex()}: events were removed or an older "
+                f"copy of the database was restored" + tail)
+    return (f"hash at sequence {checkpoint.sequence} is {database.hash.hex() or '(missing)'} in "
+            f"the database but {checkpoint.hash.hex()} in checkpoint #{checkpoint.sequence}: "
+            f"the chain was rewritten or replaced" + tail)

@@ -1,0 +1,254 @@
+"""Checkpoints in directories, a witness's state file, and both built from Settings.
+
+Layout of a checkpoint directory (which may be a mounted write-once store)::
+
+    <dir>/<ledger>/00000000000000001200.checkpoint               the signed note
+    <dir>/<ledger>/00000000000000001200.<witness>.cosignature    one witness's line
+
+Ledger and witness names are escaped to file names (``%xx`` for anything but
+letters, digits, ``-``, ``_`` and a ``.`` that does not lead).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+from pathlib import Path
+
+from canonlog.application.checkpoints import CheckpointPublisher, CheckpointSigner, SignedCheckpoints
+from canonlog.application.ports import EventLog, StoredCheckpoint
+from canonlog.domain.checkpoint import EM_DASH, TrustedKey, check_key_name
+from canonlog.domain.errors import CheckpointConflict, CheckpointFormatError
+from canonlog.domain.events import Head
+from canonlog.infrastructure.keyfiles import load_private_key, public_bytes
+from canonlog.infrastructure.settings import Settings
+
+_CHECKPOINT = re.compile(r"([0-9]{20})\.checkpoint")
+_MAX_NOTE_BYTES = 64 * 1024
+
+
+def file_name(name: str) -> str:
+    """Escapes a ledger or key name into one safe, reversible file name component."""
+    return "".join(
+        c if (c.isascii() and (c.isalnum() or c in "-_" or (c == "." and i > 0)))
+        else "".join(f"%{b:02x}" for b in c.encode("utf-8"))
+        for i, c in enumerate(name)
+    )
+
+
+def _write_once(path: Path, data: bytes) -> None:
+    # O_EXCL makes creation fail when the file exists, so nothing published is
+    # ever replaced; fsync of the file and its directory makes it durable before
+    # anyone is told where it is.
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
+    try:
+        written = os.write(descriptor, data)
+        if written != len(data):
+            raise OSError(f"short write to {path}")
+        os.fsync(descriptor)
+    except BaseException:
+        os.close(descriptor)
+        path.unlink(missing_ok=True)
+        raise
+    os.close(descriptor)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+class DirectoryCheckpointStore:
+    """A CheckpointStore in a local (or mounted) directory: one write-once file per note."""
+
+    def __init__(self, directory: Path) -> None:
+        self._directory = directory
+
+    def __repr__(self) -> str:
+        return f"DirectoryCheckpointStore({str(self._directory)!r})"
+
+    def path(self, ledger_id: str, sequence: int) -> Path:
+        return self._directory / file_name(ledger_id) / f"{sequence:020d}.checkpoint"
+
+    async def publish(self, ledger_id: str, sequence: int, note: bytes) -> str:
+        return await asyncio.to_thread(self._publish, ledger_id, sequence, note)
+
+    def _publish(self, ledger_id: str, sequence: int, note: bytes) -> str:
+        path = self.path(ledger_id, sequence)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            _write_once(path, note)
+        except FileExistsError:
+            raise CheckpointConflict(f"{path} already exists; published checkpoints are never "
+                                     f"replaced") from None
+        return str(path)
+
+    async def load(self, ledger_id: str, sequence: int) -> StoredCheckpoint | None:
+        return await asyncio.to_thread(self._load, self.path(ledger_id, sequence))
+
+    def _load(self, path: Path) -> StoredCheckpoint | None:
+        match = _CHECKPOINT.fullmatch(path.name)
+        try:
+            with path.open("rb") as source:
+                note = source.read(_MAX_NOTE_BYTES + 1)
+        except FileNotFoundError:
+            return None
+        if len(note) <= _MAX_NOTE_BYTES:
+            note += self._cosignatures(path, note)
+        return StoredCheckpoint(str(path), int(match.group(1)) if match else None, note)
+
+    def _cosignatures(self, path: Path, note: bytes) -> bytes:
+        # Lines merged into the note only when each is a single signature line, so
+        # a stray file cannot make the checkpoint unreadable; the parser and the
+        # signature check judge them like any other line.
+        prefix = path.name.removesuffix(".checkpoint") + "."
+        lines = note.splitlines(keepends=True)
+        extra = b""
+        for cosignature in sorted(path.parent.glob(f"{prefix}*.cosignature")):
+            try:
+                line = cosignature.read_bytes()[:_MAX_NOTE_BYTES]
+            except OSError:
+                continue
+            if (line.startswith(EM_DASH.encode() + b" ") and line.endswith(b"\n")
+                    and line.count(b"\n") == 1 and line not in lines):
+                extra += line
+                lines.append(line)
+        return extra
+
+    async def list_checkpoints(self, ledger_id: str) -> list[StoredCheckpoint]:
+        return await asyncio.to_thread(self._list, ledger_id)
+
+    def _list(self, ledger_id: str) -> list[StoredCheckpoint]:
+        directory = self._directory / file_name(ledger_id)
+        try:
+            paths = [p for p in directory.iterdir() if p.name.endswith(".checkpoint")]
+        except FileNotFoundError:
+            return []
+        stored = [s for s in (self._load(p) for p in paths) if s is not None]
+        stored.sort(key=lambda s: (s.sequence is not None, s.sequence or 0, s.location),
+                    reverse=True)
+        return stored
+
+    async def add_cosignature(self, ledger_id: str, sequence: int, key_name: str,
+                              signature_line: bytes) -> bool:
+        return await asyncio.to_thread(self._add_cosignature, ledger_id, sequence, key_name,
+                                       signature_line)
+
+    def _add_cosignature(self, ledger_id: str, sequence: int, key_name: str,
+                         signature_line: bytes) -> bool:
+        check_key_name(key_name)
+        expected = f"{EM_DASH} {key_name} ".encode()
+        if not signature_line.startswith(expected) or signature_line.count(b"\n") != 1 \
+                or not signature_line.endswith(b"\n"):
+            raise CheckpointFormatError(f"not one signature line of {key_name}: {signature_line!r}")
+        checkpoint = self.path(ledger_id, sequence)
+        if not checkpoint.exists():
+            raise CheckpointConflict(f"there is no checkpoint #{sequence} of {ledger_id} to "
+                                     f"cosign in {checkpoint.parent}")
+        path = checkpoint.with_name(f"{sequence:020d}.{file_name(key_name)}.cosignature")
+        try:
+            _write_once(path, signature_line)
+        except FileExistsError:
+            return False
+        return True
+
+
+class FileWitnessState:
+    """A witness's WitnessState: one JSON file of origin -> sequence and hash, replaced atomically."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+
+    def _read(self) -> dict[str, dict[str, object]]:
+        try:
+            data = json.loads(self._path.read_text("utf-8"))
+        except FileNotFoundError:
+            return {}
+        except ValueError as exc:
+            # An unreadable state must not reset the witness to "seen nothing".
+            raise CheckpointFormatError(f"witness state {self._path} is unreadable: {exc}") from exc
+        if not isinstance(data, dict):
+            raise CheckpointFormatError(f"witness state {self._path} is not a JSON object")
+        return data
+
+    def last_cosigned(self, origin: str) -> Head | None:
+        entry = self._read().get(origin)
+        if entry is None:
+            return None
+        try:
+            return Head(str(entry["ledger_id"]), int(str(entry["sequence"])),
+                        bytes.fromhex(str(entry["hash"])))
+        except (KeyError, ValueError) as exc:
+            raise CheckpointFormatError(
+                f"witness state {self._path} has a bad entry for {origin}: {exc}") from exc
+
+    def record(self, origin: str, head: Head) -> None:
+        data = self._read()
+        data[origin] = {"ledger_id": head.ledger_id, "sequence": head.sequence,
+                        "hash": head.hash.hex()}
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = self._path.with_name(self._path.name + ".tmp")
+        with temporary.open("w", encoding="utf-8") as out:
+            json.dump(data, out, indent=2, sort_keys=True)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, self._path)
+
+
+# -- from settings -------------------------------------------------------------------------
+
+
+def checkpoint_stores(settings: Settings) -> list[DirectoryCheckpointStore]:
+    """A store per configured checkpoint directory (none when none is configured)."""
+    return [DirectoryCheckpointStore(d) for d in settings.checkpoint_dirs]
+
+
+def checkpoint_signer(settings: Settings, ledger_id: str) -> CheckpointSigner | None:
+    """The ledger's checkpoint signer from checkpoint_key_file, or None when it is not set."""
+    if settings.checkpoint_key_file is None:
+        return None
+    name = settings.checkpoint_key_name or settings.origin_for(ledger_id)
+    try:
+        check_key_name(name)
+    except CheckpointFormatError as exc:
+        raise CheckpointFormatError(f"{exc}; set checkpoint_key_name") from exc
+    return CheckpointSigner(name, load_private_key(settings.checkpoint_key_file))
+
+
+def trusted_signer_keys(settings: Settings, ledger_id: str) -> list[TrustedKey]:
+    """checkpoint_public_keys, and the public half of checkpoint_key_file when it is set."""
+    keys = [TrustedKey(name, key) for name, key in settings.trusted_checkpoint_keys]
+    signer = checkpoint_signer(settings, ledger_id)
+    if signer is not None:
+        own = TrustedKey(signer.key_name, public_bytes(signer.private_key))
+        if own not in keys:
+            keys.append(own)
+    return keys
+
+
+def trusted_checkpoints(settings: Settings, ledger_id: str) -> SignedCheckpoints | None:
+    """The ledger's TrustedCheckpoints, or None when no checkpoint directory is configured."""
+    stores = checkpoint_stores(settings)
+    if not stores:
+        return None
+    return SignedCheckpoints(
+        stores, trusted_signer_keys(settings, ledger_id),
+        witnesses=[TrustedKey.witness(n, k) for n, k in settings.trusted_witness_keys],
+        witnesses_required=settings.checkpoint_witnesses_required,
+        origin=settings.origin_for,
+    )
+
+
+def checkpoint_publisher(settings: Settings, event_log: EventLog,
+                         ledger_id: str) -> CheckpointPublisher | None:
+    """The background publisher, when both a directory and the signing key are configured."""
+    stores = checkpoint_stores(settings)
+    signer = checkpoint_signer(settings, ledger_id)
+    if not stores or signer is None:
+        return None
+    return CheckpointPublisher(event_log, ledger_id, signer, stores,
+                               origin=settings.origin_for(ledger_id),
+                               every_events=settings.checkpoint_every_events,
+                               every_seconds=settings.checkpoint_every_seconds)
