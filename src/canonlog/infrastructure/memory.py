@@ -1,6 +1,7 @@
 """The EventLog in memory, held to the same rules as the PostgreSQL functions.
 
-Each method mirrors one function of sql/0001_core.sql or sql/0002_append_path.sql,
+Each method mirrors one function of sql/0001_core.sql, sql/0002_append_path.sql or
+sql/0003_ceremonies.sql,
 step for step and in the same order, so a refusal here is the refusal PostgreSQL
 would give, with the same error and message. Nothing is persisted.
 """
@@ -12,13 +13,17 @@ import json
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from canonlog.application.ports import AppendOutcome, AppendResult
+from canonlog.domain.ceremony import FAILOVER, RESUME, Approval, Ceremony, CeremonyStatus
 from canonlog.domain.errors import (
+    ApprovalRefused,
     CanonlogError,
+    CeremonyNotApplicable,
+    CeremonyNotFound,
     ConcurrencyConflict,
     GrantUnavailable,
     IdempotencyConflict,
@@ -27,6 +32,8 @@ from canonlog.domain.errors import (
     StaleWriter,
     StorageError,
     SystemHalted,
+    ThresholdNotMet,
+    WaitingPeriodNotOver,
 )
 from canonlog.domain.events import (
     GENESIS_HASH,
@@ -65,6 +72,7 @@ class _Ledger:
     streams: dict[str, list[RecordedEvent]] = field(default_factory=dict)
     executions: dict[str, _Execution] = field(default_factory=dict)
     keys: dict[str, RegisteredKey] = field(default_factory=dict)
+    ceremonies: dict[int, Ceremony] = field(default_factory=dict)
 
 
 class MemoryEventLog:
@@ -175,15 +183,17 @@ class MemoryEventLog:
         # through the same text keeps non-string keys, floats and refusals identical.
         parsed = parse_jsonb(json.dumps(evidence, sort_keys=True), "evidence")
         async with self._lock(ledger_id):
-            ledger = self._existing(ledger_id)
-            if not ledger.halted:
-                return False
-            event = self._system_event(ledger, "canonlog.resumed", {
-                "actor": actor, "evidence": parsed, "halt_reason": ledger.halt_reason,
-            }, ledger.writer_id or "-", ledger.epoch)
-            ledger.halted, ledger.halt_reason = False, None
-            self._store(ledger, [event])
-            return True
+            return self._resume(self._existing(ledger_id), actor, parsed)
+
+    def _resume(self, ledger: _Ledger, actor: str, evidence: Any) -> bool:
+        if not ledger.halted:
+            return False
+        event = self._system_event(ledger, "canonlog.resumed", {
+            "actor": actor, "evidence": evidence, "halt_reason": ledger.halt_reason,
+        }, ledger.writer_id or "-", ledger.epoch)
+        ledger.halted, ledger.halt_reason = False, None
+        self._store(ledger, [event])
+        return True
 
     async def add_key(
         self, ledger_id: str, key_id: str, purpose: str, owner_id: str, public_key: bytes,
@@ -227,6 +237,166 @@ class MemoryEventLog:
         if ledger is None:
             return []
         return sorted(ledger.keys.values(), key=lambda k: k.added_seq)
+
+    # -- ceremonies (sql/0003_ceremonies.sql) --------------------------------------
+
+    async def propose_failover(self, ledger_id: str, target_writer_id: str, actor: str) -> int:
+        _storable(ledger_id, target_writer_id, actor)
+        if not 1 <= len(target_writer_id) <= _MAX_NAME:
+            raise InvalidEvent("writer_id must be 1 to 256 characters")
+        _check_actor(actor)
+        async with self._lock(ledger_id):
+            ledger = self._existing(ledger_id)
+            if ledger.writer_id is None:
+                raise CeremonyNotApplicable(
+                    f"the grant of ledger {ledger_id} was released; writer {target_writer_id} "
+                    "takes it when it starts, without a ceremony")
+            if ledger.writer_id == target_writer_id:
+                raise CeremonyNotApplicable(
+                    f"writer {target_writer_id} already holds the grant of ledger {ledger_id}")
+            head = ledger.events[-1]
+            proposal_id = max(ledger.ceremonies, default=0) + 1
+            event = self._system_event(ledger, "canonlog.ceremony_proposed", {
+                "proposal_id": proposal_id, "kind": FAILOVER, "target_writer_id": target_writer_id,
+                "writer_id": ledger.writer_id, "epoch": ledger.epoch,
+                "head_sequence": head.sequence, "head_hash": head.hash.hex(), "actor": actor,
+            }, ledger.writer_id, ledger.epoch)
+            self._store(ledger, [event])
+            ledger.ceremonies[proposal_id] = Ceremony(
+                ledger_id, proposal_id, FAILOVER, "open", ledger.writer_id, ledger.epoch,
+                target_writer_id, head.sequence, head.hash, None, None, actor, event.sequence,
+                event.recorded_at, None)
+            return proposal_id
+
+    async def propose_resume(self, ledger_id: str, actor: str) -> int:
+        _storable(ledger_id, actor)
+        _check_actor(actor)
+        async with self._lock(ledger_id):
+            ledger = self._existing(ledger_id)
+            halt = _last_halt(ledger)
+            if not ledger.halted or halt is None:
+                raise CeremonyNotApplicable(f"ledger {ledger_id} is not halted")
+            for ceremony in ledger.ceremonies.values():
+                if ceremony.kind == RESUME and ceremony.halt_sequence == halt.sequence:
+                    return ceremony.proposal_id
+            proposal_id = max(ledger.ceremonies, default=0) + 1
+            event = self._system_event(ledger, "canonlog.ceremony_proposed", {
+                "proposal_id": proposal_id, "kind": RESUME, "writer_id": ledger.writer_id,
+                "epoch": ledger.epoch, "halt_sequence": halt.sequence,
+                "halt_hash": halt.hash.hex(), "actor": actor,
+            }, ledger.writer_id or "-", ledger.epoch)
+            self._store(ledger, [event])
+            ledger.ceremonies[proposal_id] = Ceremony(
+                ledger_id, proposal_id, RESUME, "open", ledger.writer_id, ledger.epoch, None,
+                None, None, halt.sequence, halt.hash, actor, event.sequence, event.recorded_at,
+                None)
+            return proposal_id
+
+    async def approve(
+        self, ledger_id: str, proposal_id: int, key_id: str, signature: bytes, actor: str
+    ) -> int:
+        _storable(ledger_id, key_id, actor)
+        if len(signature) != 64:
+            raise InvalidEvent("an approval needs a 64-byte Ed25519 signature")
+        _check_actor(actor)
+        async with self._lock(ledger_id):
+            ledger = self._existing(ledger_id)
+            ceremony = _open_ceremony(ledger, proposal_id, None)
+            key = ledger.keys.get(key_id)
+            if key is None or key.purpose != "witness" or key.revoked_seq is not None:
+                raise ApprovalRefused(
+                    f"key {key_id} is not an active witness key of ledger {ledger_id}")
+            for other in ceremony.approvals:
+                if ledger.keys[other.key_id].owner_id == key.owner_id:
+                    raise ApprovalRefused(
+                        f"witness {key.owner_id} has already approved proposal {proposal_id} "
+                        f"of ledger {ledger_id} (with key {other.key_id})")
+            event = self._system_event(ledger, "canonlog.ceremony_approved", {
+                "proposal_id": proposal_id, "kind": ceremony.kind, "key_id": key_id,
+                "owner_id": key.owner_id, "signature": signature.hex(), "actor": actor,
+            }, ledger.writer_id or "-", ledger.epoch)
+            self._store(ledger, [event])
+            approval = Approval(key_id, key.owner_id, bytes(signature), actor, event.sequence)
+            ledger.ceremonies[proposal_id] = replace(ceremony, approvals=tuple(
+                sorted((*ceremony.approvals, approval), key=lambda a: a.key_id.encode())))
+            return event.sequence
+
+    async def execute_failover(
+        self, ledger_id: str, proposal_id: int, threshold: int, actor: str
+    ) -> WriterGrant:
+        _storable(ledger_id, actor)
+        _check_threshold(threshold)
+        _check_actor(actor)
+        async with self._lock(ledger_id):
+            ledger = self._existing(ledger_id)
+            ceremony = _open_ceremony(ledger, proposal_id, FAILOVER)
+            approvals = _counted_approvals(ledger, ceremony, threshold)
+            assert ceremony.target_writer_id is not None and ceremony.head_hash is not None
+            epoch = ledger.epoch + 1
+            event = self._system_event(ledger, "canonlog.writer_promoted", {
+                "proposal_id": proposal_id, "previous_writer_id": ceremony.writer_id,
+                "previous_epoch": ceremony.epoch,
+                "previous_head_sequence": ceremony.head_sequence,
+                "previous_head_hash": ceremony.head_hash.hex(),
+                "writer_id": ceremony.target_writer_id, "epoch": epoch, "approvals": approvals,
+                "threshold": threshold, "statement": "canonlog/ceremony/failover/v1",
+                "actor": actor,
+            }, ceremony.target_writer_id, epoch)
+            self._store(ledger, [event])
+            ledger.writer_id, ledger.epoch = ceremony.target_writer_id, epoch
+            for other in list(ledger.ceremonies.values()):
+                if other.kind == FAILOVER and other.status == "open":
+                    status: CeremonyStatus = (
+                        "executed" if other.proposal_id == proposal_id else "superseded")
+                    ledger.ceremonies[other.proposal_id] = replace(
+                        other, status=status, closed_seq=event.sequence)
+            return WriterGrant(ledger_id, ceremony.target_writer_id, epoch)
+
+    async def resume_ceremony(
+        self, ledger_id: str, proposal_id: int, threshold: int, min_wait_seconds: int,
+        actor: str,
+    ) -> int:
+        _storable(ledger_id, actor)
+        _check_threshold(threshold)
+        if min_wait_seconds < 0:
+            raise InvalidEvent("the waiting period must be 0 seconds or more")
+        _check_actor(actor)
+        async with self._lock(ledger_id):
+            ledger = self._existing(ledger_id)
+            ceremony = _open_ceremony(ledger, proposal_id, RESUME)
+            assert ceremony.halt_sequence is not None and ceremony.halt_hash is not None
+            halted_at = ledger.events[ceremony.halt_sequence - 1].recorded_at
+            now = self._clock()
+            ready_at = halted_at + timedelta(seconds=min_wait_seconds)
+            if min_wait_seconds > 0 and now < ready_at:
+                micros_left = (ready_at - now) // timedelta(microseconds=1)
+                left = max(1, -(-micros_left // 1_000_000))
+                raise WaitingPeriodNotOver(
+                    f"ledger {ledger_id} was halted at sequence {ceremony.halt_sequence}; "
+                    f"resuming waits {_duration(min_wait_seconds)} after the halt, and "
+                    f"{_duration(left)} remain")
+            approvals = _counted_approvals(ledger, ceremony, threshold)
+            self._resume(ledger, actor, {
+                "proposal_id": proposal_id, "halt_sequence": ceremony.halt_sequence,
+                "halt_hash": ceremony.halt_hash.hex(), "approvals": approvals,
+                "threshold": threshold, "min_wait_seconds": min_wait_seconds,
+                "statement": "canonlog/ceremony/resume/v1",
+            })
+            sequence = ledger.events[-1].sequence
+            ledger.ceremonies[proposal_id] = replace(ceremony, status="executed",
+                                                     closed_seq=sequence)
+            return sequence
+
+    async def ceremonies(
+        self, ledger_id: str, proposal_id: int | None = None
+    ) -> list[Ceremony]:
+        self._check_open()
+        _storable(ledger_id)
+        ledger = self._ledgers.get(ledger_id)
+        if ledger is None:
+            return []
+        return [c for number, c in sorted(ledger.ceremonies.items())
+                if proposal_id is None or number == proposal_id]
 
     def _system_event(
         self, ledger: _Ledger, event_type: str, payload: dict[str, Any], writer_id: str, epoch: int
@@ -436,6 +606,74 @@ def _signature_problem(ledger: _Ledger, event: NewEvent, agent_id: str | None) -
             or key.revoked_seq is not None):
         return f"signing key {event.signing_key_id} is not an active key of agent {agent_id}"
     return None
+
+
+def _check_actor(actor: str) -> None:
+    if not 1 <= len(actor) <= _MAX_NAME:
+        raise InvalidEvent("the actor of a ceremony step must be 1 to 256 characters")
+
+
+def _check_threshold(threshold: int) -> None:
+    if threshold < 1:
+        raise InvalidEvent("a ceremony needs a threshold of at least 1 witness")
+
+
+def _duration(seconds: int) -> str:
+    """As canonlog.format_duration_v1 states a duration."""
+    return f"{seconds // 3600}h {seconds % 3600 // 60}m {seconds % 60}s"
+
+
+def _last_halt(ledger: _Ledger) -> RecordedEvent | None:
+    for event in reversed(ledger.streams.get(SYSTEM_STREAM, [])):
+        if event.event_type == "canonlog.halted":
+            return event
+    return None
+
+
+def _open_ceremony(ledger: _Ledger, proposal_id: int, kind: str | None) -> Ceremony:
+    """The checks of canonlog.open_ceremony_v1: known, of the kind, open, still applying."""
+    ledger_id = ledger.ledger_id
+    ceremony = ledger.ceremonies.get(proposal_id)
+    if ceremony is None:
+        raise CeremonyNotFound(f"ledger {ledger_id} has no proposal {proposal_id}")
+    if kind is not None and ceremony.kind != kind:
+        raise CeremonyNotApplicable(
+            f"proposal {proposal_id} of ledger {ledger_id} is a {ceremony.kind} ceremony, "
+            f"not a {kind} ceremony")
+    if ceremony.status != "open":
+        raise CeremonyNotApplicable(
+            f"proposal {proposal_id} of ledger {ledger_id} is {ceremony.status} "
+            f"(at sequence {ceremony.closed_seq})")
+    if ceremony.kind == FAILOVER:
+        if ledger.writer_id != ceremony.writer_id or ledger.epoch != ceremony.epoch:
+            raise CeremonyNotApplicable(
+                f"proposal {proposal_id} of ledger {ledger_id} was made against writer "
+                f"{ceremony.writer_id} at epoch {ceremony.epoch}, but the grant is now held by "
+                f"{ledger.writer_id or 'nobody'} at epoch {ledger.epoch}")
+    else:
+        halt = _last_halt(ledger)
+        if not ledger.halted or halt is None or halt.sequence != ceremony.halt_sequence:
+            raise CeremonyNotApplicable(
+                f"proposal {proposal_id} of ledger {ledger_id} would end the halt at sequence "
+                f"{ceremony.halt_sequence}, which is over")
+    return ceremony
+
+
+def _counted_approvals(
+    ledger: _Ledger, ceremony: Ceremony, threshold: int
+) -> list[dict[str, str]]:
+    """The approvals by keys still active witness keys, as canonlog.counted_approvals_v1
+    lists them; raises ThresholdNotMet when fewer than threshold witnesses are behind them."""
+    counted = [a for a in ceremony.approvals
+               if ledger.keys[a.key_id].purpose == "witness"
+               and ledger.keys[a.key_id].revoked_seq is None]
+    witnesses = len({a.owner_id for a in counted})
+    if witnesses < threshold:
+        raise ThresholdNotMet(
+            f"proposal {ceremony.proposal_id} of ledger {ledger.ledger_id} has approvals from "
+            f"{witnesses} of the {threshold} witnesses it needs")
+    return [{"key_id": a.key_id, "owner_id": a.owner_id, "signature": a.signature.hex()}
+            for a in counted]
 
 
 def _sealed(event: RecordedEvent) -> RecordedEvent:

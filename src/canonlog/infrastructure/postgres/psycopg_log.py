@@ -14,6 +14,7 @@ from psycopg.pq import Format, TransactionStatus
 from psycopg.rows import DictRow, dict_row
 
 from canonlog.application.ports import AppendOutcome, AppendResult
+from canonlog.domain.ceremony import Ceremony
 from canonlog.domain.errors import CanonlogError, InvalidEvent, LedgerNotFound, StorageError
 from canonlog.domain.events import (
     GENESIS_HASH,
@@ -28,6 +29,7 @@ from canonlog.infrastructure.postgres.codec import (
     QUERIES,
     append_args,
     append_outcomes,
+    ceremonies_from_rows,
     event_from_row,
     key_from_row,
     translate_error,
@@ -279,3 +281,42 @@ class PsycopgEventLog:
         )
         changed: bool = row["changed"]
         return changed
+
+    async def propose_failover(self, ledger_id: str, target_writer_id: str, actor: str) -> int:
+        (row,) = await self._fetch("propose_failover", ledger_id, target_writer_id, actor)
+        proposal_id: int = row["proposal_id"]
+        return proposal_id
+
+    async def propose_resume(self, ledger_id: str, actor: str) -> int:
+        (row,) = await self._fetch("propose_resume", ledger_id, actor)
+        proposal_id: int = row["proposal_id"]
+        return proposal_id
+
+    async def approve(
+        self, ledger_id: str, proposal_id: int, key_id: str, signature: bytes, actor: str
+    ) -> int:
+        (row,) = await self._fetch("approve", ledger_id, proposal_id, key_id, signature, actor)
+        seq: int = row["seq"]
+        return seq
+
+    async def execute_failover(
+        self, ledger_id: str, proposal_id: int, threshold: int, actor: str
+    ) -> WriterGrant:
+        (row,) = await self._fetch("execute_failover", ledger_id, proposal_id, threshold, actor)
+        (ceremony,) = await self.ceremonies(ledger_id, proposal_id)
+        assert ceremony.target_writer_id is not None
+        return WriterGrant(ledger_id, ceremony.target_writer_id, row["epoch"])
+
+    async def resume_ceremony(
+        self, ledger_id: str, proposal_id: int, threshold: int, min_wait_seconds: int,
+        actor: str,
+    ) -> int:
+        (row,) = await self._fetch("resume_ceremony", ledger_id, proposal_id, threshold,
+                                   min_wait_seconds, actor)
+        seq: int = row["seq"]
+        return seq
+
+    async def ceremonies(
+        self, ledger_id: str, proposal_id: int | None = None
+    ) -> list[Ceremony]:
+        return ceremonies_from_rows(await self._fetch("ceremonies", ledger_id, proposal_id))

@@ -120,3 +120,31 @@ SELECT EXISTS (
 
 -- name: lease_unlock
 SELECT pg_advisory_unlock($1::integer, hashtext($2)) AS released
+
+-- name: propose_failover
+SELECT canonlog.propose_failover_v1($1, $2, $3) AS proposal_id
+
+-- name: propose_resume
+SELECT canonlog.propose_resume_v1($1, $2) AS proposal_id
+
+-- name: approve
+SELECT canonlog.approve_v1($1, $2, $3, $4, $5) AS seq
+
+-- name: execute_failover
+SELECT canonlog.execute_failover_v1($1, $2, $3, $4) AS epoch
+
+-- name: resume_ceremony
+SELECT canonlog.resume_ceremony_v1($1, $2, $3, $4, $5) AS seq
+
+-- name: ceremonies
+-- One row per approval (approval columns NULL for a proposal without any), so
+-- proposals and approvals come from one snapshot.
+SELECT c.ledger_id, c.proposal_id, c.kind, c.status, c.writer_id, c.epoch, c.target_writer_id,
+       c.head_seq, c.head_hash, c.halt_seq, c.halt_hash, c.proposed_by, c.proposed_seq,
+       c.proposed_at, c.closed_seq, a.key_id, k.owner_id, a.signature, a.approved_by,
+       a.approved_seq
+FROM canonlog.ceremonies c
+LEFT JOIN canonlog.approvals a ON a.ledger_id = c.ledger_id AND a.proposal_id = c.proposal_id
+LEFT JOIN canonlog.keys k ON k.ledger_id = a.ledger_id AND k.key_id = a.key_id
+WHERE c.ledger_id = $1 AND ($2::bigint IS NULL OR c.proposal_id = $2::bigint)
+ORDER BY c.proposal_id, a.key_id COLLATE "C"

@@ -1,0 +1,281 @@
+"""The ceremony contract: every adapter records, refuses and executes ceremonies alike."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from canonlog.application.ceremonies import statement
+from canonlog.application.ports import EventLog
+from canonlog.domain.errors import (
+    ApprovalRefused,
+    CeremonyNotApplicable,
+    CeremonyNotFound,
+    GrantUnavailable,
+    InvalidEvent,
+    LedgerNotFound,
+    StaleWriter,
+    SystemHalted,
+    ThresholdNotMet,
+    WaitingPeriodNotOver,
+)
+from canonlog.domain.events import AppendRequest, NewEvent, WriterGrant
+from canonlog.domain.hashing import event_hash_v1
+
+
+def key(seed: int) -> tuple[Ed25519PrivateKey, bytes]:
+    private = Ed25519PrivateKey.from_private_bytes(bytes([seed]) * 32)
+    return private, private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
+#: key id -> (owner, seed); alice holds two keys.
+WITNESSES = {"w-alice": ("alice", 11), "w-alice-2": ("alice", 12), "w-bob": ("bob", 13),
+             "w-carol": ("carol", 14)}
+
+
+def request(stream: str = "s") -> AppendRequest:
+    return AppendRequest.create(stream, [NewEvent.create("thing_happened", {"n": 1})])
+
+
+async def witnessed_ledger(log: EventLog) -> WriterGrant:
+    grant = await log.acquire_grant("main", "writer-a")
+    for key_id, (owner, seed) in WITNESSES.items():
+        await log.add_key("main", key_id, "witness", owner, key(seed)[1], "ops")
+    await log.add_key("main", "agent-key", "agent", "agent-7", key(20)[1], "ops")
+    await log.append(grant, request())
+    return grant
+
+
+async def sign(log: EventLog, proposal_id: int, key_id: str, seed: int | None = None) -> int:
+    (ceremony,) = await log.ceremonies("main", proposal_id)
+    signature = key(seed or WITNESSES[key_id][1])[0].sign(statement(ceremony))
+    return await log.approve("main", proposal_id, key_id, signature, "ops")
+
+
+async def test_a_failover_proposal_is_a_chained_event_holding_the_grant_and_head(event_log):
+    await witnessed_ledger(event_log)
+    head = await event_log.head("main")
+    assert await event_log.propose_failover("main", "writer-b", "ops") == 1
+    assert await event_log.propose_failover("main", "writer-c", "ops") == 2
+    first, second = await event_log.ceremonies("main")
+    assert (first.kind, first.status, first.writer_id, first.epoch) == ("failover", "open",
+                                                                         "writer-a", 1)
+    assert (first.target_writer_id, first.head_sequence, first.head_hash) == (
+        "writer-b", head.sequence, head.hash)
+    assert first.approvals == () and first.closed_seq is None
+    assert second.head_sequence == head.sequence + 1
+    proposed = (await event_log.read_all("main", after=head.sequence))[0]
+    assert proposed.sequence == first.proposed_seq
+    assert proposed.recorded_at == first.proposed_at
+    assert proposed.event_type == "canonlog.ceremony_proposed"
+    assert json.loads(proposed.payload) == {
+        "proposal_id": 1, "kind": "failover", "target_writer_id": "writer-b",
+        "writer_id": "writer-a", "epoch": 1, "head_sequence": head.sequence,
+        "head_hash": head.hash.hex(), "actor": "ops"}
+    assert proposed.hash == event_hash_v1(proposed)
+
+
+async def test_a_failover_needs_a_grant_held_by_another_writer(event_log):
+    grant = await witnessed_ledger(event_log)
+    with pytest.raises(LedgerNotFound):
+        await event_log.propose_failover("nowhere", "writer-b", "ops")
+    with pytest.raises(CeremonyNotApplicable, match="writer-a already holds the grant"):
+        await event_log.propose_failover("main", "writer-a", "ops")
+    with pytest.raises(InvalidEvent):
+        await event_log.propose_failover("main", "", "ops")
+    with pytest.raises(InvalidEvent):
+        await event_log.propose_failover("main", "writer-b", "")
+    await event_log.release_grant(grant)
+    head = await event_log.head("main")
+    with pytest.raises(CeremonyNotApplicable, match="was released"):
+        await event_log.propose_failover("main", "writer-b", "ops")
+    assert await event_log.head("main") == head
+    assert await event_log.ceremonies("main") == []
+
+
+async def test_approvals_come_from_active_witness_keys_one_per_witness(event_log):
+    await witnessed_ledger(event_log)
+    proposal = await event_log.propose_failover("main", "writer-b", "ops")
+    await event_log.revoke_key("main", "w-carol", "ops", "lost")
+    head = await event_log.head("main")
+    with pytest.raises(CeremonyNotFound, match="ledger main has no proposal 9"):
+        await event_log.approve("main", 9, "w-bob", bytes(64), "ops")
+    with pytest.raises(ApprovalRefused, match="agent-key is not an active witness key"):
+        await sign(event_log, proposal, "agent-key", seed=20)
+    with pytest.raises(ApprovalRefused, match="w-carol is not an active witness key"):
+        await sign(event_log, proposal, "w-carol")
+    with pytest.raises(ApprovalRefused, match="nobody is not an active witness key"):
+        await sign(event_log, proposal, "nobody", seed=30)
+    with pytest.raises(InvalidEvent, match="64-byte"):
+        await event_log.approve("main", proposal, "w-bob", b"short", "ops")
+    assert await event_log.head("main") == head
+
+    seq = await sign(event_log, proposal, "w-alice")
+    with pytest.raises(ApprovalRefused, match="witness alice has already approved"):
+        await sign(event_log, proposal, "w-alice")
+    with pytest.raises(ApprovalRefused, match=r"witness alice has already approved .*w-alice\)"):
+        await sign(event_log, proposal, "w-alice-2")
+    await sign(event_log, proposal, "w-bob")
+    (ceremony,) = await event_log.ceremonies("main", proposal)
+    assert [(a.key_id, a.owner_id, a.approved_by) for a in ceremony.approvals] == [
+        ("w-alice", "alice", "ops"), ("w-bob", "bob", "ops")]
+    assert ceremony.approvals[0].approved_seq == seq
+    approved = (await event_log.read_all("main", after=seq - 1, limit=1))[0]
+    assert approved.event_type == "canonlog.ceremony_approved"
+    assert json.loads(approved.payload) == {
+        "proposal_id": proposal, "kind": "failover", "key_id": "w-alice", "owner_id": "alice",
+        "signature": ceremony.approvals[0].signature.hex(), "actor": "ops"}
+
+
+async def test_failover_executes_at_the_threshold_and_fences_the_old_writer(event_log):
+    old = await witnessed_ledger(event_log)
+    proposal = await event_log.propose_failover("main", "writer-b", "ops")
+    rival = await event_log.propose_failover("main", "writer-c", "ops")
+    (proposed,) = await event_log.ceremonies("main", proposal)
+    await sign(event_log, proposal, "w-alice")
+    head = await event_log.head("main")
+    with pytest.raises(ThresholdNotMet,
+                       match="proposal 1 of ledger main has approvals from 1 of the 2 witnesses"):
+        await event_log.execute_failover("main", proposal, 2, "ops")
+    with pytest.raises(InvalidEvent):
+        await event_log.execute_failover("main", proposal, 0, "ops")
+    assert await event_log.head("main") == head
+    await event_log.append(old, request())  # the old writer still writes until the promotion
+
+    await sign(event_log, proposal, "w-bob")
+    new = await event_log.execute_failover("main", proposal, 2, "ops")
+    assert new == WriterGrant("main", "writer-b", old.epoch + 1)
+    with pytest.raises(StaleWriter):
+        await event_log.append(old, request())
+    with pytest.raises(GrantUnavailable):
+        await event_log.acquire_grant("main", "writer-a")
+    await event_log.append(new, request())
+
+    promoted = (await event_log.read_stream("main", "$ledger"))[-1]
+    assert (promoted.event_type, promoted.writer_id, promoted.epoch) == (
+        "canonlog.writer_promoted", "writer-b", new.epoch)
+    (executed,) = await event_log.ceremonies("main", proposal)
+    assert json.loads(promoted.payload) == {
+        "proposal_id": proposal, "previous_writer_id": "writer-a", "previous_epoch": old.epoch,
+        "previous_head_sequence": proposed.head_sequence,
+        "previous_head_hash": proposed.head_hash.hex(), "writer_id": "writer-b",
+        "epoch": new.epoch, "threshold": 2, "statement": "canonlog/ceremony/failover/v1",
+        "actor": "ops",
+        "approvals": [{"key_id": a.key_id, "owner_id": a.owner_id,
+                       "signature": a.signature.hex()} for a in executed.approvals]}
+    assert (executed.status, executed.closed_seq) == ("executed", promoted.sequence)
+    (superseded,) = await event_log.ceremonies("main", rival)
+    assert (superseded.status, superseded.closed_seq) == ("superseded", promoted.sequence)
+    with pytest.raises(CeremonyNotApplicable, match="proposal 1 of ledger main is executed"):
+        await event_log.execute_failover("main", proposal, 2, "ops")
+    with pytest.raises(CeremonyNotApplicable, match="is superseded"):
+        await sign(event_log, rival, "w-carol")
+
+    # The promoted writer starts as a restart of the holder.
+    restarted = await event_log.acquire_grant("main", "writer-b")
+    assert restarted.epoch == new.epoch + 1
+    for event in await event_log.read_all("main", limit=1000):
+        assert event.hash == event_hash_v1(event)
+
+
+async def test_revoked_witness_keys_stop_counting(event_log):
+    await witnessed_ledger(event_log)
+    proposal = await event_log.propose_failover("main", "writer-b", "ops")
+    await sign(event_log, proposal, "w-alice")
+    await sign(event_log, proposal, "w-bob")
+    await event_log.revoke_key("main", "w-bob", "ops", "compromised")
+    with pytest.raises(ThresholdNotMet, match="approvals from 1 of the 2 witnesses"):
+        await event_log.execute_failover("main", proposal, 2, "ops")
+    await event_log.execute_failover("main", proposal, 1, "ops")
+    promoted = (await event_log.read_stream("main", "$ledger"))[-1]
+    assert [a["key_id"] for a in json.loads(promoted.payload)["approvals"]] == ["w-alice"]
+
+
+async def test_a_proposal_lapses_when_the_grant_moves(event_log):
+    await witnessed_ledger(event_log)
+    proposal = await event_log.propose_failover("main", "writer-b", "ops")
+    await sign(event_log, proposal, "w-alice")
+    await event_log.acquire_grant("main", "writer-a")  # a restart: a new epoch
+    message = ("proposal 1 of ledger main was made against writer writer-a at epoch 1, "
+               "but the grant is now held by writer-a at epoch 2")
+    with pytest.raises(CeremonyNotApplicable, match=message):
+        await sign(event_log, proposal, "w-bob")
+    with pytest.raises(CeremonyNotApplicable, match=message):
+        await event_log.execute_failover("main", proposal, 1, "ops")
+
+
+async def test_resume_ceremony_waits_and_needs_the_threshold(event_log):
+    grant = await witnessed_ledger(event_log)
+    with pytest.raises(CeremonyNotApplicable, match="ledger main is not halted"):
+        await event_log.propose_resume("main", "ops")
+    await event_log.halt("main", "suspected tampering", "ops")
+    halt = (await event_log.read_stream("main", "$ledger"))[-1]
+    proposal = await event_log.propose_resume("main", "ops")
+    assert await event_log.propose_resume("main", "someone else") == proposal
+    (ceremony,) = await event_log.ceremonies("main", proposal)
+    assert (ceremony.kind, ceremony.halt_sequence, ceremony.halt_hash) == (
+        "resume", halt.sequence, halt.hash)
+    assert ceremony.target_writer_id is None and ceremony.head_sequence is None
+    with pytest.raises(CeremonyNotApplicable, match="is a resume ceremony, not a failover"):
+        await event_log.execute_failover("main", proposal, 1, "ops")
+    await sign(event_log, proposal, "w-alice")
+
+    with pytest.raises(WaitingPeriodNotOver) as early:
+        await event_log.resume_ceremony("main", proposal, 2, 7200, "ops")
+    assert re.fullmatch(
+        f"ledger main was halted at sequence {halt.sequence}; resuming waits 2h 0m 0s after "
+        r"the halt, and (2h 0m 0s|1h 59m \d+s) remain", str(early.value))
+    with pytest.raises(ThresholdNotMet, match="approvals from 1 of the 2 witnesses"):
+        await event_log.resume_ceremony("main", proposal, 2, 0, "ops")
+    with pytest.raises(InvalidEvent):
+        await event_log.resume_ceremony("main", proposal, 2, -1, "ops")
+    with pytest.raises(SystemHalted):
+        await event_log.append(grant, request())
+
+    await sign(event_log, proposal, "w-bob")
+    sequence = await event_log.resume_ceremony("main", proposal, 2, 0, "ops")
+    assert not (await event_log.ledger_state("main")).halted
+    await event_log.append(grant, request())
+    resumed = (await event_log.read_all("main", after=sequence - 1, limit=1))[0]
+    (executed,) = await event_log.ceremonies("main", proposal)
+    assert (executed.status, executed.closed_seq) == ("executed", sequence)
+    assert resumed.event_type == "canonlog.resumed"
+    assert json.loads(resumed.payload) == {
+        "actor": "ops", "halt_reason": "suspected tampering",
+        "evidence": {
+            "proposal_id": proposal, "halt_sequence": halt.sequence,
+            "halt_hash": halt.hash.hex(), "threshold": 2, "min_wait_seconds": 0,
+            "statement": "canonlog/ceremony/resume/v1",
+            "approvals": [{"key_id": a.key_id, "owner_id": a.owner_id,
+                           "signature": a.signature.hex()} for a in executed.approvals]}}
+
+    await event_log.halt("main", "again", "ops")
+    assert await event_log.propose_resume("main", "ops") == proposal + 1
+    with pytest.raises(CeremonyNotApplicable, match=f"proposal {proposal} of ledger main is "
+                                                    "executed"):
+        await event_log.resume_ceremony("main", proposal, 1, 0, "ops")
+
+
+async def test_a_resume_proposal_lapses_when_its_halt_ends_otherwise(event_log):
+    await witnessed_ledger(event_log)
+    await event_log.halt("main", "drill", "ops")
+    proposal = await event_log.propose_resume("main", "ops")
+    halt_sequence = (await event_log.ceremonies("main", proposal))[0].halt_sequence
+    await event_log.resume("main", "ops", {"ticket": "T-1"})
+    with pytest.raises(CeremonyNotApplicable,
+                       match=f"would end the halt at sequence {halt_sequence}, which is over"):
+        await sign(event_log, proposal, "w-alice")
+    await event_log.halt("main", "again", "ops")
+    with pytest.raises(CeremonyNotApplicable, match="which is over"):
+        await event_log.resume_ceremony("main", proposal, 1, 0, "ops")
+
+
+async def test_ceremonies_of_an_unknown_ledger_are_none(event_log):
+    assert await event_log.ceremonies("nowhere") == []
+    await witnessed_ledger(event_log)
+    assert await event_log.ceremonies("main", 1) == []
+

@@ -1,0 +1,130 @@
+"""The in-memory adapter and PostgreSQL, given the same ceremony script, record the same
+events byte for byte and refuse with the same errors and messages."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from typing import Any
+
+from canonlog.application.ports import EventLog
+from canonlog.domain.canonical import canonical_json
+from canonlog.domain.errors import CanonlogError
+from canonlog.domain.events import AppendRequest, NewEvent
+from canonlog.infrastructure.memory import MemoryEventLog
+from canonlog.infrastructure.postgres.asyncpg_log import AsyncpgEventLog
+from canonlog.infrastructure.postgres.psycopg_log import PsycopgEventLog
+from tests.conftest import TestDatabase
+from tests.integration.test_memory_matches_postgres import assert_chain_verifies, stable
+
+#: Fixed signatures: the stores do not check them (the application does), so the same
+#: bytes go into both ledgers and their payloads can be compared byte for byte.
+SIGNATURE = bytes(range(64))
+PUBLIC = {"w-1": bytes([1]) * 32, "w-2": bytes([2]) * 32, "w-3": bytes([3]) * 32,
+          "w-1b": bytes([4]) * 32}
+OWNER = {"w-1": "alice", "w-2": "bob", "w-3": "carol", "w-1b": "alice"}
+
+
+async def attempt(step: Any) -> object:
+    try:
+        result = await step
+    except CanonlogError as exc:
+        return (type(exc).__name__, str(exc))
+    return result
+
+
+def ceremonies_summary(found: list[Any]) -> list[dict[str, Any]]:
+    return [{k: v for k, v in dataclasses.asdict(c).items()
+             if k not in ("proposed_at", "head_hash", "halt_hash")} for c in found]
+
+
+async def run_script(log: EventLog) -> list[object]:
+    results: list[object] = []
+    grant = await log.acquire_grant("main", "writer-a")
+    for key_id, public in PUBLIC.items():
+        await log.add_key("main", key_id, "witness", OWNER[key_id], public, "ops")
+    await log.add_key("main", "agent-1", "agent", "agent-7", bytes([9]) * 32, "ops")
+    await log.append(grant, AppendRequest.create("s", [NewEvent.create("x", {"n": 1})]))
+    results.append(await attempt(log.propose_failover("main", "writer-a", "ops")))
+    results.append(await attempt(log.propose_failover("main", "", "ops")))
+    results.append(await attempt(log.propose_failover("nowhere", "writer-b", "ops")))
+    first = await log.propose_failover("main", "writer-b", "ops \"quoted\" é")
+    second = await log.propose_failover("main", "writer-c", "ops")
+    results += [first, second]
+    for key_id in ("agent-1", "w-missing", "w-2", "w-2", "w-1", "w-1b"):
+        results.append(await attempt(log.approve("main", first, key_id, SIGNATURE, "ops")))
+    results.append(await attempt(log.approve("main", 99, "w-3", SIGNATURE, "ops")))
+    results.append(await attempt(log.approve("main", first, "w-3", b"x" * 63, "ops")))
+    results.append(await attempt(log.execute_failover("main", first, 3, "ops")))
+    results.append(await attempt(log.execute_failover("main", first, 0, "ops")))
+    await log.revoke_key("main", "w-3", "ops", "lost")
+    results.append(await attempt(log.approve("main", second, "w-3", SIGNATURE, "ops")))
+    results.append(await attempt(log.execute_failover("main", first, 2, "ops")))
+    results.append(await attempt(log.execute_failover("main", first, 2, "ops")))
+    results.append(await attempt(log.approve("main", second, "w-1", SIGNATURE, "ops")))
+    results.append(await attempt(log.append(grant, AppendRequest.create(
+        "s", [NewEvent.create("x", {"n": 2})]))))
+    results.append(await attempt(log.propose_resume("main", "ops")))
+    await log.halt("main", "drill", "ops")
+    resume = await log.propose_resume("main", "ops")
+    results.append((resume, await log.propose_resume("main", "ops")))
+    results.append(await attempt(log.execute_failover("main", resume, 1, "ops")))
+    results.append(await attempt(log.resume_ceremony("main", resume, 1, 0, "ops")))
+    await log.approve("main", resume, "w-2", SIGNATURE, "ops")
+    results.append(await attempt(log.resume_ceremony("main", resume, 2, 0, "ops")))
+    results.append(await attempt(log.resume_ceremony("main", resume, 1, -5, "ops")))
+    results.append(await attempt(log.resume_ceremony("main", resume, 1, 10**9, "ops")))
+    results.append(await attempt(log.resume_ceremony("main", resume, 1, 0, "ops")))
+    results.append(await attempt(log.resume_ceremony("main", resume, 1, 0, "ops")))
+    results.append(ceremonies_summary(await log.ceremonies("main")))
+    results.append(ceremonies_summary(await log.ceremonies("main", second)))
+    results.append(await log.ceremonies("nowhere"))
+    return results
+
+
+def masked(event: Any) -> dict[str, Any]:
+    """stable(event) with the chain hashes a payload quotes masked: they cover the clock."""
+    fields = stable(event)
+    text = event.payload.decode()
+    for name in ("head_hash", "halt_hash", "previous_head_hash"):
+        text = re.sub(f'"{name}":"[0-9a-f]{{64}}"', f'"{name}":"<hash>"', text)
+    fields["payload"] = text
+    return fields
+
+
+def without_remaining_time(results: list[object]) -> list[object]:
+    """The waiting period's remaining time depends on the clock; the rest must match."""
+    return [(r[0], r[1].rsplit(", and ", 1)[0]) if isinstance(r, tuple) and len(r) == 2
+            and r[0] == "WaitingPeriodNotOver" else r for r in results]
+
+
+async def test_memory_and_postgres_run_ceremonies_alike(database: TestDatabase) -> None:
+    memory = MemoryEventLog()
+    postgres = await AsyncpgEventLog.connect(database.app.uri())
+    try:
+        memory_results = await run_script(memory)
+        postgres_results = await run_script(postgres)
+        memory_events = await memory.read_all("main", limit=10_000)
+        postgres_events = await postgres.read_all("main", limit=10_000)
+    finally:
+        await postgres.close()
+        await memory.close()
+    assert without_remaining_time(memory_results) == without_remaining_time(postgres_results)
+    assert any(isinstance(r, tuple) and r[0] == "WaitingPeriodNotOver" for r in memory_results)
+    assert len(memory_events) == len(postgres_events) > 15
+    for mine, theirs in zip(memory_events, postgres_events, strict=True):
+        assert masked(mine) == masked(theirs), f"event {theirs.sequence} differs"
+    assert_chain_verifies(memory_events)
+    assert_chain_verifies(postgres_events)
+
+
+async def test_ceremony_payloads_are_canonical_json(database: TestDatabase) -> None:
+    """What PostgreSQL writes for ceremony events is the canonical JSON of the payload."""
+    postgres = await PsycopgEventLog.connect(database.app.uri())
+    try:
+        await run_script(postgres)
+        for event in await postgres.read_stream("main", "$ledger"):
+            assert event.payload == canonical_json(json.loads(event.payload))
+    finally:
+        await postgres.close()

@@ -1,0 +1,167 @@
+"""The ceremony statements and the application's ceremony steps, over the in-memory log."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from canonlog.application import ceremonies
+from canonlog.application.ceremonies import (
+    failover_statement_v1,
+    governance_event_problems,
+    report_ceremony,
+    resume_statement_v1,
+)
+from canonlog.domain.errors import (
+    ApprovalRefused,
+    CeremonyNotApplicable,
+    CeremonyNotFound,
+    TamperDetected,
+    WaitingPeriodNotOver,
+)
+from canonlog.infrastructure.memory import MemoryEventLog
+
+SPEC = Path(__file__).parents[2] / "docs" / "reference" / "ceremonies.md"
+VECTOR_KEY = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
+
+
+def key(seed: int) -> Ed25519PrivateKey:
+    return Ed25519PrivateKey.from_private_bytes(bytes([seed]) * 32)
+
+
+def public(private: Ed25519PrivateKey) -> bytes:
+    return private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
+def spec_vectors() -> list[tuple[str, str]]:
+    text = SPEC.read_text("utf-8")
+    statements = [line.split()[1] for line in text.splitlines() if line.startswith("statement ")]
+    signatures = [line.split()[1] for line in text.splitlines() if line.startswith("signature ")]
+    return list(zip(statements, signatures, strict=True))
+
+
+def test_the_spec_vectors_are_what_the_code_signs() -> None:
+    failover = failover_statement_v1(
+        ledger_id="main", proposal_id=1, target_writer_id="writer-2", writer_id="writer-1",
+        epoch=3, head_sequence=42, head_hash=bytes([0xAB]) * 32)
+    resume = resume_statement_v1(ledger_id="main", halt_sequence=7,
+                                 halt_hash=bytes([0xCD]) * 32)
+    assert spec_vectors() == [(failover.hex(), VECTOR_KEY.sign(failover).hex()),
+                              (resume.hex(), VECTOR_KEY.sign(resume).hex())]
+    assert public(VECTOR_KEY).hex() in SPEC.read_text("utf-8")
+
+
+def test_every_field_of_a_statement_is_covered_unambiguously() -> None:
+    base = {"ledger_id": "main", "proposal_id": 1, "target_writer_id": "w2",
+            "writer_id": "w1", "epoch": 3, "head_sequence": 42, "head_hash": bytes(32)}
+    changed = {"ledger_id": "mai", "proposal_id": 2, "target_writer_id": "w1",
+               "writer_id": "w2", "epoch": 4, "head_sequence": 43, "head_hash": bytes([1]) * 32}
+    original = failover_statement_v1(**base)
+    for name, value in changed.items():
+        assert failover_statement_v1(**(base | {name: value})) != original, name
+    # Moving characters between adjacent text fields changes the bytes.
+    assert (failover_statement_v1(**(base | {"target_writer_id": "w2w", "writer_id": "1"}))
+            != failover_statement_v1(**(base | {"target_writer_id": "w2", "writer_id": "w1"})))
+    with pytest.raises(ValueError):
+        resume_statement_v1(ledger_id="main", halt_sequence=1, halt_hash=b"short")
+
+
+WITNESSES = {"w-a": ("alice", 1), "w-b": ("bob", 2), "w-c": ("carol", 3)}
+
+
+@pytest.fixture
+async def log() -> MemoryEventLog:
+    log = MemoryEventLog()
+    await log.acquire_grant("main", "writer-1")
+    for key_id, (owner, seed) in WITNESSES.items():
+        await log.add_key("main", key_id, "witness", owner, public(key(seed)), "ops")
+    return log
+
+
+async def test_approve_signs_the_statement_and_refuses_a_wrong_key_before_recording(log) -> None:
+    ceremony = await ceremonies.propose_failover(log, "main", "writer-2", "ops")
+    head = await log.head("main")
+    with pytest.raises(ApprovalRefused, match="private key given is not the one registered"):
+        await ceremonies.approve(log, "main", ceremony.proposal_id, "w-a", "ops",
+                                 private_key=key(2))
+    with pytest.raises(ApprovalRefused, match="signature does not verify over its statement"):
+        await ceremonies.approve(log, "main", ceremony.proposal_id, "w-a", "ops",
+                                 signature=bytes(64))
+    with pytest.raises(ApprovalRefused, match="w-x is not an active witness key"):
+        await ceremonies.approve(log, "main", ceremony.proposal_id, "w-x", "ops",
+                                 private_key=key(9))
+    with pytest.raises(CeremonyNotFound):
+        await ceremonies.approve(log, "main", 99, "w-a", "ops", private_key=key(1))
+    assert await log.head("main") == head
+    signature = key(1).sign(ceremonies.statement(ceremony))
+    approved = await ceremonies.approve(log, "main", ceremony.proposal_id, "w-a", "ops",
+                                        signature=signature)
+    assert [a.signature for a in approved.approvals] == [signature]
+    report = await report_ceremony(log, approved, 2)
+    assert (report.witnesses, report.blocker) == (
+        1, "approved by 1 of the 2 witnesses needed")
+
+
+async def test_execution_refuses_a_forged_approval_and_promotion_events_self_verify(log) -> None:
+    ceremony = await ceremonies.propose_failover(log, "main", "writer-2", "ops")
+    await ceremonies.approve(log, "main", ceremony.proposal_id, "w-a", "ops", private_key=key(1))
+    await log.approve("main", ceremony.proposal_id, "w-b", bytes(64), "mallory")
+    (forged,) = (await report_ceremony(log, (await log.ceremonies("main"))[0], 2)).forged
+    assert forged.approval.key_id == "w-b"
+    with pytest.raises(TamperDetected, match="by key w-b does not verify"):
+        await ceremonies.execute_failover(log, "main", ceremony.proposal_id, 2, "ops")
+
+    honest = await ceremonies.propose_failover(log, "main", "writer-3", "ops")
+    for key_id in ("w-a", "w-c"):
+        await ceremonies.approve(log, "main", honest.proposal_id, key_id, "ops",
+                                 private_key=key(WITNESSES[key_id][1]))
+    grant = await ceremonies.execute_failover(log, "main", honest.proposal_id, 2, "ops")
+    assert (grant.writer_id, grant.epoch) == ("writer-3", 2)
+    promoted = (await log.read_stream("main", "$ledger"))[-1]
+    keys = {k.key_id: k for k in await log.list_keys("main")}
+    assert governance_event_problems(promoted, keys) == []
+
+    payload = json.loads(promoted.payload)
+    payload["approvals"][0]["signature"] = bytes(64).hex()
+    bad = dataclasses.replace(promoted, payload=json.dumps(payload).encode())
+    assert governance_event_problems(bad, keys) == [
+        f"the signature by key w-a at sequence {promoted.sequence} does not verify",
+        f"canonlog.writer_promoted at sequence {promoted.sequence} carries valid signatures "
+        "of 1 witnesses; its threshold is 2"]
+    payload = json.loads(promoted.payload) | {"writer_id": "writer-4"}
+    retargeted = dataclasses.replace(promoted, payload=json.dumps(payload).encode())
+    assert len(governance_event_problems(retargeted, keys)) == 3
+    revoked = {**keys, "w-c": dataclasses.replace(keys["w-c"], revoked_seq=promoted.sequence - 1)}
+    assert f"key w-c was not an active witness key at sequence {promoted.sequence}" in (
+        governance_event_problems(promoted, revoked))
+    assert governance_event_problems(promoted, {**keys, "w-c": dataclasses.replace(
+        keys["w-c"], revoked_seq=promoted.sequence + 1)}) == []
+
+
+async def test_the_resume_ceremony_through_the_application(log) -> None:
+    with pytest.raises(CeremonyNotApplicable, match="ledger main is not halted"):
+        await ceremonies.execute_resume(log, "main", 1, 0, "ops")
+    assert await ceremonies.halt(log, "main", "drill", "ops") is True
+    assert await ceremonies.halt(log, "main", "again", "ops") is False
+    with pytest.raises(CeremonyNotFound, match="no witness has approved resuming"):
+        await ceremonies.execute_resume(log, "main", 1, 0, "ops")
+    first = await ceremonies.approve_resume(log, "main", "w-a", "ops", private_key=key(1))
+    second = await ceremonies.approve_resume(log, "main", "w-b", "ops", private_key=key(2))
+    assert first.proposal_id == second.proposal_id and len(second.approvals) == 2
+    with pytest.raises(WaitingPeriodNotOver, match="resuming waits 1h 0m 0s after the halt"):
+        await ceremonies.execute_resume(log, "main", 2, 3600, "ops")
+    report = await report_ceremony(log, second, 2)
+    assert report.blocker is None and report.halted_at is not None
+    sequence = await ceremonies.execute_resume(log, "main", 2, 0, "ops")
+    resumed = (await log.read_all("main", after=sequence - 1))[0]
+    keys = {k.key_id: k for k in await log.list_keys("main")}
+    assert resumed.event_type == "canonlog.resumed"
+    assert governance_event_problems(resumed, keys) == []
+    (closed,) = await log.ceremonies("main", second.proposal_id)
+    assert (await report_ceremony(log, closed, 2)).blocker == f"executed at sequence {sequence}"
+    assert await ceremonies.current_resume_ceremony(log, "main") is None
