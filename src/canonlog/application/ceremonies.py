@@ -37,8 +37,8 @@ from canonlog.domain.errors import (
     CeremonyNotFound,
     TamperDetected,
 )
-from canonlog.domain.events import RecordedEvent, RegisteredKey, WriterGrant
-from canonlog.domain.hashing import frame_text
+from canonlog.domain.events import RegisteredKey, WriterGrant
+from canonlog.domain.hashing import HashedFields, frame_text
 from canonlog.domain.signing import signature_is_valid
 
 FAILOVER_STATEMENT_V1: Final = "canonlog/ceremony/failover/v1"
@@ -316,7 +316,7 @@ async def execute_resume(
 
 
 def governance_event_problems(
-    event: RecordedEvent, keys: Mapping[str, RegisteredKey]
+    event: HashedFields, keys: Mapping[str, RegisteredKey]
 ) -> list[str]:
     """Checks a chained canonlog.writer_promoted or ceremony canonlog.resumed event on its
     own: every signature it carries verifies over the statement rebuilt from its payload,

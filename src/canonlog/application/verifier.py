@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from typing import Final, Literal, Protocol
 
+from canonlog.application.ceremonies import governance_event_problems
 from canonlog.application.ports import ProgressCallback
 from canonlog.domain.events import (
     GENESIS_HASH,
@@ -49,7 +50,8 @@ class ChainBreak:
 
     kind is one of: missing_sequence, unexpected_sequence, prev_hash_mismatch,
     hash_mismatch, unknown_hash_version, stream_version, ledger_mismatch,
-    bad_signature, unsigned.
+    bad_signature, unsigned, bad_ceremony (a promotion or ceremony resume whose
+    witness signatures do not hold), unwitnessed (a resume without the ceremony).
     """
 
     sequence: int
@@ -171,6 +173,7 @@ class ChainVerifier:
     def _check_signature(self, event: VerifiableEvent) -> None:
         if event.stream_id == SYSTEM_STREAM:
             self._learn_key(event)
+            self._check_ceremony(event)
             return
         key_id, signature = event.signing_key_id, event.signature
         if key_id is None or signature is None:
@@ -190,6 +193,18 @@ class ChainVerifier:
             problem = f"signature by key {key_id} does not verify"
         if problem is not None:
             self._report(event.sequence, "bad_signature", problem)
+
+    def _check_ceremony(self, event: VerifiableEvent) -> None:
+        """A promotion or a resume must carry enough valid witness signatures, by
+        witness keys the chain registered before it."""
+        if event.event_type == "canonlog.resumed" and b'"statement"' not in event.payload:
+            self._report(event.sequence, "unwitnessed", "the ledger was resumed without the "
+                         "witnessed resume ceremony")
+            return
+        if event.event_type not in ("canonlog.writer_promoted", "canonlog.resumed"):
+            return
+        for problem in governance_event_problems(event, self.known_keys):
+            self._report(event.sequence, "bad_ceremony", problem)
 
     def _learn_key(self, event: VerifiableEvent) -> None:
         if event.event_type not in ("canonlog.key_added", "canonlog.key_revoked"):
