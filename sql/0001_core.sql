@@ -477,8 +477,9 @@ BEGIN
 END
 $body$;
 
--- Resumes a halted ledger. Only the operator role may call it; the operator
--- tooling wraps it in the resume ceremony.
+-- Resumes a halted ledger. No runtime role may call it (sql/0002_append_path.sql
+-- grants it to nobody): it is the last step of canonlog.resume_ceremony_v1, which
+-- runs as its owner once enough witnesses approved and the waiting period is over.
 CREATE FUNCTION canonlog.resume_v1(p_ledger text, p_actor text, p_evidence jsonb)
 RETURNS boolean
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp

@@ -1,12 +1,17 @@
-"""Ceremony records change only through the ceremony functions, which only operators run."""
+"""Ceremony records change only through the ceremony functions, which only operators run,
+and a halted ledger resumes only through its ceremony."""
 
 from __future__ import annotations
 
 import asyncpg
 import pytest
 
+from canonlog.application.ports import EventLog
+from canonlog.infrastructure.memory import MemoryEventLog
 from canonlog.infrastructure.postgres.asyncpg_log import AsyncpgEventLog
 from canonlog.infrastructure.postgres.migrations import check_schema
+from canonlog.infrastructure.postgres.psycopg_log import PsycopgEventLog
+from tests.support.ceremony import resume_by_ceremony
 
 MUTATIONS = {
     "UPDATE canonlog.approvals SET signature = signature": "CL001",
@@ -99,3 +104,58 @@ async def test_the_schema_check_covers_the_ceremony_triggers(ceremony):
     assert "trigger approvals_refuse_update on canonlog.approvals is disabled, not ALWAYS" in problems
     assert ("trigger ceremonies_guard_write on canonlog.ceremonies is enabled only for origin "
             "sessions, not ALWAYS") in problems
+
+
+BARE_RESUME = "SELECT canonlog.resume_v1('main', 'me', '{\"ticket\": \"T-1\"}')"
+RUNTIME_ROLES = {"operator_only": "canonlog_operator", "writer_only": "canonlog_writer",
+                 "reader_only": "canonlog_reader"}
+
+
+async def test_no_runtime_role_resumes_without_the_ceremony(ceremony):
+    """canonlog.resume_v1 is executable by its owner alone: the operator, the writer, the
+    reader and a login in all three get 42501, and the ledger stays halted. The ceremony,
+    run by a login that is only an operator, still resumes it (resume_ceremony_v1 runs
+    as the owner)."""
+    conn = await asyncpg.connect(ceremony.admin.uri())
+    try:
+        for user, role in RUNTIME_ROLES.items():
+            await conn.execute(f"DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname ="
+                               f" '{user}') THEN CREATE ROLE {user} LOGIN IN ROLE {role};"
+                               " END IF; END $$")
+        for role in (*RUNTIME_ROLES.values(), "public"):
+            assert not await conn.fetchval(
+                "SELECT has_function_privilege($1, 'canonlog.resume_v1(text, text, jsonb)',"
+                " 'EXECUTE')", role), role
+        assert await conn.fetchval(
+            "SELECT has_function_privilege('canonlog_owner',"
+            " 'canonlog.resume_v1(text, text, jsonb)', 'EXECUTE')")
+    finally:
+        await conn.close()
+    log = await AsyncpgEventLog.connect(ceremony.app.uri())
+    try:
+        await log.halt("main", "drill", "ops")
+        head = await log.head("main")
+        for dsn in (*(ceremony.admin.as_user(user).uri() for user in RUNTIME_ROLES),
+                    ceremony.app.uri()):
+            assert await _sqlstate(dsn, BARE_RESUME) == "42501", dsn
+        assert (await log.ledger_state("main")).halted
+        assert await log.head("main") == head
+    finally:
+        await log.close()
+
+    operator = await AsyncpgEventLog.connect(ceremony.admin.as_user("operator_only").uri())
+    try:
+        sequence = await resume_by_ceremony(operator)
+        assert not (await operator.ledger_state("main")).halted
+        (resumed,) = await operator.read_all("main", after=sequence - 1, limit=1)
+        assert resumed.event_type == "canonlog.resumed"
+    finally:
+        await operator.close()
+
+
+def test_no_adapter_offers_a_bare_resume():
+    """The port and every adapter resume only through the ceremony methods."""
+    for adapter in (EventLog, MemoryEventLog, AsyncpgEventLog, PsycopgEventLog):
+        assert not hasattr(adapter, "resume"), adapter
+        assert hasattr(adapter, "resume_ceremony"), adapter
+    assert not hasattr(MemoryEventLog(), "resume")

@@ -260,18 +260,27 @@ async def test_resume_ceremony_waits_and_needs_the_threshold(event_log):
         await event_log.resume_ceremony("main", proposal, 1, 0, "ops")
 
 
-async def test_a_resume_proposal_lapses_when_its_halt_ends_otherwise(event_log):
-    await witnessed_ledger(event_log)
+async def test_a_halt_ends_only_through_its_resume_ceremony(event_log):
+    """No adapter resumes without witnesses: there is no bare resume, and the ceremony
+    refuses to run without an approval, whatever threshold and wait it is given."""
+    grant = await witnessed_ledger(event_log)
+    assert not hasattr(event_log, "resume")
     await event_log.halt("main", "drill", "ops")
     proposal = await event_log.propose_resume("main", "ops")
-    halt_sequence = (await event_log.ceremonies("main", proposal))[0].halt_sequence
-    await event_log.resume("main", "ops", {"ticket": "T-1"})
-    with pytest.raises(CeremonyNotApplicable,
-                       match=f"would end the halt at sequence {halt_sequence}, which is over"):
-        await sign(event_log, proposal, "w-alice")
-    await event_log.halt("main", "again", "ops")
-    with pytest.raises(CeremonyNotApplicable, match="which is over"):
+    with pytest.raises(ThresholdNotMet, match="approvals from 0 of the 1 witnesses"):
         await event_log.resume_ceremony("main", proposal, 1, 0, "ops")
+    with pytest.raises(InvalidEvent):
+        await event_log.resume_ceremony("main", proposal, 0, 0, "ops")
+    with pytest.raises(SystemHalted):
+        await event_log.append(grant, request())
+    assert (await event_log.ledger_state("main")).halted
+
+    await sign(event_log, proposal, "w-alice")
+    await event_log.resume_ceremony("main", proposal, 1, 0, "ops")
+    with pytest.raises(CeremonyNotApplicable, match=f"proposal {proposal} of ledger main is "
+                                                    "executed"):
+        await sign(event_log, proposal, "w-bob")
+    await event_log.append(grant, request())
 
 
 async def test_ceremonies_of_an_unknown_ledger_are_none(event_log):

@@ -28,6 +28,7 @@ from canonlog.domain.events import (
     WriterGrant,
 )
 from canonlog.domain.hashing import event_hash_v1
+from tests.support.ceremony import resume_by_ceremony
 
 
 def request(stream: str, *payloads: dict, expected=StreamState.ANY, **context) -> AppendRequest:
@@ -238,10 +239,15 @@ async def test_a_halted_ledger_refuses_writes_until_resumed(event_log):
     assert await event_log.head("main") == head
     state = await event_log.ledger_state("main")
     assert state.halted and state.halt_reason == "suspected tampering"
-    assert await event_log.resume("main", "ops", {"ticket": "T-1"}) is True
+    assert not hasattr(event_log, "resume")  # a halt ends only through its ceremony
+    resumed = await resume_by_ceremony(event_log)
+    assert not (await event_log.ledger_state("main")).halted
     await event_log.append(grant, request("s"))
-    types = [e.event_type for e in await event_log.read_stream("main", "$ledger")]
-    assert types == ["canonlog.writer_granted", "canonlog.halted", "canonlog.resumed"]
+    ledger_events = await event_log.read_stream("main", "$ledger")
+    assert [e.event_type for e in ledger_events] == [
+        "canonlog.writer_granted", "canonlog.halted", "canonlog.key_added",
+        "canonlog.ceremony_proposed", "canonlog.ceremony_approved", "canonlog.resumed"]
+    assert ledger_events[-1].sequence == resumed
     for event in await all_events(event_log):
         assert event.hash == event_hash_v1(event)
 

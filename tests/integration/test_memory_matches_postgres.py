@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -13,6 +14,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from canonlog.application.ceremonies import governance_event_problems, resume_statement_v1
 from canonlog.application.ports import AppendOutcome, AppendResult, EventLog
 from canonlog.domain.canonical import canonical_json
 from canonlog.domain.errors import CanonlogError, InvalidEvent
@@ -28,17 +30,20 @@ from canonlog.domain.hashing import event_hash_v1
 from canonlog.infrastructure.memory import MemoryEventLog, canonical_jsonb, parse_jsonb
 from canonlog.infrastructure.postgres.asyncpg_log import AsyncpgEventLog
 from tests.conftest import TestDatabase
+from tests.support.ceremony import (
+    RESUME_WITNESS_KEY,
+    RESUME_WITNESS_KEY_ID,
+    RESUME_WITNESS_OWNER,
+    public_bytes,
+    resume_by_ceremony,
+)
 
 #: Fields that depend on the clock or on random ids, and the hashes that cover them.
 VOLATILE = {"event_id", "recorded_at", "hash", "prev_hash"}
 SUPPLIED_ID = uuid.UUID("5f0c1c2e-8d1b-4c39-9a57-3b0f6f1d2a11")
 WRITER_TIME = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
-EVIDENCE = {
-    "ticket": "T-1",
-    "approvers": ["ops", "sec"],
-    "numbers": [1, 1.5, 1e-07, 1e20, -0.0, 2**62],
-    "nested": {"é": "tab\t quote\" nl\n \x01", "zz": None, "a": True, "": False},
-}
+#: Payload members that quote a chain hash or sign one: they cover the clock too.
+CLOCKED_MEMBERS = re.compile(r'"(halt_hash|signature)":"[0-9a-f]+"')
 
 
 def req(stream: str, *payloads: dict[str, Any], expected: Any = StreamState.ANY,
@@ -68,7 +73,8 @@ async def attempt(step: Any) -> object:
 
 
 async def run_script(log: EventLog) -> list[object]:
-    """Grants, appends with conflicts and replays, halt, resume, release, hand-over."""
+    """Grants, appends with conflicts and replays, halt, resume by ceremony, release,
+    hand-over."""
     results: list[object] = []
     grant = await log.acquire_grant("main", "writer-a")
     results.append(grant)
@@ -99,8 +105,8 @@ async def run_script(log: EventLog) -> list[object]:
     results.append(await attempt(log.acquire_grant("main", "writer-a")))
     results.append(await attempt(log.release_grant(grant)))
     results.append(await log.ledger_state("main"))
-    results.append(await log.resume("main", "ops", EVIDENCE))
-    results.append(await log.resume("main", "ops", EVIDENCE))
+    results.append(await resume_by_ceremony(log))
+    results.append(await attempt(log.propose_resume("main", "ops")))
     results.append(await attempt(log.append(grant, req("order-1", {"a": 3}, expected=2))))
     await log.release_grant(grant)
     results.append(await attempt(log.append(grant, req("order-1"))))
@@ -114,6 +120,13 @@ async def run_script(log: EventLog) -> list[object]:
 
 def stable(event: RecordedEvent) -> dict[str, Any]:
     return {k: v for k, v in dataclasses.asdict(event).items() if k not in VOLATILE}
+
+
+def unclocked(event: RecordedEvent) -> dict[str, Any]:
+    """stable(event) with the hashes and signatures its payload quotes masked."""
+    fields = stable(event)
+    fields["payload"] = CLOCKED_MEMBERS.sub(r'"\1":"<clocked>"', event.payload.decode())
+    return fields
 
 
 def assert_chain_verifies(events: list[RecordedEvent]) -> None:
@@ -133,15 +146,20 @@ async def test_memory_and_postgres_record_the_same_ledger(database: TestDatabase
         postgres_results = await run_script(postgres)
         memory_events = await memory.read_all("main", limit=10_000)
         postgres_events = await postgres.read_all("main", limit=10_000)
+        memory_keys = await memory.list_keys("main")
+        postgres_keys = await postgres.list_keys("main")
     finally:
         await postgres.close()
         await memory.close()
     assert memory_results == postgres_results
     assert len(memory_events) == len(postgres_events) > 10
     for mine, theirs in zip(memory_events, postgres_events, strict=True):
-        assert stable(mine) == stable(theirs), f"event {theirs.sequence} differs"
+        assert unclocked(mine) == unclocked(theirs), f"event {theirs.sequence} differs"
     assert_chain_verifies(memory_events)
     assert_chain_verifies(postgres_events)
+    for events, keys in ((memory_events, memory_keys), (postgres_events, postgres_keys)):
+        (resumed,) = [e for e in events if e.event_type == "canonlog.resumed"]
+        assert governance_event_problems(resumed, {k.key_id: k for k in keys}) == []
     supplied = [e for e in postgres_events if e.event_id == SUPPLIED_ID]
     assert [e.sequence for e in supplied] == [e.sequence for e in memory_events
                                               if e.event_id == SUPPLIED_ID]
@@ -201,37 +219,58 @@ async def test_floats_are_where_the_server_and_canonical_json_differ(
     """Not every number: canonical_json_v1 keeps jsonb's rendering of numbers, which is
     canonical JSON v1 for integers but not for floats (1e20 is 1e+20 in canonical JSON
     and a 21-digit integer in jsonb). The database writes governance payloads only, and
-    of those only resume evidence, which the operator supplies, can hold a float."""
+    none of them holds a float: even resume evidence is the ceremony's, not the
+    operator's."""
     assert canonical_json({"x": 1e20}) == b'{"x":1e+20}'
     assert await server_canonical(admin, '{"x": 1e20}') == '{"x":100000000000000000000}'
     assert await server_canonical(admin, '{"x": 1.0}') == canonical_json({"x": 1.0}).decode()
 
 
-async def test_governance_payloads_are_canonical_json(database: TestDatabase) -> None:
-    """What PostgreSQL stores for grants, halts, resumes and releases, byte for byte, is
-    the canonical JSON of the payload object; the in-memory adapter stores the same."""
-    reason = 'suspected tampering — "seq 7"\n\x01\x7f\u2028'
-    evidence = {"ticket": "T-1", "approvers": ["ops", "sec"], "\U0001f600": 1, "\uffff": 2,
-                "n": [0, -1, 2**63 - 1], "nested": {"zz": None, "a": True, "": {}}}
-    expected = [
+def expected_governance_payloads(reason: str, halt: RecordedEvent) -> list[dict[str, Any]]:
+    """The payloads of a grant, a halt for reason, its resume ceremony (with the test
+    witness of tests.support.ceremony), a release and a hand-over."""
+    signature = RESUME_WITNESS_KEY.sign(resume_statement_v1(
+        ledger_id="main", halt_sequence=halt.sequence, halt_hash=halt.hash)).hex()
+    approvals = [{"key_id": RESUME_WITNESS_KEY_ID, "owner_id": RESUME_WITNESS_OWNER,
+                  "signature": signature}]
+    return [
         {"writer_id": "writer-a", "epoch": 1, "kind": "genesis",
          "previous_writer_id": None, "previous_epoch": 0},
         {"reason": reason, "actor": "ops"},
-        {"actor": "ops", "evidence": evidence, "halt_reason": reason},
+        {"key_id": RESUME_WITNESS_KEY_ID, "purpose": "witness",
+         "owner_id": RESUME_WITNESS_OWNER,
+         "public_key": public_bytes(RESUME_WITNESS_KEY).hex(), "actor": "ops"},
+        {"proposal_id": 1, "kind": "resume", "writer_id": "writer-a", "epoch": 1,
+         "halt_sequence": halt.sequence, "halt_hash": halt.hash.hex(), "actor": "ops"},
+        {"proposal_id": 1, "kind": "resume", "key_id": RESUME_WITNESS_KEY_ID,
+         "owner_id": RESUME_WITNESS_OWNER, "signature": signature, "actor": "ops"},
+        {"actor": "ops", "halt_reason": reason, "evidence": {
+            "proposal_id": 1, "halt_sequence": halt.sequence, "halt_hash": halt.hash.hex(),
+            "approvals": approvals, "threshold": 1, "min_wait_seconds": 0,
+            "statement": "canonlog/ceremony/resume/v1"}},
         {"writer_id": "writer-a", "epoch": 1},
         {"writer_id": "writer-b", "epoch": 2, "kind": "hand-over",
          "previous_writer_id": None, "previous_epoch": 1},
     ]
+
+
+async def test_governance_payloads_are_canonical_json(database: TestDatabase) -> None:
+    """What PostgreSQL stores for grants, halts, the resume ceremony and releases, byte
+    for byte, is the canonical JSON of the payload object; the in-memory adapter stores
+    the same."""
+    reason = 'suspected tampering — "seq 7"\n\x01\x7f\u2028'
     memory = MemoryEventLog()
     postgres = await AsyncpgEventLog.connect(database.app.uri())
     try:
         for log in (memory, postgres):
             grant = await log.acquire_grant("main", "writer-a")
             await log.halt("main", reason, "ops")
-            await log.resume("main", "ops", evidence)
+            await resume_by_ceremony(log)
             await log.release_grant(grant)
             await log.acquire_grant("main", "writer-b")
-            stored = [e.payload for e in await log.read_stream("main", "$ledger")]
+            events = await log.read_stream("main", "$ledger")
+            stored = [e.payload for e in events]
+            expected = expected_governance_payloads(reason, events[1])
             assert stored == [canonical_json(payload) for payload in expected]
         assert stored[0] == (b'{"epoch":1,"kind":"genesis","previous_epoch":0,'
                              b'"previous_writer_id":null,"writer_id":"writer-a"}')

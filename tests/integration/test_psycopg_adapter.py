@@ -26,6 +26,7 @@ from canonlog.domain.events import (
 from canonlog.domain.hashing import event_hash_v1
 from canonlog.infrastructure.postgres.asyncpg_log import AsyncpgEventLog
 from canonlog.infrastructure.postgres.psycopg_log import PsycopgEventLog
+from tests.support.ceremony import resume_by_ceremony
 from tests.support.servers import APP_ROLE
 
 TASKS = 8
@@ -123,12 +124,12 @@ async def test_events_written_through_asyncpg_read_identically_through_psycopg(d
             request("order-3", context=WriteContext(agent_id="agent-2")),
         ])
         await writer.halt("main", "drill", "ops")
-        await writer.resume("main", "ops", {"ticket": "T-1"})
+        await resume_by_ceremony(writer)
         await writer.append(grant, request("order-2", expected=1))
 
         written = await writer.read_all("main")
         read = await reader.read_all("main")
-        assert len(read) == 8
+        assert len(read) == 11
         assert read == written
         assert read[1].writer_time == full_context(1).writer_time
         assert all(e.recorded_at.tzinfo is not None for e in read)

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from canonlog.application.ceremonies import resume_statement_v1
 from canonlog.application.ports import AppendResult
 from canonlog.domain.canonical import canonical_json
 from canonlog.domain.errors import (
@@ -30,6 +31,7 @@ from canonlog.domain.events import (
 )
 from canonlog.domain.hashing import event_hash_v1
 from canonlog.infrastructure.memory import MemoryEventLog, canonical_jsonb, parse_jsonb
+from tests.support.ceremony import RESUME_WITNESS_KEY, public_bytes, resume_by_ceremony
 
 START = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -93,53 +95,47 @@ async def test_recorded_at_is_utc_whatever_the_clock_zone() -> None:
 
 
 async def test_governance_payloads_are_canonical_json() -> None:
-    """System payloads are canonical JSON v1, the bytes append_system_v1 stores."""
+    """System payloads are canonical JSON v1, the bytes append_system_v1 stores, the
+    resume ceremony's included."""
     log = MemoryEventLog()
     grant = await log.acquire_grant("main", "writer-a")
     grant = await log.acquire_grant("main", "writer-a")
     reason = 'r\u00e9ason "q"\n\x7f\u2028'
-    evidence = {"b": [1, -(2**63), 2**63 - 1, True, None, {"zz": "é", "a": "\t\x01", "": {}}],
-                "aa": {}, "ticket": "T-1", "\U0001f600": "astral", "\uffff": "bmp"}
     await log.halt("main", reason, "ops")
-    await log.resume("main", "ops", evidence)
+    await resume_by_ceremony(log)
     await log.release_grant(grant)
     await log.acquire_grant("main", "writer-b")
-    payloads = [e.payload for e in await log.read_stream("main", "$ledger")]
+    events = await log.read_stream("main", "$ledger")
+    halt = events[2]
+    halt_hash = halt.hash.hex().encode()
+    signature = RESUME_WITNESS_KEY.sign(resume_statement_v1(
+        ledger_id="main", halt_sequence=halt.sequence, halt_hash=halt.hash)).hex().encode()
+    public_key = public_bytes(RESUME_WITNESS_KEY).hex().encode()
+    quoted_reason = b'"r\xc3\xa9ason \\"q\\"\\n\x7f\xe2\x80\xa8"'
+    payloads = [e.payload for e in events]
     assert payloads == [
         b'{"epoch":1,"kind":"genesis","previous_epoch":0,"previous_writer_id":null,'
         b'"writer_id":"writer-a"}',
         b'{"epoch":2,"kind":"restart","previous_epoch":1,"previous_writer_id":"writer-a",'
         b'"writer_id":"writer-a"}',
-        b'{"actor":"ops","reason":"r\xc3\xa9ason \\"q\\"\\n\x7f\xe2\x80\xa8"}',
-        b'{"actor":"ops","evidence":{"aa":{},"b":[1,-9223372036854775808,9223372036854775807,'
-        b'true,null,{"":{},"a":"\\t\\u0001","zz":"\xc3\xa9"}],"ticket":"T-1",'
-        b'"\xef\xbf\xbf":"bmp","\xf0\x9f\x98\x80":"astral"},'
-        b'"halt_reason":"r\xc3\xa9ason \\"q\\"\\n\x7f\xe2\x80\xa8"}',
+        b'{"actor":"ops","reason":' + quoted_reason + b'}',
+        b'{"actor":"ops","key_id":"w-resume","owner_id":"resume-witness","public_key":"'
+        + public_key + b'","purpose":"witness"}',
+        b'{"actor":"ops","epoch":2,"halt_hash":"' + halt_hash + b'","halt_sequence":3,'
+        b'"kind":"resume","proposal_id":1,"writer_id":"writer-a"}',
+        b'{"actor":"ops","key_id":"w-resume","kind":"resume","owner_id":"resume-witness",'
+        b'"proposal_id":1,"signature":"' + signature + b'"}',
+        b'{"actor":"ops","evidence":{"approvals":[{"key_id":"w-resume",'
+        b'"owner_id":"resume-witness","signature":"' + signature + b'"}],"halt_hash":"'
+        + halt_hash + b'","halt_sequence":3,"min_wait_seconds":0,"proposal_id":1,'
+        b'"statement":"canonlog/ceremony/resume/v1","threshold":1},"halt_reason":'
+        + quoted_reason + b'}',
         b'{"epoch":2,"writer_id":"writer-a"}',
         b'{"epoch":3,"kind":"hand-over","previous_epoch":2,"previous_writer_id":null,'
         b'"writer_id":"writer-b"}',
     ]
-    assert payloads[3] == canonical_json(
-        {"actor": "ops", "evidence": evidence, "halt_reason": reason})
     assert all(canonical_json(p) == p for p in payloads)
     assert all(e.metadata == b"{}" for e in await log.read_all("main"))
-
-
-async def test_resume_evidence_numbers_keep_the_jsonb_rendering() -> None:
-    """canonical_json_v1 writes non-integer numbers as PostgreSQL numeric prints them, not
-    in canonical JSON's float form; only resume evidence can hold them."""
-    log = MemoryEventLog()
-    await log.acquire_grant("main", "writer-a")
-    await log.halt("main", "audit", "ops")
-    evidence = {"n": [1.5, 1e-07, 1e20, -0.0, 100.0, 2**70]}
-    await log.resume("main", "ops", evidence)
-    resumed = (await log.read_stream("main", "$ledger"))[-1]
-    assert resumed.payload == (
-        b'{"actor":"ops","evidence":{"n":[1.5,0.0000001,100000000000000000000,0.0,100.0,'
-        b'1180591620717411303424]},"halt_reason":"audit"}'
-    )
-    with pytest.raises(InvalidEvent):
-        canonical_json({"evidence": evidence})  # 2**70 is out of canonical JSON's range
 
 
 @pytest.mark.parametrize(("text", "rendered"), [

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 from canonlog.domain.ceremony import Ceremony
 from canonlog.domain.errors import CanonlogError
@@ -99,11 +99,10 @@ class EventLog(Protocol):
         ...
 
     async def halt(self, ledger_id: str, reason: str, actor: str) -> bool:
-        """Halts the ledger with a chained event; returns False if it was already halted."""
-        ...
+        """Halts the ledger with a chained event; returns False if it was already halted.
 
-    async def resume(self, ledger_id: str, actor: str, evidence: dict[str, Any]) -> bool:
-        """Resumes a halted ledger with a chained event; returns False if it was not halted."""
+        A halted ledger resumes only through its resume ceremony (propose_resume,
+        approve, resume_ceremony); there is no way around the witnesses."""
         ...
 
     async def add_key(

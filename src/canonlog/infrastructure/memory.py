@@ -4,6 +4,10 @@ Each method mirrors one function of sql/0001_core.sql, sql/0002_append_path.sql 
 sql/0003_ceremonies.sql,
 step for step and in the same order, so a refusal here is the refusal PostgreSQL
 would give, with the same error and message. Nothing is persisted.
+
+What the runtime roles may not call has no public method either: as the database
+lets no role but its owner execute canonlog.resume_v1, a halted ledger resumes here
+only through its ceremony (propose_resume, approve, resume_ceremony).
 """
 
 from __future__ import annotations
@@ -177,15 +181,9 @@ class MemoryEventLog:
             self._store(ledger, [event])
             return True
 
-    async def resume(self, ledger_id: str, actor: str, evidence: dict[str, Any]) -> bool:
-        _storable(ledger_id, actor)
-        # The PostgreSQL adapters send the evidence as JSON text cast to jsonb; going
-        # through the same text keeps non-string keys, floats and refusals identical.
-        parsed = parse_jsonb(json.dumps(evidence, sort_keys=True), "evidence")
-        async with self._lock(ledger_id):
-            return self._resume(self._existing(ledger_id), actor, parsed)
-
-    def _resume(self, ledger: _Ledger, actor: str, evidence: Any) -> bool:
+    # canonlog.resume_v1 has no public twin here: in the database only
+    # resume_ceremony_v1 may call it, so only resume_ceremony calls _resume.
+    def _resume(self, ledger: _Ledger, actor: str, evidence: dict[str, Any]) -> bool:
         if not ledger.halted:
             return False
         event = self._system_event(ledger, "canonlog.resumed", {
@@ -780,7 +778,9 @@ def canonical_jsonb(value: Any) -> str:
     strings, integers, booleans and null: keys in code point order, no whitespace,
     the escapes of to_json, which are json.dumps's with ensure_ascii off. Other
     numbers keep PostgreSQL numeric's rendering (no exponent, scale kept, no
-    negative zero), not canonical JSON's float form; only resume evidence has them.
+    negative zero), not canonical JSON's float form. No system payload holds such a
+    number; payload checks parse them (parse_jsonb), and the tests hold this rendering
+    to the server's.
     """
     if isinstance(value, dict):
         members = sorted(value.items())
