@@ -112,24 +112,20 @@ async def test_runtime_roles_own_nothing_and_are_not_superusers(ledger):
         await conn.close()
 
 
-async def test_only_the_operator_role_resumes_and_readers_cannot_append(ledger):
+async def test_readers_cannot_append_halt_or_take_the_grant(ledger):
     conn = await asyncpg.connect(ledger.admin.uri())
     try:
-        await conn.execute("DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname ="
-                           " 'writer_only') THEN CREATE ROLE writer_only LOGIN IN ROLE"
-                           " canonlog_writer; END IF; IF NOT EXISTS (SELECT FROM pg_roles WHERE"
+        await conn.execute("DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE"
                            " rolname = 'reader_only') THEN CREATE ROLE reader_only LOGIN IN ROLE"
                            " canonlog_reader; END IF; END $$")
     finally:
         await conn.close()
-    writer = ledger.admin.as_user("writer_only").uri()
     reader = ledger.admin.as_user("reader_only").uri()
-    assert await _sqlstate(writer, "SELECT canonlog.resume_v1('main', 'me', '{}')") == "42501"
     assert await _sqlstate(reader, "SELECT canonlog.acquire_grant_v1('main', 'r')") == "42501"
     assert await _sqlstate(reader, "SELECT canonlog.halt_v1('main', 'r', 'r')") == "42501"
-    assert await _sqlstate(reader, "SELECT * FROM canonlog.append_v1('main', 'w', 1,"
-                           " '{s}', '{NULL}', '{1}', '{NULL}', '{NULL}', '{NULL}', '{NULL}',"
-                           " '{NULL}', '{NULL}', '{NULL}', '{x}', '{\"\\\\x7b7d\"}',"
+    assert await _sqlstate(reader, "SELECT * FROM canonlog.append_v1('main', 'w', 1, NULL,"
+                           " '{s}', '{NULL}', '{NULL}', '{1}', '{NULL}', '{NULL}', '{NULL}',"
+                           " '{NULL}', '{NULL}', '{NULL}', '{NULL}', '{x}', '{\"\\\\x7b7d\"}',"
                            " '{\"\\\\x7b7d\"}', '{NULL}', '{NULL}')") == "42501"
     assert await _sqlstate(reader, "SELECT * FROM canonlog.executions") == "42501"
 

@@ -25,6 +25,7 @@ from typing import Final
 import structlog
 
 from canonlog.application.ports import (
+    AppendOutcome,
     AppendResult,
     DatabaseInspector,
     EventLog,
@@ -48,6 +49,9 @@ from canonlog.domain.events import AppendRequest, Head, WriterGrant
 log = structlog.get_logger("canonlog.writer")
 
 _STOP: Final = object()
+#: A queue at least this long, with no committed batch to resolve meanwhile, is sent
+#: in two batches (see _flush_loop).
+_SPLIT_AT: Final = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +83,10 @@ class WriterState(enum.Enum):
 class _Pending:
     request: AppendRequest
     future: asyncio.Future[AppendResult]
+
+
+#: What a batch came to: an outcome per request, or the refusal of the whole batch.
+_Result = list[AppendOutcome] | CanonlogError
 
 
 class EventWriterService:
@@ -215,64 +223,102 @@ class EventWriterService:
     # -- the flusher -----------------------------------------------------------------
 
     async def _flush_loop(self) -> None:
-        config = self._config
+        # The database runs one batch of a ledger at a time, and resolving a batch
+        # wakes its callers, whose next appends are Python work of their own. So the
+        # flusher sends the next batch, when one is queued, before it resolves the
+        # batch that just committed: the callers' work then overlaps the database's
+        # instead of alternating with it. A refused batch is resolved at once, since
+        # a halt or a lost grant also fails what is queued.
+        done: tuple[list[_Pending], _Result] | None = None
         while True:
-            first = await self._queue.get()
-            if first is _STOP:
+            if done is not None and (self._queue.empty() or isinstance(done[1], CanonlogError)):
+                self._resolve(*done)
+                done = None
+            batch = await self._take_batch(split=done is None)
+            if batch is None:
+                if done is not None:
+                    self._resolve(*done)
                 return
-            assert isinstance(first, _Pending)
-            batch = [first]
-            events = len(first.request.events)
-            deadline = time.monotonic() + config.max_wait
-            while len(batch) < config.max_batch_requests and events < config.max_batch_events:
-                try:
-                    item = self._queue.get_nowait()
-                except asyncio.QueueEmpty:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        break
-                    try:
-                        item = await asyncio.wait_for(self._queue.get(), remaining)
-                    except TimeoutError:
-                        break
-                if item is _STOP:
-                    self._queue.put_nowait(_STOP)
-                    break
-                assert isinstance(item, _Pending)
-                batch.append(item)
-                events += len(item.request.events)
-            await self._write(batch)
+            live = [item for item in batch if not item.future.done()]
+            if not live:
+                continue
+            if done is None:
+                done = (live, await self._submit(live))
+                continue
+            call = asyncio.ensure_future(self._submit(live))
+            self._resolve(*done)
+            done = (live, await call)
 
-    async def _write(self, batch: list[_Pending]) -> None:
-        live = [item for item in batch if not item.future.done()]
-        if not live:
-            return
+    async def _take_batch(self, *, split: bool) -> list[_Pending] | None:
+        """Waits for a first append and takes what is queued with it, up to the limits;
+        None when the writer is stopping. With split and nothing committed to resolve,
+        a long queue goes in two batches, so that one is resolved while the other runs."""
+        config = self._config
+        first = await self._queue.get()
+        if first is _STOP:
+            return None
+        assert isinstance(first, _Pending)
+        batch = [first]
+        events = len(first.request.events)
+        limit = config.max_batch_requests
+        queued = self._queue.qsize() + 1
+        if split and queued >= _SPLIT_AT:
+            limit = min(limit, (queued + 1) // 2)
+        deadline = time.monotonic() + config.max_wait if config.max_wait > 0 else 0.0
+        while len(batch) < limit and events < config.max_batch_events:
+            if not self._queue.empty():
+                item = self._queue.get_nowait()
+            elif deadline == 0.0:
+                break
+            else:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                try:
+                    item = await asyncio.wait_for(self._queue.get(), remaining)
+                except TimeoutError:
+                    break
+            if item is _STOP:
+                self._queue.put_nowait(_STOP)
+                break
+            assert isinstance(item, _Pending)
+            batch.append(item)
+            events += len(item.request.events)
+        return batch
+
+    async def _submit(self, live: list[_Pending]) -> _Result:
+        """Checks the lease and every halt channel, then appends; a refusal of the whole
+        batch is returned rather than raised."""
         try:
             grant = self._check_lease()
             await self._check_halt()
-            outcomes = await self._log.append_batch(grant, [item.request for item in live])
-        except SystemHalted as exc:
-            self._log_context.warning("write refused: ledger halted", reason=exc.reason,
-                                      error=str(exc), requests=len(live))
-            self._fail(live, exc)
-            self._fail_queued(exc)
-            return
-        except StaleWriter as exc:
-            self._log_context.critical("write refused by the database: grant lost",
-                                       error=str(exc), requests=len(live))
-            self._fail(live, exc)
-            self._lose_lease(str(exc))
-            return
-        except WriterLeaseLost as exc:
-            self._fail(live, exc)
-            return
+            return await self._log.append_batch(grant, [item.request for item in live])
         except CanonlogError as exc:
-            self._log_context.error("write failed", error=str(exc), requests=len(live))
-            self._fail(live, exc)
+            return exc
+
+    def _resolve(self, live: list[_Pending], result: _Result) -> None:
+        if isinstance(result, SystemHalted):
+            self._log_context.warning("write refused: ledger halted", reason=result.reason,
+                                      error=str(result), requests=len(live))
+            self._fail(live, result)
+            self._fail_queued(result)
+            return
+        if isinstance(result, StaleWriter):
+            self._log_context.critical("write refused by the database: grant lost",
+                                       error=str(result), requests=len(live))
+            self._fail(live, result)
+            self._lose_lease(str(result))
+            return
+        if isinstance(result, WriterLeaseLost):
+            self._fail(live, result)
+            return
+        if isinstance(result, CanonlogError):
+            self._log_context.error("write failed", error=str(result), requests=len(live))
+            self._fail(live, result)
             return
         newest: Head | None = None
         debug = self._log_context.is_enabled_for(logging.DEBUG)
-        for item, outcome in zip(live, outcomes, strict=True):
+        for item, outcome in zip(live, result, strict=True):
             if isinstance(outcome, CanonlogError):
                 self._log_context.info("append refused", stream_id=item.request.stream_id,
                                        error=type(outcome).__name__, reason=str(outcome))

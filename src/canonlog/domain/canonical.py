@@ -40,25 +40,40 @@ def canonical_json(value: RawJson, *, what: str = "payload", max_bytes: int | No
     UTF-8, duplicate keys, U+0000 or lone surrogates in strings, non-finite or
     out-of-range numbers, nesting deeper than MAX_DEPTH, or more than max_bytes.
     """
-    if isinstance(value, (bytes, bytearray, memoryview, str)):
+    if type(value) is dict:
+        parsed: Any = value
+    elif isinstance(value, (bytes, bytearray, memoryview, str)):
         parsed = _parse(value, what)
     elif isinstance(value, Mapping):
         parsed = value
     else:
         raise InvalidEvent(f"{what} must be a JSON object, got {type(value).__name__}")
-    if not isinstance(parsed, Mapping):
+    if type(parsed) is not dict and not isinstance(parsed, Mapping):
         raise InvalidEvent(f"{what} must be a JSON object, got {_json_kind(parsed)}")
     if not _plainly_valid(parsed, 0):
         # The slow walk names what is wrong, or accepts what the quick one cannot
         # judge (Mapping and tuple types, int and str subclasses).
         _check(parsed, what, 0)
-    encoded = json.dumps(
-        parsed, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False,
-        default=_as_dict,
-    ).encode("utf-8")
+    encoded = _ENCODER.encode(parsed).encode("utf-8")
     if max_bytes is not None and len(encoded) > max_bytes:
         raise InvalidEvent(f"{what} is {len(encoded)} bytes in canonical form; the limit is {max_bytes}")
     return encoded
+
+
+def _as_dict(value: object) -> dict[str, Any]:
+    """json serialises only dict; _check has let through other Mappings too."""
+    if isinstance(value, Mapping):
+        return dict(value)
+    raise TypeError(f"{type(value).__name__} is not a JSON value")
+
+
+# One encoder for every call: json.dumps with these options builds a new one each
+# time. No circular check, since a value has passed the depth limit before it is
+# encoded.
+_ENCODER: Final = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False,
+    check_circular=False, default=_as_dict,
+)
 
 
 def _parse(raw: bytes | bytearray | memoryview | str, what: str) -> Any:
@@ -113,33 +128,47 @@ def _parse_int(digits: str, what: str) -> int:
     return int(digits)
 
 
-def _as_dict(value: object) -> dict[str, Any]:
-    """json.dumps serialises only dict; _check has let through other Mappings too."""
-    if isinstance(value, Mapping):
-        return dict(value)
-    raise TypeError(f"{type(value).__name__} is not a JSON value")
-
-
 def _plainly_valid(value: Any, depth: int) -> bool:
     """True when value is made of plain dicts, lists, str, int, float, bool and None and
     breaks no rule; False when it breaks one or is something else (then _check decides).
     It builds no error paths, so the common case costs a fraction of _check."""
     kind = type(value)
-    if kind is str:
-        return "\x00" not in value and (value.isascii() or _encodable(value))
     if kind is dict:
         if depth >= MAX_DEPTH:
             return False
         for key, item in value.items():
             if type(key) is not str or "\x00" in key or not (key.isascii() or _encodable(key)):
                 return False
-            if not _plainly_valid(item, depth + 1):
+            # Strings, integers, booleans and null inline: a call per value would be
+            # most of the walk's cost.
+            kind = type(item)
+            if kind is str:
+                if "\x00" in item or not (item.isascii() or _encodable(item)):
+                    return False
+            elif kind is int:
+                if not INT_MIN <= item <= INT_MAX:
+                    return False
+            elif item is not None and kind is not bool and not _plainly_valid(item, depth + 1):
                 return False
         return True
+    if kind is list:
+        if depth >= MAX_DEPTH:
+            return False
+        for item in value:
+            kind = type(item)
+            if kind is str:
+                if "\x00" in item or not (item.isascii() or _encodable(item)):
+                    return False
+            elif kind is int:
+                if not INT_MIN <= item <= INT_MAX:
+                    return False
+            elif item is not None and kind is not bool and not _plainly_valid(item, depth + 1):
+                return False
+        return True
+    if kind is str:
+        return "\x00" not in value and (value.isascii() or _encodable(value))
     if kind is int:
         return bool(INT_MIN <= value <= INT_MAX)
-    if kind is list:
-        return depth < MAX_DEPTH and all(_plainly_valid(item, depth + 1) for item in value)
     if kind is float:
         return math.isfinite(value)
     return value is None or kind is bool

@@ -73,10 +73,11 @@ def check_name(value: object, what: str, limits: Limits = DEFAULT_LIMITS) -> str
         raise InvalidEvent(f"{what} must not be empty")
     if len(value) > limits.max_name_length:
         raise InvalidEvent(f"{what} is {len(value)} characters; the limit is {limits.max_name_length}")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise InvalidEvent(f"{what} contains a lone surrogate") from exc
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise InvalidEvent(f"{what} contains a lone surrogate") from exc
     if not value.isprintable():
         raise InvalidEvent(f"{what} {value!r} contains control or unprintable characters")
     return value
@@ -118,12 +119,12 @@ class NewEvent:
         if event_id is not None and not isinstance(event_id, uuid.UUID):
             raise InvalidEvent(f"event_id must be a UUID, got {type(event_id).__name__}")
         return cls(
-            event_type=event_type,
-            payload=canonical_json(payload, what="payload", max_bytes=limits.max_payload_bytes),
-            metadata=b"{}" if metadata is None else canonical_json(
+            event_type,
+            canonical_json(payload, what="payload", max_bytes=limits.max_payload_bytes),
+            b"{}" if metadata is None else canonical_json(
                 metadata, what="metadata", max_bytes=limits.max_metadata_bytes
             ),
-            event_id=event_id,
+            event_id,
         )
 
 
@@ -140,8 +141,11 @@ class WriteContext:
 
     def checked(self, limits: Limits = DEFAULT_LIMITS) -> WriteContext:
         """Returns self when every field is usable; raises InvalidEvent naming the problem."""
-        for name in ("task_id", "execution_id", "correlation_id", "causation_id", "agent_id"):
-            check_optional_name(getattr(self, name), name, limits)
+        if (self.task_id is not None or self.execution_id is not None
+                or self.correlation_id is not None or self.causation_id is not None
+                or self.agent_id is not None):
+            for name in ("task_id", "execution_id", "correlation_id", "causation_id", "agent_id"):
+                check_optional_name(getattr(self, name), name, limits)
         moment = self.writer_time
         if moment is None:
             return self

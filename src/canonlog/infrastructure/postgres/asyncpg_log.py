@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import asyncio
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -10,6 +10,7 @@ from typing import Any
 import asyncpg
 
 from canonlog.application.ports import AppendOutcome, AppendResult
+from canonlog.domain.ceremony import Ceremony
 from canonlog.domain.errors import CanonlogError, LedgerNotFound, StorageError
 from canonlog.domain.events import (
     GENESIS_HASH,
@@ -22,10 +23,13 @@ from canonlog.domain.events import (
 )
 from canonlog.infrastructure.postgres.codec import (
     QUERIES,
+    AppendHints,
     append_args,
     append_outcomes,
+    ceremonies_from_rows,
     event_from_row,
     key_from_row,
+    replayed_ranges,
     translate_error,
 )
 
@@ -53,6 +57,13 @@ class AsyncpgEventLog:
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
+        self._hints = AppendHints()
+        # One connection kept out of the pool for appends: taking a connection from
+        # an asyncpg pool and giving it back costs tens of microseconds per call
+        # (a shielded task, timers), a good part of a single append. An append that
+        # finds it busy uses the pool.
+        self._appender: asyncpg.pool.PoolConnectionProxy | None = None
+        self._appender_busy = False
 
     @classmethod
     async def connect(cls, dsn: str, *, min_size: int = 1, max_size: int = 10) -> AsyncpgEventLog:
@@ -67,7 +78,31 @@ class AsyncpgEventLog:
 
     async def close(self) -> None:
         async with translated():
+            await self._release_appender()
             await self._pool.close()
+
+    async def _release_appender(self) -> None:
+        appender, self._appender = self._appender, None
+        if appender is not None:
+            await self._pool.release(appender)
+
+    async def _append_row(self, args: tuple[Any, ...]) -> Any:
+        if self._appender_busy:
+            return await self._pool.fetchrow(QUERIES["append"], *args)
+        self._appender_busy = True
+        try:
+            if self._appender is None:
+                self._appender = await self._pool.acquire()
+            return await self._appender.fetchrow(QUERIES["append"], *args)
+        except asyncpg.PostgresError:
+            raise  # the server refused the call; the connection is as good as before
+        except BaseException:
+            # The pool knows how to recover a connection from an error or a
+            # cancellation; a fresh one is taken for the next append.
+            await asyncio.shield(self._release_appender())
+            raise
+        finally:
+            self._appender_busy = False
 
     async def acquire_grant(self, ledger_id: str, writer_id: str) -> WriterGrant:
         async with translated():
@@ -86,8 +121,17 @@ class AsyncpgEventLog:
         if not requests:
             return []
         async with translated():
-            rows = await self._pool.fetch(QUERIES["append"], *append_args(grant, requests))
-        return append_outcomes(grant, requests, rows)
+            row = await self._append_row(append_args(grant, requests, self._hints))
+            if row is None:
+                raise StorageError("canonlog.append_v1 returned no row")
+            replayed = []
+            for first, last in replayed_ranges(requests, row):
+                replayed += await self._pool.fetch(
+                    QUERIES["read_range"], grant.ledger_id, first, last
+                )
+        outcomes = append_outcomes(grant, requests, row, replayed)
+        self._hints.learn(grant.ledger_id, requests, row)
+        return outcomes
 
     async def append(self, grant: WriterGrant, request: AppendRequest) -> AppendResult:
         (outcome,) = await self.append_batch(grant, [request])
@@ -154,9 +198,52 @@ class AsyncpgEventLog:
             rows = await self._pool.fetch(QUERIES["list_keys"], ledger_id)
         return [key_from_row(r) for r in rows]
 
-    async def resume(self, ledger_id: str, actor: str, evidence: dict[str, Any]) -> bool:
+    async def propose_failover(self, ledger_id: str, target_writer_id: str, actor: str) -> int:
         async with translated():
-            changed: bool = await self._pool.fetchval(
-                QUERIES["resume"], ledger_id, actor, json.dumps(evidence, sort_keys=True)
+            proposal_id: int = await self._pool.fetchval(
+                QUERIES["propose_failover"], ledger_id, target_writer_id, actor
             )
-        return changed
+        return proposal_id
+
+    async def propose_resume(self, ledger_id: str, actor: str) -> int:
+        async with translated():
+            proposal_id: int = await self._pool.fetchval(QUERIES["propose_resume"], ledger_id, actor)
+        return proposal_id
+
+    async def approve(
+        self, ledger_id: str, proposal_id: int, key_id: str, signature: bytes, actor: str
+    ) -> int:
+        async with translated():
+            seq: int = await self._pool.fetchval(
+                QUERIES["approve"], ledger_id, proposal_id, key_id, signature, actor
+            )
+        return seq
+
+    async def execute_failover(
+        self, ledger_id: str, proposal_id: int, threshold: int, actor: str
+    ) -> WriterGrant:
+        async with translated():
+            epoch: int = await self._pool.fetchval(
+                QUERIES["execute_failover"], ledger_id, proposal_id, threshold, actor
+            )
+        (ceremony,) = await self.ceremonies(ledger_id, proposal_id)
+        assert ceremony.target_writer_id is not None
+        return WriterGrant(ledger_id, ceremony.target_writer_id, epoch)
+
+    async def resume_ceremony(
+        self, ledger_id: str, proposal_id: int, threshold: int, min_wait_seconds: int,
+        actor: str,
+    ) -> int:
+        async with translated():
+            seq: int = await self._pool.fetchval(
+                QUERIES["resume_ceremony"], ledger_id, proposal_id, threshold, min_wait_seconds,
+                actor,
+            )
+        return seq
+
+    async def ceremonies(
+        self, ledger_id: str, proposal_id: int | None = None
+    ) -> list[Ceremony]:
+        async with translated():
+            rows = await self._pool.fetch(QUERIES["ceremonies"], ledger_id, proposal_id)
+        return ceremonies_from_rows(rows)

@@ -7,10 +7,12 @@ psycopg dict rows), and errors arrive as (sqlstate, message, detail).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from importlib import resources
 from typing import Any, Protocol
 
 from canonlog.application.ports import AppendOutcome, AppendResult
+from canonlog.domain.ceremony import Approval, Ceremony
 from canonlog.domain.errors import (
     ERRORS_BY_SQLSTATE,
     CanonlogError,
@@ -56,100 +58,158 @@ def load_queries() -> dict[str, str]:
 QUERIES = load_queries()
 
 
-def append_args(grant: WriterGrant, requests: Sequence[AppendRequest]) -> tuple[Any, ...]:
-    """Returns the arguments of canonlog.append_v1 for a batch, after $1 = ledger."""
-    r_stream, r_expected, r_count = [], [], []
-    r_task, r_exec, r_corr, r_caus, r_agent, r_wtime = [], [], [], [], [], []
-    e_id, e_type, e_payload, e_metadata, e_key, e_signature = [], [], [], [], [], []
-    for request in requests:
-        context = request.context
-        r_stream.append(request.stream_id)
-        r_expected.append(expected_version_code(request.expected_version))
-        r_count.append(len(request.events))
-        r_task.append(context.task_id)
-        r_exec.append(context.execution_id)
-        r_corr.append(context.correlation_id)
-        r_caus.append(context.causation_id)
-        r_agent.append(context.agent_id)
-        r_wtime.append(context.writer_time)
-        for event in request.events:
-            e_id.append(event.event_id)
-            e_type.append(event.event_type)
-            e_payload.append(event.payload)
-            e_metadata.append(event.metadata)
-            e_key.append(event.signing_key_id)
-            e_signature.append(event.signature)
+class AppendHints:
+    """What this process has seen recorded, sent with each append as lower bounds.
+
+    canonlog.append_v1 finds a ledger's head and a stream's version with a
+    backward index scan, which reads every matching entry of the index page it
+    starts on; a lower bound known to be reached lets it read a few. A bound that
+    is wrong (another writer appended since, or an entry was forgotten) costs only
+    the unbounded scan, never a wrong answer.
+    """
+
+    def __init__(self, max_streams: int = 100_000) -> None:
+        self._max_streams = max_streams
+        self._heads: dict[str, int] = {}
+        self._versions: dict[tuple[str, str], int] = {}
+
+    def head(self, ledger_id: str) -> int | None:
+        return self._heads.get(ledger_id)
+
+    def versions(self, ledger_id: str, requests: Sequence[AppendRequest]) -> list[int | None]:
+        known = self._versions
+        return [known.get((ledger_id, request.stream_id)) for request in requests]
+
+    def learn(self, ledger_id: str, requests: Sequence[AppendRequest], row: Row) -> None:
+        """Remembers the head and the stream versions an append_v1 result row reports."""
+        hashes = row["hashes"]
+        if not hashes:
+            return
+        self._heads[ledger_id] = row["first_seq"] + len(hashes) - 1
+        known = self._versions
+        if len(known) >= self._max_streams:
+            known.clear()
+        for request, version in zip(requests, row["versions"], strict=True):
+            if version is not None:
+                known[ledger_id, request.stream_id] = version + len(request.events) - 1
+
+
+def append_args(
+    grant: WriterGrant, requests: Sequence[AppendRequest], hints: AppendHints | None = None
+) -> tuple[Any, ...]:
+    """Returns the arguments of canonlog.append_v1 for a batch ($1 = ledger, ...)."""
+    contexts = [request.context for request in requests]
+    events = [event for request in requests for event in request.events]
+    ledger_id = grant.ledger_id
     return (
-        grant.ledger_id, grant.writer_id, grant.epoch,
-        r_stream, r_expected, r_count, r_task, r_exec, r_corr, r_caus, r_agent, r_wtime,
-        e_id, e_type, e_payload, e_metadata, e_key, e_signature,
+        ledger_id, grant.writer_id, grant.epoch,
+        None if hints is None else hints.head(ledger_id),
+        [request.stream_id for request in requests],
+        [expected_version_code(request.expected_version) for request in requests],
+        [None] * len(requests) if hints is None else hints.versions(ledger_id, requests),
+        [len(request.events) for request in requests],
+        [context.task_id for context in contexts],
+        [context.execution_id for context in contexts],
+        [context.correlation_id for context in contexts],
+        [context.causation_id for context in contexts],
+        [context.agent_id for context in contexts],
+        [context.writer_time for context in contexts],
+        [event.event_id for event in events],
+        [event.event_type for event in events],
+        [event.payload for event in events],
+        [event.metadata for event in events],
+        [event.signing_key_id for event in events],
+        [event.signature for event in events],
     )
 
 
+def replayed_ranges(requests: Sequence[AppendRequest], row: Row) -> list[tuple[int, int]]:
+    """Returns the (first, last) sequences of the original events of every replayed
+    request in an append_v1 result row; the adapter reads them for append_outcomes."""
+    statuses = row["outcomes"]
+    if statuses is None:
+        return []
+    numbers = row["numbers"]
+    return [
+        (numbers[index], numbers[index] + len(request.events) - 1)
+        for index, request in enumerate(requests) if statuses[index] == "replayed"
+    ]
+
+
 def append_outcomes(
-    grant: WriterGrant, requests: Sequence[AppendRequest], rows: Sequence[Row]
+    grant: WriterGrant, requests: Sequence[AppendRequest], row: Row,
+    replayed: Sequence[Row] = (),
 ) -> list[AppendOutcome]:
-    """Turns the result rows of canonlog.append_v1 into one outcome per request."""
-    events: list[list[RecordedEvent]] = [[] for _ in requests]
-    outcomes: list[AppendOutcome | None] = [None] * len(requests)
-    replayed = [False] * len(requests)
-    for row in rows:
-        index = row["req"] - 1
-        request = requests[index]
-        status = row["status"]
-        if status in ("ok", "replayed"):
-            replayed[index] = status == "replayed"
-            position = len(events[index])
-            event = request.events[position]
+    """Turns the result row of canonlog.append_v1 into one outcome per request.
+
+    Recorded events are built from the request and the row (sequences, ids,
+    versions, hashes); replayed ones from their stored rows, given as replayed.
+    """
+    statuses = row["outcomes"]
+    hashes = row["hashes"] or ()
+    event_ids = row["event_ids"]
+    versions = row["versions"]
+    sequence = row["first_seq"]
+    recorded_at = row["recorded_at"]
+    prev_hash = row["prev_hash"]
+    ledger_id, writer_id, epoch = grant.ledger_id, grant.writer_id, grant.epoch
+    originals = {stored["seq"]: stored for stored in replayed}
+    position = 0
+    result: list[AppendOutcome] = []
+    for index, request in enumerate(requests):
+        status = None if statuses is None else statuses[index]
+        if status is None:
             context = request.context
-            events[index].append(RecordedEvent(
-                ledger_id=grant.ledger_id,
-                sequence=row["seq"],
-                event_id=row["event_id"],
-                stream_id=request.stream_id,
-                stream_version=row["stream_version"],
-                event_type=event.event_type,
-                payload=event.payload,
-                metadata=event.metadata,
-                task_id=context.task_id,
-                execution_id=context.execution_id,
-                correlation_id=context.correlation_id,
-                causation_id=context.causation_id,
-                agent_id=context.agent_id,
-                writer_id=row["writer_id"],
-                epoch=row["epoch"],
-                writer_time=row["writer_time"],
-                recorded_at=row["recorded_at"],
-                hash_version=1,
-                prev_hash=bytes(row["prev_hash"]),
-                hash=bytes(row["hash"]),
-                signing_key_id=row["signing_key_id"],
-                signature=_optional_bytes(row["signature"]),
-            ))
+            stream_id = request.stream_id
+            version = versions[index]
+            task_id, execution_id = context.task_id, context.execution_id
+            correlation_id, causation_id = context.correlation_id, context.causation_id
+            agent_id, writer_time = context.agent_id, context.writer_time
+            recorded = []
+            for event in request.events:
+                if position >= len(hashes):
+                    raise StorageError("canonlog.append_v1 returned fewer events than it recorded")
+                hash_ = hashes[position]
+                recorded.append(RecordedEvent(
+                    ledger_id, sequence + position, event_ids[position], stream_id, version,
+                    event.event_type, event.payload, event.metadata, task_id, execution_id,
+                    correlation_id, causation_id, agent_id, writer_id, epoch, writer_time,
+                    recorded_at, 1, prev_hash, hash_, event.signing_key_id, event.signature,
+                ))
+                prev_hash = hash_
+                position += 1
+                version += 1
+            result.append(AppendResult(tuple(recorded)))
+        elif status == "replayed":
+            first = row["numbers"][index]
+            try:
+                events = tuple(event_from_row(originals[first + offset])
+                               for offset in range(len(request.events)))
+            except KeyError:
+                raise StorageError(
+                    f"the events replayed from sequence {first} were not read back"
+                ) from None
+            result.append(AppendResult(events, replayed=True))
         elif status == "conflict":
-            outcomes[index] = ConcurrencyConflict(
-                f"stream {request.stream_id!r} is at version {row['actual_version']}, "
+            actual = row["numbers"][index]
+            result.append(ConcurrencyConflict(
+                f"stream {request.stream_id!r} is at version {actual}, "
                 f"expected {_describe_expected(request)}",
                 stream_id=request.stream_id,
                 expected=request.expected_version,
-                actual=row["actual_version"],
-            )
+                actual=actual,
+            ))
         elif status == "idempotency_conflict":
-            outcomes[index] = IdempotencyConflict(
+            result.append(IdempotencyConflict(
                 f"execution id {request.context.execution_id!r} was already used "
                 "for a different request"
-            )
+            ))
         elif status == "invalid":
-            outcomes[index] = InvalidEvent(row["detail"])
+            result.append(InvalidEvent(row["details"][index]))
         else:
             raise StorageError(f"canonlog.append_v1 returned an unknown status {status!r}")
-    result: list[AppendOutcome] = []
-    for index, outcome in enumerate(outcomes):
-        if outcome is None:
-            if len(events[index]) != len(requests[index].events):
-                raise StorageError("canonlog.append_v1 returned a partial request")
-            outcome = AppendResult(tuple(events[index]), replayed[index])
-        result.append(outcome)
+    if position != len(hashes):
+        raise StorageError("canonlog.append_v1 recorded events no request asked for")
     return result
 
 
@@ -193,6 +253,32 @@ def key_from_row(row: Row) -> RegisteredKey:
         owner_id=row["owner_id"], public_key=bytes(row["public_key"]),
         added_seq=row["added_seq"], revoked_seq=row["revoked_seq"],
     )
+
+
+def ceremonies_from_rows(rows: Sequence[Row]) -> list[Ceremony]:
+    """Builds Ceremonies from the rows of the ``ceremonies`` query, one per approval."""
+    found: dict[int, Ceremony] = {}
+    approvals: dict[int, list[Approval]] = {}
+    for row in rows:
+        proposal_id = row["proposal_id"]
+        if proposal_id not in found:
+            found[proposal_id] = Ceremony(
+                ledger_id=row["ledger_id"], proposal_id=proposal_id, kind=row["kind"],
+                status=row["status"], writer_id=row["writer_id"], epoch=row["epoch"],
+                target_writer_id=row["target_writer_id"], head_sequence=row["head_seq"],
+                head_hash=_optional_bytes(row["head_hash"]), halt_sequence=row["halt_seq"],
+                halt_hash=_optional_bytes(row["halt_hash"]), proposed_by=row["proposed_by"],
+                proposed_seq=row["proposed_seq"], proposed_at=row["proposed_at"],
+                closed_seq=row["closed_seq"],
+            )
+            approvals[proposal_id] = []
+        if row["key_id"] is not None:
+            approvals[proposal_id].append(Approval(
+                key_id=row["key_id"], owner_id=row["owner_id"],
+                signature=bytes(row["signature"]), approved_by=row["approved_by"],
+                approved_seq=row["approved_seq"],
+            ))
+    return [replace(c, approvals=tuple(approvals[n])) for n, c in found.items()]
 
 
 def _optional_bytes(value: Any) -> bytes | None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, ClassVar
@@ -32,6 +31,7 @@ from canonlog.infrastructure.postgres.codec import (
     ceremonies_from_rows,
     event_from_row,
     key_from_row,
+    replayed_ranges,
     translate_error,
 )
 
@@ -91,9 +91,10 @@ class _ByteaArray(_PgArray):
     element = "bytea"
 
 
-#: The array parameters of canonlog.append_v1, in order, after ledger, writer and epoch.
+#: The array parameters of canonlog.append_v1, in order, after ledger, writer, epoch and
+#: known sequence.
 _APPEND_ARRAYS: tuple[type[_PgArray], ...] = (
-    _TextArray, _BigintArray, _IntegerArray,                     # stream, expected, count
+    _TextArray, _BigintArray, _BigintArray, _IntegerArray,       # stream, expected, known, count
     _TextArray, _TextArray, _TextArray, _TextArray, _TextArray,  # task ... agent
     _TimestamptzArray,                                           # writer time
     _UuidArray, _TextArray, _ByteaArray, _ByteaArray,            # id, type, payload, metadata
@@ -116,7 +117,7 @@ _ADAPTERS = _adapters()
 
 def _append_params(grant: WriterGrant, requests: Sequence[AppendRequest]) -> tuple[Any, ...]:
     args = append_args(grant, requests)
-    scalars, arrays = args[:3], args[3:]
+    scalars, arrays = args[:4], args[4:]
     typed = (array(values) for array, values in zip(_APPEND_ARRAYS, arrays, strict=True))
     return (*scalars, *typed)
 
@@ -213,13 +214,16 @@ class PsycopgEventLog:
         if not requests:
             return []
         try:
-            rows = await self._fetch("append", *_append_params(grant, requests))
+            (row,) = await self._fetch("append", *_append_params(grant, requests))
         except (TypeError, ValueError, AttributeError, OverflowError) as exc:
             # psycopg raises these unwrapped when it cannot convert an argument to
             # its parameter type (a lone surrogate, a naive datetime, an int beyond
             # bigint); the call is refused before anything reaches the database.
             raise InvalidEvent(f"the request cannot be sent to the database: {exc}") from exc
-        return append_outcomes(grant, requests, rows)
+        replayed: list[DictRow] = []
+        for first, last in replayed_ranges(requests, row):
+            replayed += await self._fetch("read_range", grant.ledger_id, first, last)
+        return append_outcomes(grant, requests, row, replayed)
 
     async def append(self, grant: WriterGrant, request: AppendRequest) -> AppendResult:
         (outcome,) = await self.append_batch(grant, [request])
@@ -274,13 +278,6 @@ class PsycopgEventLog:
 
     async def list_keys(self, ledger_id: str) -> list[RegisteredKey]:
         return [key_from_row(r) for r in await self._fetch("list_keys", ledger_id)]
-
-    async def resume(self, ledger_id: str, actor: str, evidence: dict[str, Any]) -> bool:
-        (row,) = await self._fetch(
-            "resume", ledger_id, actor, json.dumps(evidence, sort_keys=True)
-        )
-        changed: bool = row["changed"]
-        return changed
 
     async def propose_failover(self, ledger_id: str, target_writer_id: str, actor: str) -> int:
         (row,) = await self._fetch("propose_failover", ledger_id, target_writer_id, actor)

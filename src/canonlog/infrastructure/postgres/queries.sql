@@ -3,7 +3,7 @@
 
 -- name: append
 SELECT * FROM canonlog.append_v1($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
-                                 $17, $18)
+                                 $17, $18, $19, $20)
 
 -- name: acquire_grant
 SELECT canonlog.acquire_grant_v1($1, $2) AS epoch
@@ -13,9 +13,6 @@ SELECT canonlog.release_grant_v1($1, $2, $3)
 
 -- name: halt
 SELECT canonlog.halt_v1($1, $2, $3) AS changed
-
--- name: resume
-SELECT canonlog.resume_v1($1, $2, $3::text::jsonb) AS changed
 
 -- name: add_key
 SELECT canonlog.add_key_v1($1, $2, $3, $4, $5, $6) AS seq
