@@ -93,7 +93,7 @@ class AsyncpgEventLog:
         try:
             if self._appender is None:
                 self._appender = await self._pool.acquire()
-            return await self._appender.fetchrow(QUERIES["append"], *args)
+            row = await self._appender.fetchrow(QUERIES["append"], *args)
         except asyncpg.PostgresError:
             raise  # the server refused the call; the connection is as good as before
         except BaseException:
@@ -103,6 +103,12 @@ class AsyncpgEventLog:
             raise
         finally:
             self._appender_busy = False
+        pool = self._pool
+        if pool.get_idle_size() == 0 and pool.get_size() >= pool.get_max_size():
+            # Every other connection is in use and no more may be opened: keeping this
+            # one could leave a caller of the pool waiting for good.
+            await self._release_appender()
+        return row
 
     async def acquire_grant(self, ledger_id: str, writer_id: str) -> WriterGrant:
         async with translated():
