@@ -358,3 +358,30 @@ async def test_subscribe_survives_lost_notifications_by_polling(env):
     await asyncio.wait_for(consumer, 2.0)
     assert seen == [2, 3]
     await writer.stop()
+
+
+async def test_a_writer_fenced_by_a_failover_stops_for_good(env):
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from canonlog.application import ceremonies
+    from canonlog.infrastructure.keyfiles import public_bytes
+
+    make, _, _ = env
+    writer, counting = await make("writer-a", lease_renew_interval=0.05)
+    log = counting.inner
+    witness = Ed25519PrivateKey.generate()
+    await log.add_key("main", "w-1", "witness", "witness-1", public_bytes(witness), "ops")
+    ceremony = await ceremonies.propose_failover(log, "main", "writer-b", "ops")
+    await ceremonies.approve(log, "main", ceremony.proposal_id, "w-1", "ops",
+                             private_key=witness)
+    await ceremonies.execute_failover(log, "main", ceremony.proposal_id, 1, "ops")
+    with pytest.raises(StaleWriter):
+        await writer.append(req("s"))
+    for _ in range(100):
+        if writer.state is WriterState.STOPPED:
+            break
+        await asyncio.sleep(0.02)
+    assert writer.state is WriterState.STOPPED
+    with pytest.raises(WriterLeaseLost):
+        await writer.append(req("s"))
+    assert {e.writer_id for e in await log.read_all("main") if e.stream_id == "s"} == set()

@@ -37,6 +37,7 @@ from canonlog.application.ports import (
 from canonlog.application.startup import verify_before_writing
 from canonlog.domain.errors import (
     CanonlogError,
+    GrantUnavailable,
     LeaseUnavailable,
     StaleWriter,
     SystemHalted,
@@ -411,6 +412,15 @@ class EventWriterService:
             self._state = WriterState.STOPPED
             self._fail_queued(WriterLeaseLost("writer stopped: startup verification failed"))
             raise
+        except GrantUnavailable as exc:
+            # Another writer holds the grant (a failover was executed): this writer
+            # is fenced for good, and retrying would only hold the lease from it.
+            await self._lease.release()
+            self._state = WriterState.STOPPED
+            self._fail_queued(WriterLeaseLost(f"writer stopped: {exc}"))
+            self._log_context.critical("writer fenced: the grant belongs to another writer",
+                                       error=str(exc))
+            return
         except CanonlogError as exc:
             self._log_context.info("writer lease not recovered yet", error=str(exc))
             return
