@@ -366,6 +366,24 @@ BEGIN
 END
 $body$;
 
+-- Locks an existing ledger as lock_ledger_v1 does and returns its row;
+-- raises CL015 when the ledger does not exist.
+CREATE FUNCTION canonlog.locked_ledger_v1(p_ledger text) RETURNS canonlog.ledgers
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $body$
+DECLARE
+    v_row canonlog.ledgers;
+BEGIN
+    PERFORM canonlog.lock_ledger_v1(p_ledger);
+    SELECT * INTO v_row FROM canonlog.ledgers WHERE ledger_id = p_ledger;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = 'CL015',
+            MESSAGE = format('canonlog: ledger %s does not exist', p_ledger);
+    END IF;
+    RETURN v_row;
+END
+$body$;
+
 -- Takes the ledger's grant for p_writer: a new ledger, a released grant, or the
 -- same writer restarting (which fences its former self with a higher epoch).
 -- Returns the new epoch. Any other holder keeps the grant: moving it needs a
@@ -422,12 +440,7 @@ AS $body$
 DECLARE
     v_row canonlog.ledgers;
 BEGIN
-    PERFORM canonlog.lock_ledger_v1(p_ledger);
-    SELECT * INTO v_row FROM canonlog.ledgers WHERE ledger_id = p_ledger;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION USING ERRCODE = 'CL015',
-            MESSAGE = format('canonlog: ledger %s does not exist', p_ledger);
-    END IF;
+    v_row := canonlog.locked_ledger_v1(p_ledger);
     IF v_row.writer_id IS DISTINCT FROM p_writer OR v_row.epoch <> p_epoch THEN
         RAISE EXCEPTION USING ERRCODE = 'CL011',
             MESSAGE = format('canonlog: writer %s at epoch %s does not hold the grant of ledger %s '
@@ -460,12 +473,7 @@ BEGIN
         RAISE EXCEPTION USING ERRCODE = 'CL020',
             MESSAGE = 'canonlog: a halt needs a reason of 1 to 1000 characters';
     END IF;
-    PERFORM canonlog.lock_ledger_v1(p_ledger);
-    SELECT * INTO v_row FROM canonlog.ledgers WHERE ledger_id = p_ledger;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION USING ERRCODE = 'CL015',
-            MESSAGE = format('canonlog: ledger %s does not exist', p_ledger);
-    END IF;
+    v_row := canonlog.locked_ledger_v1(p_ledger);
     IF v_row.halted THEN
         RETURN false;
     END IF;
@@ -489,12 +497,7 @@ AS $body$
 DECLARE
     v_row canonlog.ledgers;
 BEGIN
-    PERFORM canonlog.lock_ledger_v1(p_ledger);
-    SELECT * INTO v_row FROM canonlog.ledgers WHERE ledger_id = p_ledger;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION USING ERRCODE = 'CL015',
-            MESSAGE = format('canonlog: ledger %s does not exist', p_ledger);
-    END IF;
+    v_row := canonlog.locked_ledger_v1(p_ledger);
     IF NOT v_row.halted THEN
         RETURN false;
     END IF;
@@ -528,12 +531,7 @@ BEGIN
             MESSAGE = 'canonlog: a key needs an id and owner of 1 to 256 characters, '
                       'purpose agent or witness, and a 32-byte Ed25519 public key';
     END IF;
-    PERFORM canonlog.lock_ledger_v1(p_ledger);
-    SELECT * INTO v_row FROM canonlog.ledgers WHERE ledger_id = p_ledger;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION USING ERRCODE = 'CL015',
-            MESSAGE = format('canonlog: ledger %s does not exist', p_ledger);
-    END IF;
+    v_row := canonlog.locked_ledger_v1(p_ledger);
     IF EXISTS (SELECT FROM canonlog.keys k WHERE k.ledger_id = p_ledger AND k.key_id = p_key_id) THEN
         RAISE EXCEPTION USING ERRCODE = 'CL020',
             MESSAGE = format('canonlog: key %s is already registered in ledger %s', p_key_id, p_ledger);
@@ -562,12 +560,7 @@ DECLARE
     v_key canonlog.keys;
     v_seq bigint;
 BEGIN
-    PERFORM canonlog.lock_ledger_v1(p_ledger);
-    SELECT * INTO v_row FROM canonlog.ledgers WHERE ledger_id = p_ledger;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION USING ERRCODE = 'CL015',
-            MESSAGE = format('canonlog: ledger %s does not exist', p_ledger);
-    END IF;
+    v_row := canonlog.locked_ledger_v1(p_ledger);
     SELECT * INTO v_key FROM canonlog.keys k WHERE k.ledger_id = p_ledger AND k.key_id = p_key_id;
     IF NOT FOUND OR v_key.revoked_seq IS NOT NULL THEN
         RAISE EXCEPTION USING ERRCODE = 'CL020',

@@ -209,12 +209,7 @@ BEGIN
             MESSAGE = 'canonlog: writer_id must be 1 to 256 characters';
     END IF;
     PERFORM canonlog.check_actor_v1(p_actor);
-    PERFORM canonlog.lock_ledger_v1(p_ledger);
-    SELECT * INTO v_row FROM canonlog.ledgers WHERE ledger_id = p_ledger;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION USING ERRCODE = 'CL015',
-            MESSAGE = format('canonlog: ledger %s does not exist', p_ledger);
-    END IF;
+    v_row := canonlog.locked_ledger_v1(p_ledger);
     IF v_row.writer_id IS NULL THEN
         RAISE EXCEPTION USING ERRCODE = 'CL031',
             MESSAGE = format('canonlog: the grant of ledger %s was released; writer %s takes it '
@@ -261,12 +256,7 @@ DECLARE
     v_seq bigint;
 BEGIN
     PERFORM canonlog.check_actor_v1(p_actor);
-    PERFORM canonlog.lock_ledger_v1(p_ledger);
-    SELECT * INTO v_row FROM canonlog.ledgers WHERE ledger_id = p_ledger;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION USING ERRCODE = 'CL015',
-            MESSAGE = format('canonlog: ledger %s does not exist', p_ledger);
-    END IF;
+    v_row := canonlog.locked_ledger_v1(p_ledger);
     IF NOT v_row.halted THEN
         RAISE EXCEPTION USING ERRCODE = 'CL031',
             MESSAGE = format('canonlog: ledger %s is not halted', p_ledger);
@@ -318,12 +308,7 @@ BEGIN
             MESSAGE = 'canonlog: an approval needs a 64-byte Ed25519 signature';
     END IF;
     PERFORM canonlog.check_actor_v1(p_actor);
-    PERFORM canonlog.lock_ledger_v1(p_ledger);
-    SELECT * INTO v_row FROM canonlog.ledgers WHERE ledger_id = p_ledger;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION USING ERRCODE = 'CL015',
-            MESSAGE = format('canonlog: ledger %s does not exist', p_ledger);
-    END IF;
+    v_row := canonlog.locked_ledger_v1(p_ledger);
     v_c := canonlog.open_ceremony_v1(v_row, p_proposal, NULL);
     SELECT * INTO v_key FROM canonlog.keys k WHERE k.ledger_id = p_ledger AND k.key_id = p_key_id;
     IF NOT FOUND OR v_key.purpose <> 'witness' OR v_key.revoked_seq IS NOT NULL THEN
@@ -379,12 +364,7 @@ BEGIN
             MESSAGE = 'canonlog: a ceremony needs a threshold of at least 1 witness';
     END IF;
     PERFORM canonlog.check_actor_v1(p_actor);
-    PERFORM canonlog.lock_ledger_v1(p_ledger);
-    SELECT * INTO v_row FROM canonlog.ledgers WHERE ledger_id = p_ledger;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION USING ERRCODE = 'CL015',
-            MESSAGE = format('canonlog: ledger %s does not exist', p_ledger);
-    END IF;
+    v_row := canonlog.locked_ledger_v1(p_ledger);
     v_c := canonlog.open_ceremony_v1(v_row, p_proposal, 'failover');
     SELECT a.approvals, a.witnesses INTO v_approvals, v_witnesses
     FROM canonlog.counted_approvals_v1(p_ledger, p_proposal) a;
@@ -441,12 +421,7 @@ BEGIN
             MESSAGE = 'canonlog: the waiting period must be 0 seconds or more';
     END IF;
     PERFORM canonlog.check_actor_v1(p_actor);
-    PERFORM canonlog.lock_ledger_v1(p_ledger);
-    SELECT * INTO v_row FROM canonlog.ledgers WHERE ledger_id = p_ledger;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION USING ERRCODE = 'CL015',
-            MESSAGE = format('canonlog: ledger %s does not exist', p_ledger);
-    END IF;
+    v_row := canonlog.locked_ledger_v1(p_ledger);
     v_c := canonlog.open_ceremony_v1(v_row, p_proposal, 'resume');
     SELECT e.recorded_at INTO v_halted_at FROM canonlog.events e
     WHERE e.ledger_id = p_ledger AND e.seq = v_c.halt_seq;
