@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any, NamedTuple, TextIO
+from typing import NamedTuple, TextIO
 
 import orjson
 
@@ -58,49 +58,17 @@ def event_to_json(event: RecordedEvent) -> str:
     }).decode("utf-8")
 
 
-def event_from_json(line: str, line_number: int = 0) -> RecordedEvent:
+def event_from_json(line: str | bytes, line_number: int = 0) -> RecordedEvent:
     """Parses one export line; raises ExportFormatError naming the line and the problem."""
-    try:
-        data: dict[str, Any] = orjson.loads(line)
-        if data.get("format") != FORMAT_VERSION:
-            raise ExportFormatError(f"line {line_number}: unknown export format {data.get('format')!r}")
-        writer_time = data["writer_time"]
-        signature = data["signature"]
-        return RecordedEvent(
-            ledger_id=data["ledger_id"],
-            sequence=data["sequence"],
-            event_id=uuid.UUID(data["event_id"]),
-            stream_id=data["stream_id"],
-            stream_version=data["stream_version"],
-            event_type=data["event_type"],
-            payload=data["payload"].encode("utf-8"),
-            metadata=data["metadata"].encode("utf-8"),
-            task_id=data["task_id"],
-            execution_id=data["execution_id"],
-            correlation_id=data["correlation_id"],
-            causation_id=data["causation_id"],
-            agent_id=data["agent_id"],
-            writer_id=data["writer_id"],
-            epoch=data["epoch"],
-            writer_time=None if writer_time is None else datetime.fromisoformat(writer_time),
-            recorded_at=datetime.fromisoformat(data["recorded_at"]),
-            hash_version=data["hash_version"],
-            prev_hash=bytes.fromhex(data["prev_hash"]),
-            hash=bytes.fromhex(data["hash"]),
-            signing_key_id=data["signing_key_id"],
-            signature=None if signature is None else bytes.fromhex(signature),
-        )
-    except ExportFormatError:
-        raise
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise ExportFormatError(f"line {line_number}: not a canonlog export line: {exc!r}") from exc
+    return RecordedEvent(*exported_event(line, line_number))
 
 
 class ExportedEvent(NamedTuple):
     """An export line as the verifier reads it: the fields the hash covers, nothing more.
 
     A tuple rather than a RecordedEvent because verification of long exports spends
-    much of its time building one object per line.
+    much of its time building one object per line. Its fields are RecordedEvent's, in
+    the same order.
     """
 
     ledger_id: str
