@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from canonlog.application.verifier import verify_chain, verify_events
 from canonlog.domain.errors import InvalidEvent
-from canonlog.domain.events import AppendRequest, NewEvent, WriteContext
+from canonlog.domain.events import AppendRequest, Head, NewEvent, WriteContext
 from canonlog.domain.hashing import event_hash_v1
 from canonlog.domain.signing import sign_event
 from canonlog.infrastructure.memory import MemoryEventLog
@@ -94,8 +94,15 @@ async def test_incremental_verification_learns_earlier_keys(ledger):
     for _ in range(3):
         await log.append(grant, signed(f"s-{_}"))
     events = await log.read_all("main")
-    report = await verify_chain(log, "main", after_sequence=3, after_hash=events[2].hash)
+    anchor = Head("main", 3, events[2].hash)
+    report = await verify_chain(log, "main", after=anchor)
     assert report.ok, report.breaks
+    assert report.events_checked == len(events) - 3
+    from_export = verify_events(events, "main", after=anchor)
+    assert from_export.ok and from_export.events_checked == len(events) - 3, from_export.breaks
+    assert not verify_events(events, "main", after=anchor, signatures="ignore").breaks
+    without_keys = verify_events(events[3:], "main", after=anchor)
+    assert {b.kind for b in without_keys.breaks} == {"bad_signature"}
 
 
 async def test_the_client_refuses_a_bad_signature_before_queueing():

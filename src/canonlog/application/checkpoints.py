@@ -15,12 +15,12 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Protocol
 
 import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from canonlog.application.ports import CheckpointStore, HeadStore
+from canonlog.application.verification import HeadReader, check_against_checkpoints
 from canonlog.domain.checkpoint import (
     Checkpoint,
     CheckpointVerification,
@@ -31,21 +31,13 @@ from canonlog.domain.checkpoint import (
     verify_checkpoint,
 )
 from canonlog.domain.errors import CanonlogError, CheckpointConflict, CheckpointFormatError, TamperDetected
-from canonlog.domain.events import Head, RecordedEvent
+from canonlog.domain.events import Head
 
 log = structlog.get_logger("canonlog.checkpoints")
 
 #: Seconds between the publisher's attempts after a failure, and at the least.
 _RETRY_WAIT = 5.0
 _MIN_WAIT = 0.01
-
-
-class HeadReader(Protocol):
-    async def head(self, ledger_id: str) -> Head: ...
-
-    async def read_all(
-        self, ledger_id: str, *, after: int = 0, limit: int = 1000
-    ) -> list[RecordedEvent]: ...
 
 
 def default_origin(ledger_id: str) -> str:
@@ -369,90 +361,3 @@ class SignedCheckpoints:
             log.warning("checkpoint ignored", ledger_id=ledger_id, location=item.location,
                         reason=item.reason)
         return review
-
-
-# -- holding the database to its checkpoints ---------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class CheckpointMismatch:
-    """A trusted checkpoint the database contradicts.
-
-    kind is "behind" (the database has no event at the checkpoint's sequence) or
-    "hash" (the event there has another hash); database is the database's head
-    for "behind" and its event at the checkpoint's sequence for "hash".
-    """
-
-    kind: str
-    checkpoint: Head
-    database: Head
-    message: str
-
-
-@dataclass(frozen=True, slots=True)
-class CheckpointComparison:
-    """The database held against every trusted checkpoint of one ledger."""
-
-    database_head: Head
-    checked: int
-    newest: Head | None
-    #: The checkpoints the database still agrees with, oldest first.
-    matching: tuple[Head, ...]
-    mismatches: tuple[CheckpointMismatch, ...]
-
-    @property
-    def ok(self) -> bool:
-        return not self.mismatches
-
-    @property
-    def last_matching(self) -> Head | None:
-        """The newest checkpoint the database still agrees with: where an incremental check starts."""
-        return self.matching[-1] if self.matching else None
-
-    @property
-    def uncovered(self) -> int:
-        """Events after the newest checkpoint, which no checkpoint vouches for yet."""
-        newest = self.newest.sequence if self.newest else 0
-        return max(0, self.database_head.sequence - newest)
-
-
-async def check_against_checkpoints(reader: HeadReader, ledger_id: str,
-                                    checkpoints: Iterable[Head]) -> CheckpointComparison:
-    """Compares the database with every trusted checkpoint of the ledger.
-
-    A database head behind a checkpoint (tail cut off, older copy restored) or a
-    hash that differs at a checkpointed sequence (chain rewritten) is a mismatch;
-    its message names the database's and the checkpoint's sequence and hash, and
-    the last checkpointed sequence that still matches (0 when none does).
-    """
-    database_head = await reader.head(ledger_id)
-    heads = sorted({(h.sequence, h.hash): h for h in checkpoints
-                    if h.sequence > 0}.values(), key=lambda h: h.sequence)
-    matching: list[Head] = []
-    found: list[tuple[str, Head, Head]] = []
-    for checkpoint in heads:
-        if checkpoint.sequence > database_head.sequence:
-            found.append(("behind", checkpoint, database_head))
-            continue
-        rows = await reader.read_all(ledger_id, after=checkpoint.sequence - 1, limit=1)
-        stored = rows[0].hash if rows and rows[0].sequence == checkpoint.sequence else b""
-        if stored == checkpoint.hash:
-            matching.append(checkpoint)
-        else:
-            found.append(("hash", checkpoint, Head(ledger_id, checkpoint.sequence, stored)))
-    last = matching[-1].sequence if matching else 0
-    mismatches = tuple(CheckpointMismatch(kind, cp, db, _mismatch_message(kind, cp, db, last))
-                       for kind, cp, db in found)
-    return CheckpointComparison(database_head, len(heads), heads[-1] if heads else None,
-                                tuple(matching), mismatches)
-
-
-def _mismatch_message(kind: str, checkpoint: Head, database: Head, last: int) -> str:
-    tail = f"; the last checkpointed sequence that still matches is {last}"
-    if kind == "behind":
-        return (f"database head #{database.sequence} {database.hash.hex()} is behind checkpoint "
-                f"#{checkpoint.sequence} {checkpoint.hash.hex()}: events were removed or an older "
-                f"copy of the database was restored" + tail)
-    return (f"hash at sequence {checkpoint.sequence} is {database.hash.hex() or '(missing)'} in "
-            f"the database but {checkpoint.hash.hex()} in checkpoint #{checkpoint.sequence}: "
-            f"the chain was rewritten or replaced" + tail)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
+from typing import Final, NoReturn
 
 import structlog
 
-from canonlog.application.checkpoints import check_against_checkpoints
 from canonlog.application.ports import (
     DatabaseInspector,
     EventLog,
@@ -15,16 +15,18 @@ from canonlog.application.ports import (
     HeadStore,
     TrustedCheckpoints,
 )
-from canonlog.application.verifier import verify_chain
+from canonlog.application.verification import check_against_checkpoints, verify_ledger
 from canonlog.domain.errors import (
     CanonlogError,
     LedgerNotFound,
     UnsafeDurability,
     WriterInconsistency,
 )
-from canonlog.domain.events import GENESIS_HASH, Head
+from canonlog.domain.events import Head
 
 log = structlog.get_logger("canonlog.writer")
+
+_LAST_KNOWN: Final = "last known head"
 
 
 async def verify_before_writing(
@@ -58,54 +60,44 @@ async def verify_before_writing(
                                 "integrity schema differs from the shipped one: "
                                 + "; ".join(problems), problems=problems)
 
-    db_head = await event_log.head(ledger_id)
-    trusted = [("last known head", heads.load(ledger_id))]
-    for name, known in trusted:
-        if known is None or known.sequence == 0:
-            continue
-        if db_head.sequence < known.sequence:
+    known = heads.load(ledger_id)
+    against_known = await check_against_checkpoints(event_log, ledger_id, [known] if known else [])
+    for mismatch in against_known.mismatches:
+        database, trusted = mismatch.database, mismatch.checkpoint
+        if mismatch.kind == "behind":
             await _inconsistent(
                 event_log, ledger_id, writer_id, halt_channels,
-                f"database head {db_head.sequence} is behind the writer's {name} "
-                f"{known.sequence}: events were removed or an old backup was restored",
-                database_head=_show(db_head), trusted_head=_show(known), source=name)
-        stored = await event_log.read_all(ledger_id, after=known.sequence - 1, limit=1)
-        stored_hash = stored[0].hash if stored else b""
-        if stored_hash != known.hash:
-            await _inconsistent(
-                event_log, ledger_id, writer_id, halt_channels,
-                f"hash at sequence {known.sequence} is {stored_hash.hex()} in the database "
-                f"but {known.hash.hex()} in the writer's {name}",
-                database_hash=stored_hash.hex(), trusted_hash=known.hash.hex(),
-                sequence=known.sequence, source=name)
+                f"database head {database.sequence} is behind the writer's last known head "
+                f"{trusted.sequence}: events were removed or an old backup was restored",
+                database_head=_show(database), trusted_head=_show(trusted), source=_LAST_KNOWN)
+        await _inconsistent(
+            event_log, ledger_id, writer_id, halt_channels,
+            f"hash at sequence {trusted.sequence} is {database.hash.hex()} in the database "
+            f"but {trusted.hash.hex()} in the writer's {_LAST_KNOWN}",
+            database_hash=database.hash.hex(), trusted_hash=trusted.hash.hex(),
+            sequence=trusted.sequence, source=_LAST_KNOWN)
 
-    if checkpoints is not None:
-        comparison = await check_against_checkpoints(event_log, ledger_id,
-                                                     await checkpoints.heads(ledger_id))
-        if not comparison.ok:
-            first = comparison.mismatches[0]
-            await _inconsistent(
-                event_log, ledger_id, writer_id, halt_channels,
-                f"the database contradicts a trusted checkpoint: {first.message}",
-                database=_show(first.database), checkpoint=_show(first.checkpoint),
-                last_matching=comparison.last_matching.sequence if comparison.last_matching else 0,
-                mismatches=len(comparison.mismatches))
-
-    start = max(0, db_head.sequence - tail_events)
-    anchor = GENESIS_HASH
-    if start > 0:
-        (anchor_event,) = await event_log.read_all(ledger_id, after=start - 1, limit=1)
-        anchor = anchor_event.hash
-    report = await verify_chain(event_log, ledger_id, after_sequence=start, after_hash=anchor,
-                                until=db_head.sequence)
-    if not report.ok and report.first_break is not None:
-        broken = report.first_break
+    verification = await verify_ledger(
+        event_log, ledger_id, trusted=await checkpoints.heads(ledger_id) if checkpoints else (),
+        tail=tail_events)
+    comparison = verification.checkpoints
+    if not comparison.ok:
+        first = comparison.mismatches[0]
+        await _inconsistent(
+            event_log, ledger_id, writer_id, halt_channels,
+            f"the database contradicts a trusted checkpoint: {first.message}",
+            database=_show(first.database), checkpoint=_show(first.checkpoint),
+            last_matching=comparison.last_matching.sequence if comparison.last_matching else 0,
+            mismatches=len(comparison.mismatches))
+    broken = verification.chain.first_break
+    if broken is not None:
         await _inconsistent(
             event_log, ledger_id, writer_id, halt_channels,
             f"the chain's tail is broken at sequence {broken.sequence}: {broken.message}",
             sequence=broken.sequence, expected=broken.expected, found=broken.found)
+    db_head = comparison.database_head
     log.info("startup verification passed", ledger_id=ledger_id, head=db_head.sequence,
-             tail_checked=report.events_checked)
+             tail_checked=verification.chain.events_checked)
     return db_head
 
 
@@ -120,7 +112,7 @@ async def _inconsistent(
     halt_channels: Sequence[HaltChannel],
     message: str,
     **values: object,
-) -> None:
+) -> NoReturn:
     log.critical("startup verification failed; halting the ledger", ledger_id=ledger_id,
                  writer_id=writer_id, reason=message, **values)
     reason = ("writer startup verification failed: " + message)[:1000]

@@ -6,6 +6,10 @@ that sequences run 1..N without gaps, that each event links to the stored hash
 of the one before, and that each stream's versions run 1..n. It keeps only the
 previous hash and each stream's last version, so memory does not grow with the
 number of events, and it reports progress as it goes.
+
+This module checks a chain of events from a start to an end; which start a
+verification may trust, and how the store compares with trusted checkpoints, is
+the verification use case's (canonlog.application.verification.verify_ledger).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from canonlog.domain.events import (
     HASH_VERSION,
     SYSTEM_STREAM,
     SYSTEM_STREAM_PREFIX,
+    Head,
     RecordedEvent,
     RegisteredKey,
 )
@@ -62,8 +67,8 @@ class ChainBreak:
 
 
 @dataclass(frozen=True, slots=True)
-class VerificationReport:
-    """The outcome of a verification: ok only when no break was found."""
+class ChainReport:
+    """What checking a chain of events found: ok only when no break was found."""
 
     ledger_id: str
     events_checked: int
@@ -206,6 +211,16 @@ class ChainVerifier:
         for problem in governance_event_problems(event, self.known_keys):
             self._report(event.sequence, "bad_ceremony", problem)
 
+    def learn_keys_before_start(self, event: VerifiableEvent) -> None:
+        """Learns the key an event before after_sequence registers or revokes, when the
+        event is one of the ledger's own and its stored hash recomputes; checks nothing.
+
+        A verification that starts mid-chain needs the keys registered before its start
+        to check the signatures after it."""
+        if (self.signatures != "ignore" and event.stream_id == SYSTEM_STREAM
+                and event.sequence <= self.after_sequence and event_hash_v1(event) == event.hash):
+            self._learn_key(event)
+
     def _learn_key(self, event: VerifiableEvent) -> None:
         if event.event_type not in ("canonlog.key_added", "canonlog.key_revoked"):
             return
@@ -225,8 +240,8 @@ class ChainVerifier:
             self._report(event.sequence, "bad_signature",
                          f"{event.event_type} event does not describe a key")
 
-    def report(self) -> VerificationReport:
-        return VerificationReport(
+    def report(self) -> ChainReport:
+        return ChainReport(
             ledger_id=self.ledger_id,
             events_checked=self._checked,
             first_sequence=self._first_sequence,
@@ -251,20 +266,43 @@ def verify_events(
     events: Iterable[VerifiableEvent],
     ledger_id: str,
     *,
+    after: Head | None = None,
+    until: int | None = None,
     signatures: SignaturePolicy = "check",
     progress: ProgressCallback | None = None,
     progress_every: int = 10_000,
-) -> VerificationReport:
-    """Verifies events given in sequence order, from the start of the ledger."""
-    verifier = ChainVerifier(ledger_id, signatures=signatures)
-    for count, event in enumerate(events, 1):
+) -> ChainReport:
+    """Verifies events given in sequence order (an export), with no store.
+
+    From the start of the ledger, every event is checked. Given after (a head
+    the caller trusts), the events up to after.sequence only teach the keys they
+    register, and the first event past it must link to after.hash; given until,
+    events past it are left out.
+    """
+    verifier = _verifier(ledger_id, after, signatures)
+    start = verifier.after_sequence
+    count = 0
+    for event in events:
+        if start and event.sequence <= start:
+            verifier.learn_keys_before_start(event)
+            continue
+        if until is not None and event.sequence > until:
+            continue
         verifier.add(event)
+        count += 1
         if progress is not None and count % progress_every == 0:
             progress(count)
     report = verifier.report()
     if progress is not None:
         progress(report.events_checked)
     return report
+
+
+def _verifier(ledger_id: str, after: Head | None, signatures: SignaturePolicy) -> ChainVerifier:
+    if after is None:
+        return ChainVerifier(ledger_id, signatures=signatures)
+    return ChainVerifier(ledger_id, after_sequence=after.sequence, after_hash=after.hash,
+                         signatures=signatures)
 
 
 class EventReader(Protocol):
@@ -300,30 +338,27 @@ async def verify_chain(
     reader: EventReader,
     ledger_id: str,
     *,
-    after_sequence: int = 0,
-    after_hash: bytes = GENESIS_HASH,
+    after: Head | None = None,
     until: int | None = None,
     page_size: int = DEFAULT_PAGE_SIZE,
     signatures: SignaturePolicy = "check",
     progress: ProgressCallback | None = None,
-) -> VerificationReport:
-    """Verifies a ledger read page by page, from after_sequence (whose hash is after_hash).
+) -> ChainReport:
+    """Verifies a ledger's chain read page by page from a store, with nothing else trusted.
 
-    Starting mid-chain is for incremental verification from a trusted
-    checkpoint; the first event must then link to after_hash. Keys registered
-    before that point are learnt from the ledger's own stream, each of those
-    events checked against its own hash.
+    From the start of the ledger unless given after (a head the caller trusts): the
+    first event past it must then link to after.hash, and the keys registered before
+    it are learnt from the ledger's own stream, each of those events checked against
+    its own hash. verify_ledger is the verification use case built on this one.
     """
-    verifier = ChainVerifier(ledger_id, after_sequence=after_sequence, after_hash=after_hash,
-                             signatures=signatures)
-    if after_sequence > 0 and signatures != "ignore":
+    verifier = _verifier(ledger_id, after, signatures)
+    if verifier.after_sequence > 0 and signatures != "ignore":
         for event in await reader.read_stream(ledger_id, SYSTEM_STREAM):
-            if event.sequence > after_sequence:
+            if event.sequence > verifier.after_sequence:
                 break
-            if event_hash_v1(event) == event.hash:
-                verifier._learn_key(event)
+            verifier.learn_keys_before_start(event)
     checked = 0
-    async for page in _pages(reader, ledger_id, after_sequence, until, page_size):
+    async for page in _pages(reader, ledger_id, verifier.after_sequence, until, page_size):
         for event in page:
             verifier.add(event)
         checked += len(page)

@@ -19,13 +19,8 @@ from dataclasses import dataclass
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from canonlog.application.ports import WitnessState
-from canonlog.application.verifier import (
-    ChainVerifier,
-    EventReader,
-    VerifiableEvent,
-    VerificationReport,
-    verify_chain,
-)
+from canonlog.application.verification import LedgerReader, verify_ledger
+from canonlog.application.verifier import ChainReport, VerifiableEvent, verify_events
 from canonlog.domain.checkpoint import (
     NoteSignature,
     SignedCheckpoint,
@@ -60,7 +55,7 @@ class CheckpointWitness:
         self._log_keys = tuple(log_keys)
         self._clock = clock
 
-    async def cosign(self, note: bytes, *, reader: EventReader | None = None,
+    async def cosign(self, note: bytes, *, reader: LedgerReader | None = None,
                      events: Iterable[VerifiableEvent] | None = None) -> Cosigned:
         """Checks the note and returns the witness's cosignature of it, recording it as seen.
 
@@ -99,23 +94,20 @@ class CheckpointWitness:
                         last.sequence if last else 0)
 
 
-async def _verify_between(start: Head, end: Head, reader: EventReader | None,
-                          events: Iterable[VerifiableEvent] | None) -> VerificationReport:
+async def _verify_between(start: Head, end: Head, reader: LedgerReader | None,
+                          events: Iterable[VerifiableEvent] | None) -> ChainReport:
     # Agent signatures are not the witness's business: it vouches for append-only
     # growth of the chain, nothing about the events' content.
     if reader is not None:
-        return await verify_chain(reader, end.ledger_id, after_sequence=start.sequence,
-                                  after_hash=start.hash, until=end.sequence, signatures="ignore")
+        verification = await verify_ledger(reader, end.ledger_id, anchor=start,
+                                           until=end.sequence, signatures="ignore")
+        return verification.chain
     assert events is not None
-    verifier = ChainVerifier(end.ledger_id, after_sequence=start.sequence, after_hash=start.hash,
-                             signatures="ignore")
-    for event in events:
-        if start.sequence < event.sequence <= end.sequence:
-            verifier.add(event)
-    return verifier.report()
+    return verify_events(events, end.ledger_id, after=start, until=end.sequence,
+                         signatures="ignore")
 
 
-def _require_extension(what: str, start: Head, end: Head, report: VerificationReport) -> None:
+def _require_extension(what: str, start: Head, end: Head, report: ChainReport) -> None:
     since = f"checkpoint #{start.sequence} ({start.hash.hex()})" if start.sequence else "genesis"
     broken = report.first_break
     if broken is not None:

@@ -16,7 +16,7 @@ from typing import Any
 
 import asyncpg
 
-from canonlog.application.verifier import VerificationReport, verify_chain
+from canonlog.application.verifier import ChainReport, verify_chain
 from canonlog.domain.errors import CanonlogError, ExportFormatError, StorageError
 from canonlog.infrastructure.bootstrap import configure_logging, open_event_log, prepare_database
 from canonlog.infrastructure.cli_checkpoints import checkpoints_enabled, verify_with_checkpoints
@@ -42,7 +42,7 @@ from canonlog.infrastructure.settings import Settings
 _print_json = print_json
 
 
-def _report_json(report: VerificationReport) -> dict[str, Any]:
+def _report_json(report: ChainReport) -> dict[str, Any]:
     return {
         "ok": report.ok,
         "ledger_id": report.ledger_id,
@@ -57,7 +57,7 @@ def _report_json(report: VerificationReport) -> dict[str, Any]:
     }
 
 
-def _show_report(report: VerificationReport, as_json: bool) -> int:
+def _show_report(report: ChainReport, as_json: bool) -> int:
     if as_json:
         _print_json(_report_json(report))
     else:

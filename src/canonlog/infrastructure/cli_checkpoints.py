@@ -12,18 +12,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from canonlog.application.checkpoints import (
+from canonlog.application.checkpoints import CheckpointReview, create_checkpoint, publish_checkpoint
+from canonlog.application.verification import (
     CheckpointComparison,
-    CheckpointReview,
     check_against_checkpoints,
-    create_checkpoint,
-    publish_checkpoint,
+    verify_ledger,
 )
-from canonlog.application.verifier import VerificationReport, verify_chain
+from canonlog.application.verifier import ChainReport
 from canonlog.application.witness import CheckpointWitness
 from canonlog.domain.checkpoint import TrustedKey, parse_checkpoint, verify_checkpoint
 from canonlog.domain.errors import CheckpointFormatError
-from canonlog.domain.events import GENESIS_HASH, Head
+from canonlog.domain.events import Head
 from canonlog.infrastructure.bootstrap import open_event_log
 from canonlog.infrastructure.checkpoint_store import (
     FileWitnessState,
@@ -45,8 +44,8 @@ from canonlog.infrastructure.keyfiles import generate_key_file, load_private_key
 from canonlog.infrastructure.progress import Progress
 from canonlog.infrastructure.settings import Settings
 
-ShowReport = Callable[[VerificationReport, bool], int]
-ReportJson = Callable[[VerificationReport], dict[str, Any]]
+ShowReport = Callable[[ChainReport, bool], int]
+ReportJson = Callable[[ChainReport], dict[str, Any]]
 
 
 def with_checkpoint_dir(settings: Settings, args: argparse.Namespace) -> Settings:
@@ -244,17 +243,13 @@ async def verify_with_checkpoints(settings: Settings, args: argparse.Namespace,
     review = await trusted.review(ledger)
     async with open_event_log(settings) as (log, _):
         await log.ledger_state(ledger)
-        comparison = await check_against_checkpoints(log, ledger, review.heads())
-        anchors = [h for h in comparison.matching
-                   if not args.full and (args.until is None or h.sequence <= args.until)]
-        start = anchors[-1] if anchors else None
-        end = comparison.database_head.sequence if args.until is None else args.until
-        progress = Progress("verifying", max(0, end - (start.sequence if start else 0)))
-        report = await verify_chain(
-            log, ledger, after_sequence=start.sequence if start else 0,
-            after_hash=start.hash if start else GENESIS_HASH, until=args.until,
-            progress=progress)
+        progress = Progress("verifying")
+        verification = await verify_ledger(log, ledger, trusted=review.heads(),
+                                           from_genesis=args.full, until=args.until,
+                                           progress=progress)
         progress.finish()
+    report, comparison = verification.chain, verification.checkpoints
+    start = verification.coverage.start if verification.coverage.mode == "checkpoint" else None
     ok = report.ok and comparison.ok
     if args.json:
         print_json({**report_json(report), "ok": ok,

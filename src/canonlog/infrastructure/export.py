@@ -18,9 +18,9 @@ import orjson
 
 from canonlog.application.ports import ProgressCallback
 from canonlog.application.verifier import (
+    ChainReport,
     EventReader,
     SignaturePolicy,
-    VerificationReport,
     verify_events,
 )
 from canonlog.domain.errors import ExportFormatError
@@ -157,7 +157,7 @@ def verify_export(
     ledger_id: str | None = None,
     signatures: SignaturePolicy = "check",
     progress: ProgressCallback | None = None,
-) -> VerificationReport:
+) -> ChainReport:
     """Verifies an export with no database; the ledger is the first line's unless given."""
     def lines() -> Iterator[ExportedEvent]:
         with path.open("rb") as source:

@@ -1,0 +1,77 @@
+"""verify_ledger: the chain recomputed from the start the caller chose, the store held
+to every trusted head, and the report saying which start ran and what it covered."""
+
+from __future__ import annotations
+
+import pytest
+
+from canonlog.application.verification import verify_ledger
+from canonlog.domain.events import GENESIS_HASH, AppendRequest, Head, NewEvent
+from canonlog.infrastructure.memory import MemoryEventLog
+
+
+@pytest.fixture
+async def ledger() -> tuple[MemoryEventLog, dict[int, bytes]]:
+    """A ledger of 10 events (a grant and 9 appends) and the hash at every sequence."""
+    log = MemoryEventLog()
+    grant = await log.acquire_grant("main", "w")
+    for i in range(9):
+        (outcome,) = await log.append_batch(
+            grant, [AppendRequest.create("s", [NewEvent.create("e", {"i": i})])])
+        assert not isinstance(outcome, Exception)
+    return log, {e.sequence: e.hash for e in await log.read_all("main")}
+
+
+async def test_by_default_every_hash_is_recomputed_and_checkpoints_only_compared(ledger):
+    log, at = ledger
+    report = await verify_ledger(log, "main", trusted=[Head("main", 6, at[6])])
+    assert report.ok and report.ledger_id == "main"
+    assert report.coverage.mode == "genesis"
+    assert report.coverage.start == Head("main", 0, GENESIS_HASH)
+    assert (report.coverage.end, report.coverage.recomputed) == (10, 10)
+    assert report.chain.events_checked == 10
+    assert report.checkpoints.matching == (Head("main", 6, at[6]),)
+    assert report.coverage.uncovered == 4
+
+
+async def test_incrementally_from_the_newest_checkpoint_the_store_still_matches(ledger):
+    log, at = ledger
+    trusted = [Head("main", 3, at[3]), Head("main", 6, at[6]), Head("main", 8, bytes(32))]
+    report = await verify_ledger(log, "main", trusted=trusted, from_genesis=False)
+    assert report.coverage.mode == "checkpoint"
+    assert report.coverage.start == Head("main", 6, at[6])
+    assert report.chain.ok and report.chain.events_checked == 4
+    assert not report.ok and [m.kind for m in report.checkpoints.mismatches] == ["hash"]
+    assert report.coverage.uncovered == 2
+
+    until = await verify_ledger(log, "main", trusted=trusted, from_genesis=False, until=5)
+    assert until.coverage.start == Head("main", 3, at[3])
+    assert (until.coverage.end, until.chain.events_checked) == (5, 2)
+
+    none_matches = await verify_ledger(log, "main", trusted=[Head("main", 4, bytes(32))],
+                                       from_genesis=False)
+    assert none_matches.coverage.mode == "genesis" and none_matches.chain.events_checked == 10
+
+
+async def test_from_an_anchor_the_first_event_must_link_to_it(ledger):
+    log, at = ledger
+    report = await verify_ledger(log, "main", anchor=Head("main", 7, at[7]))
+    assert report.ok and report.coverage.mode == "anchor"
+    assert report.chain.events_checked == 3
+    forked = await verify_ledger(log, "main", anchor=Head("main", 7, bytes(32)), until=9)
+    assert forked.chain.first_break is not None
+    assert (forked.chain.first_break.sequence, forked.chain.first_break.kind) == (
+        8, "prev_hash_mismatch")
+    assert forked.coverage.end == 9
+
+
+async def test_a_tail_is_recomputed_from_the_stores_own_hash_before_it(ledger):
+    log, at = ledger
+    report = await verify_ledger(log, "main", tail=4)
+    assert report.ok and report.coverage.mode == "tail"
+    assert report.coverage.start == Head("main", 6, at[6])
+    assert report.coverage.recomputed == 4
+    longer = await verify_ledger(log, "main", tail=1000, until=8)
+    assert longer.coverage.mode == "genesis" and longer.coverage.end == 8
+    with pytest.raises(ValueError, match="an anchor or a tail"):
+        await verify_ledger(log, "main", tail=4, anchor=Head("main", 6, at[6]))
