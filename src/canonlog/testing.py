@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from canonlog.application.client import LedgerClient
-from canonlog.application.halt import LedgerHaltChannel
+from canonlog.application.halting import LedgerHaltChannel
 from canonlog.application.writer import EventWriterService, WriterConfig
 from canonlog.domain.events import DEFAULT_LEDGER
 from canonlog.infrastructure.head_store import MemoryHeadStore

@@ -8,7 +8,7 @@ import asyncpg
 import pytest
 
 from canonlog.application.client import LedgerClient
-from canonlog.application.halt import LedgerHaltChannel
+from canonlog.application.halting import LedgerHaltChannel
 from canonlog.application.ports import AppendResult
 from canonlog.application.verifier import verify_chain
 from canonlog.application.writer import EventWriterService, WriterConfig, WriterState
@@ -19,6 +19,7 @@ from canonlog.domain.errors import (
     InvalidEvent,
     LeaseUnavailable,
     StaleWriter,
+    StorageError,
     SystemHalted,
     UnsafeDurability,
     WriterInconsistency,
@@ -133,11 +134,23 @@ async def test_group_commit_gives_each_of_64_callers_its_own_outcome(env):
     await writer.stop()
 
 
+class UnreachableChannel:
+    """A halt channel whose server is down: it knows of no halt and cannot announce one."""
+
+    async def halt_reason(self, ledger_id):
+        return None
+
+    async def announce(self, ledger_id, reason):
+        raise StorageError("could not announce the halt: connection refused")
+
+
 async def test_a_halted_ledger_refuses_and_fails_queued_appends(env):
     make, _, _ = env
-    writer, counting = await make()
+    writer, counting = await make(channels=[UnreachableChannel()])
     await writer.append(req("s"))
-    await writer.halt("operator saw something")
+    outcome = await writer.halt("operator saw something")
+    # The channel never heard of it; the database's halt stops the write all the same.
+    assert outcome.recorded and len(outcome.unannounced) == 1
     with pytest.raises(SystemHalted) as refused:
         await writer.append(req("s"))
     assert refused.value.reason == "operator saw something"

@@ -17,6 +17,7 @@ from canonlog.application.ceremonies import (
     report_ceremony,
     resume_statement_v1,
 )
+from canonlog.application.halting import halt_ledger
 from canonlog.domain.errors import (
     ApprovalRefused,
     CeremonyNotApplicable,
@@ -146,8 +147,8 @@ async def test_execution_refuses_a_forged_approval_and_promotion_events_self_ver
 async def test_the_resume_ceremony_through_the_application(log) -> None:
     with pytest.raises(CeremonyNotApplicable, match="ledger main is not halted"):
         await ceremonies.execute_resume(log, "main", 1, 0, "ops")
-    assert await ceremonies.halt(log, "main", "drill", "ops") is True
-    assert await ceremonies.halt(log, "main", "again", "ops") is False
+    assert (await halt_ledger(log, "main", "drill", "ops")).recorded is True
+    assert (await halt_ledger(log, "main", "again", "ops")).recorded is False
     with pytest.raises(CeremonyNotFound, match="no witness has approved resuming"):
         await ceremonies.execute_resume(log, "main", 1, 0, "ops")
     first = await ceremonies.approve_resume(log, "main", "w-a", "ops", private_key=key(1))

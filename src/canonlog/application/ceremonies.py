@@ -1,4 +1,4 @@
-"""Governance: halting, witnessed failover and resume ceremonies, and keys.
+"""Governance: witnessed failover and resume ceremonies, and keys.
 
 A ceremony is a proposal that executes once enough distinct witnesses have
 signed its *statement* with their registered Ed25519 witness keys. The
@@ -199,17 +199,6 @@ async def current_resume_ceremony(event_log: EventLog, ledger_id: str) -> Ceremo
 
 
 # -- steps ----------------------------------------------------------------------------
-
-
-async def halt(event_log: EventLog, ledger_id: str, reason: str, actor: str,
-               channels: Sequence[HaltChannel] = ()) -> bool:
-    """Halts the ledger with a chained event and announces it on every channel; returns
-    False when it was halted already (the halt is announced again all the same)."""
-    changed = await event_log.halt(ledger_id, reason, actor)
-    state = await event_log.ledger_state(ledger_id)
-    for channel in channels:
-        await channel.announce(ledger_id, state.halt_reason or reason)
-    return changed
 
 
 async def _ceremony(event_log: EventLog, ledger_id: str, proposal_id: int) -> Ceremony:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 from typing import Final, NoReturn
 
 import structlog
 
+from canonlog.application.halting import halt_ledger
 from canonlog.application.ports import (
     DatabaseInspector,
     EventLog,
@@ -16,12 +16,7 @@ from canonlog.application.ports import (
     TrustedCheckpoints,
 )
 from canonlog.application.verification import check_against_checkpoints, verify_ledger
-from canonlog.domain.errors import (
-    CanonlogError,
-    LedgerNotFound,
-    UnsafeDurability,
-    WriterInconsistency,
-)
+from canonlog.domain.errors import UnsafeDurability, WriterInconsistency
 from canonlog.domain.events import Head
 
 log = structlog.get_logger("canonlog.writer")
@@ -116,11 +111,6 @@ async def _inconsistent(
     log.critical("startup verification failed; halting the ledger", ledger_id=ledger_id,
                  writer_id=writer_id, reason=message, **values)
     reason = ("writer startup verification failed: " + message)[:1000]
-    with contextlib.suppress(LedgerNotFound):
-        await event_log.halt(ledger_id, reason, writer_id)
-    for channel in halt_channels:
-        try:
-            await channel.announce(ledger_id, reason)
-        except CanonlogError as exc:
-            log.error("halt not announced", ledger_id=ledger_id, error=str(exc))
+    await halt_ledger(event_log, ledger_id, reason, writer_id, halt_channels,
+                      missing_ledger_ok=True)
     raise WriterInconsistency(message)

@@ -24,6 +24,7 @@ from typing import Final
 
 import structlog
 
+from canonlog.application.halting import HaltOutcome, halt_ledger
 from canonlog.application.ports import (
     AppendOutcome,
     AppendResult,
@@ -214,12 +215,13 @@ class EventWriterService:
             self._log_context.warning("grant released for hand-over", epoch=self._grant.epoch)
         await self._lease.release()
 
-    async def halt(self, reason: str) -> None:
-        """Halts the ledger in the database and announces it on every channel."""
-        await self._log.halt(self._config.ledger_id, reason, self._config.writer_id)
-        for channel in self._halt_channels:
-            await channel.announce(self._config.ledger_id, reason)
-        self._log_context.critical("ledger halted", reason=reason)
+    async def halt(self, reason: str) -> HaltOutcome:
+        """Halts the ledger and announces it on every halt channel (see halt_ledger)."""
+        outcome = await halt_ledger(self._log, self._config.ledger_id, reason,
+                                    self._config.writer_id, self._halt_channels)
+        self._log_context.critical("ledger halted", reason=outcome.reason,
+                                   unannounced=len(outcome.unannounced))
+        return outcome
 
     # -- the flusher -----------------------------------------------------------------
 

@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from canonlog.application import ceremonies
 from canonlog.application.ceremonies import CeremonyReport, report_ceremony
+from canonlog.application.halting import halt_ledger
 from canonlog.application.ports import HaltChannel
 from canonlog.domain.ceremony import FAILOVER
 from canonlog.domain.errors import InvalidEvent, TamperDetected
@@ -82,7 +83,8 @@ async def _halt_channels(settings: Settings) -> AsyncIterator[list[HaltChannel]]
 async def cmd_halt(settings: Settings, args: argparse.Namespace) -> int:
     ledger = _ledger(settings, args)
     async with open_event_log(settings) as (log, _), _halt_channels(settings) as channels:
-        changed = await ceremonies.halt(log, ledger, args.reason, _actor(settings, args), channels)
+        halted = await halt_ledger(log, ledger, args.reason, _actor(settings, args), channels)
+        changed = halted.recorded
         state = await log.ledger_state(ledger)
         head = await log.head(ledger)
     if args.json:
