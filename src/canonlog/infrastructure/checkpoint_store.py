@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 from pathlib import Path
 
@@ -22,42 +21,12 @@ from canonlog.application.ports import EventLog, StoredCheckpoint
 from canonlog.domain.checkpoint import EM_DASH, TrustedKey, check_key_name
 from canonlog.domain.errors import CheckpointConflict, CheckpointFormatError
 from canonlog.domain.events import Head
+from canonlog.infrastructure.files import file_name, write_file
 from canonlog.infrastructure.keyfiles import load_private_key, public_bytes
 from canonlog.infrastructure.settings import Settings
 
 _CHECKPOINT = re.compile(r"([0-9]{20})\.checkpoint")
 _MAX_NOTE_BYTES = 64 * 1024
-
-
-def file_name(name: str) -> str:
-    """Escapes a ledger or key name into one safe, reversible file name component."""
-    return "".join(
-        c if (c.isascii() and (c.isalnum() or c in "-_" or (c == "." and i > 0)))
-        else "".join(f"%{b:02x}" for b in c.encode("utf-8"))
-        for i, c in enumerate(name)
-    )
-
-
-def _write_once(path: Path, data: bytes) -> None:
-    # O_EXCL makes creation fail when the file exists, so nothing published is
-    # ever replaced; fsync of the file and its directory makes it durable before
-    # anyone is told where it is.
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
-    try:
-        written = os.write(descriptor, data)
-        if written != len(data):
-            raise OSError(f"short write to {path}")
-        os.fsync(descriptor)
-    except BaseException:
-        os.close(descriptor)
-        path.unlink(missing_ok=True)
-        raise
-    os.close(descriptor)
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
 
 
 class DirectoryCheckpointStore:
@@ -79,7 +48,7 @@ class DirectoryCheckpointStore:
         path = self.path(ledger_id, sequence)
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            _write_once(path, note)
+            write_file(path, note, mode=0o444)
         except FileExistsError:
             raise CheckpointConflict(f"{path} already exists; published checkpoints are never "
                                      f"replaced") from None
@@ -149,7 +118,7 @@ class DirectoryCheckpointStore:
                                      f"cosign in {checkpoint.parent}")
         path = checkpoint.with_name(f"{sequence:020d}.{file_name(key_name)}.cosignature")
         try:
-            _write_once(path, signature_line)
+            write_file(path, signature_line, mode=0o444)
         except FileExistsError:
             return False
         return True
@@ -189,12 +158,8 @@ class FileWitnessState:
         data[origin] = {"ledger_id": head.ledger_id, "sequence": head.sequence,
                         "hash": head.hash.hex()}
         self._path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = self._path.with_name(self._path.name + ".tmp")
-        with temporary.open("w", encoding="utf-8") as out:
-            json.dump(data, out, indent=2, sort_keys=True)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, self._path)
+        write_file(self._path, json.dumps(data, indent=2, sort_keys=True).encode("utf-8"),
+                   replace=True)
 
 
 # -- from settings -------------------------------------------------------------------------

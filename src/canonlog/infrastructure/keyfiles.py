@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from canonlog.domain.errors import CanonlogError
+from canonlog.infrastructure.files import write_file
 
 
 class KeyFileError(CanonlogError):
@@ -27,11 +27,9 @@ def generate_key_file(path: Path) -> bytes:
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                             serialization.NoEncryption())
     try:
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        write_file(path, pem, mode=0o600)
     except FileExistsError as exc:
         raise KeyFileError(f"{path} already exists; refusing to overwrite a key") from exc
-    with os.fdopen(descriptor, "wb") as out:
-        out.write(pem)
     return public_bytes(key)
 
 
