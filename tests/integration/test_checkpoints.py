@@ -29,11 +29,8 @@ from canonlog.domain.errors import (
     WriterInconsistency,
 )
 from canonlog.domain.events import AppendRequest, Head, NewEvent
-from canonlog.infrastructure.checkpoint_store import (
-    DirectoryCheckpointStore,
-    FileWitnessState,
-    trusted_checkpoints,
-)
+from canonlog.infrastructure.bootstrap import trusted_checkpoints
+from canonlog.infrastructure.checkpoint_store import DirectoryCheckpointStore, FileWitnessState
 from canonlog.infrastructure.export import export_ledger, read_export
 from canonlog.infrastructure.keyfiles import generate_key_file, public_bytes
 from canonlog.infrastructure.memory import MemoryEventLog

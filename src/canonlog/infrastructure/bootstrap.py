@@ -1,4 +1,10 @@
-"""The composition root: builds servers, pools and adapters from Settings."""
+"""The composition root: every object canonlog builds from Settings is built here.
+
+Entry points (the CLI, an application's ``canonlog.open()``) and tests take what
+they need from this module: the database connections and the event log, the
+writer with its lease and halt channels, Redis, and the signed-checkpoint
+machinery (stores, signer, trusted keys, trusted checkpoints, publisher, witness).
+"""
 
 from __future__ import annotations
 
@@ -7,21 +13,34 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import asyncpg
 import structlog
 
+from canonlog.application.checkpoints import CheckpointPublisher, CheckpointSigner, SignedCheckpoints
 from canonlog.application.client import LedgerClient
-from canonlog.application.ports import HaltChannel, HeadStore, WriterLease
+from canonlog.application.ports import EventLog, HaltChannel, HeadStore, WriterLease
+from canonlog.application.witness import CheckpointWitness
 from canonlog.application.writer import EventWriterService, WriterConfig
-from canonlog.infrastructure.checkpoint_store import checkpoint_publisher, trusted_checkpoints
+from canonlog.domain.checkpoint import TrustedKey, check_key_name
+from canonlog.domain.errors import CheckpointFormatError
+from canonlog.infrastructure.checkpoint_store import DirectoryCheckpointStore, FileWitnessState
 from canonlog.infrastructure.head_store import FileHeadStore
+from canonlog.infrastructure.keyfiles import load_private_key, public_bytes
 from canonlog.infrastructure.postgres.asyncpg_log import AsyncpgEventLog, translated
 from canonlog.infrastructure.postgres.embedded import EmbeddedServer, provision, start_embedded
 from canonlog.infrastructure.postgres.inspector import PostgresInspector
 from canonlog.infrastructure.postgres.migrations import migrate
 from canonlog.infrastructure.postgres.notifier import PostgresNotifier
 from canonlog.infrastructure.settings import Settings
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+#: Seconds a command waits for Redis before giving up (the writer uses its renew interval).
+_COMMAND_REDIS_TIMEOUT = 2.0
 
 
 def configure_logging(settings: Settings) -> None:
@@ -45,6 +64,9 @@ def configure_logging(settings: Settings) -> None:
     )
 
 
+# -- the database ---------------------------------------------------------------------------
+
+
 @dataclass(frozen=True, slots=True)
 class Connections:
     """Where the runtime role and the administrator connect."""
@@ -52,6 +74,11 @@ class Connections:
     dsn: str
     admin_dsn: str | None
     embedded: EmbeddedServer | None
+
+
+async def _connect(dsn: str) -> asyncpg.Connection:
+    async with translated():
+        return await asyncpg.connect(dsn)
 
 
 async def prepare_database(settings: Settings) -> Connections:
@@ -63,12 +90,11 @@ async def prepare_database(settings: Settings) -> Connections:
     assert settings.dsn is not None
     admin = settings.admin_dsn or settings.dsn
     if settings.migrate_on_start:
-        async with translated():
-            conn = await asyncpg.connect(admin)
-            try:
-                await migrate(conn)
-            finally:
-                await conn.close()
+        conn = await _connect(admin)
+        try:
+            await migrate(conn)
+        finally:
+            await conn.close()
     return Connections(settings.dsn, admin, None)
 
 
@@ -81,6 +107,140 @@ async def open_event_log(settings: Settings) -> AsyncIterator[tuple[AsyncpgEvent
         yield log, connections
     finally:
         await log.close()
+
+
+@asynccontextmanager
+async def admin_connection(settings: Settings) -> AsyncIterator[asyncpg.Connection]:
+    """Yields one connection as the administrator (admin_dsn, else dsn) to the prepared database."""
+    connections = await prepare_database(settings)
+    conn = await _connect(connections.admin_dsn or connections.dsn)
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+# -- Redis: the writer lease and the halt channel ---------------------------------------------
+
+
+@asynccontextmanager
+async def _redis(settings: Settings, timeout: float) -> AsyncIterator[Redis | None]:
+    """Yields a client of settings.redis_url (None when it is not set), closing it afterwards."""
+    if not settings.redis_url:
+        yield None
+        return
+    import redis.asyncio as redis
+
+    client = redis.Redis.from_url(settings.redis_url, socket_timeout=timeout,
+                                  socket_connect_timeout=timeout)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+def _halt_channels(client: Redis | None) -> list[HaltChannel]:
+    # The database's halt flag is checked by the append itself, under the ledger
+    # lock; Redis adds a channel every process sees at once.
+    if client is None:
+        return []
+    from canonlog.infrastructure.redis.halt import RedisHaltChannel
+
+    return [RedisHaltChannel(client)]
+
+
+@asynccontextmanager
+async def halt_channels(settings: Settings) -> AsyncIterator[list[HaltChannel]]:
+    """Yields the channels besides the database that writers read halt state from:
+    Redis's halt key when settings.redis_url is set, else none."""
+    async with _redis(settings, _COMMAND_REDIS_TIMEOUT) as client:
+        yield _halt_channels(client)
+
+
+def _writer_lease(settings: Settings, client: Redis | None, dsn: str) -> WriterLease:
+    if client is not None:
+        from canonlog.infrastructure.redis.lease import RedisLease
+
+        return RedisLease(client, settings.ledger, settings.writer_id, ttl=settings.lease_ttl)
+    from canonlog.infrastructure.postgres.lease import AdvisoryLockLease
+
+    return AdvisoryLockLease(dsn, settings.ledger, settings.writer_id, ttl=settings.lease_ttl)
+
+
+# -- signed checkpoints -------------------------------------------------------------------------
+
+
+def checkpoint_stores(settings: Settings) -> list[DirectoryCheckpointStore]:
+    """A store per configured checkpoint directory (none when none is configured)."""
+    return [DirectoryCheckpointStore(d) for d in settings.checkpoint_dirs]
+
+
+def checkpoint_signer(settings: Settings, ledger_id: str) -> CheckpointSigner | None:
+    """The ledger's checkpoint signer from checkpoint_key_file, or None when it is not set."""
+    if settings.checkpoint_key_file is None:
+        return None
+    name = settings.checkpoint_key_name or settings.origin_for(ledger_id)
+    try:
+        check_key_name(name)
+    except CheckpointFormatError as exc:
+        raise CheckpointFormatError(f"{exc}; set checkpoint_key_name") from exc
+    return CheckpointSigner(name, load_private_key(settings.checkpoint_key_file))
+
+
+def trusted_signer_keys(settings: Settings, ledger_id: str) -> list[TrustedKey]:
+    """checkpoint_public_keys, and the public half of checkpoint_key_file when it is set."""
+    keys = [TrustedKey(name, key) for name, key in settings.trusted_checkpoint_keys]
+    signer = checkpoint_signer(settings, ledger_id)
+    if signer is not None:
+        own = TrustedKey(signer.key_name, public_bytes(signer.private_key))
+        if own not in keys:
+            keys.append(own)
+    return keys
+
+
+def trusted_witness_keys(settings: Settings) -> list[TrustedKey]:
+    """The witnesses whose cosignatures count (witness_keys)."""
+    return [TrustedKey.witness(name, key) for name, key in settings.trusted_witness_keys]
+
+
+def trusted_checkpoints(settings: Settings, ledger_id: str) -> SignedCheckpoints | None:
+    """The ledger's TrustedCheckpoints, or None when no checkpoint directory is configured."""
+    stores = checkpoint_stores(settings)
+    if not stores:
+        return None
+    return SignedCheckpoints(
+        stores, trusted_signer_keys(settings, ledger_id),
+        witnesses=trusted_witness_keys(settings),
+        witnesses_required=settings.checkpoint_witnesses_required,
+        origin=settings.origin_for,
+    )
+
+
+def checkpoint_publisher(settings: Settings, event_log: EventLog,
+                         ledger_id: str) -> CheckpointPublisher | None:
+    """The background publisher, when both a directory and the signing key are configured."""
+    stores = checkpoint_stores(settings)
+    signer = checkpoint_signer(settings, ledger_id)
+    if not stores or signer is None:
+        return None
+    return CheckpointPublisher(event_log, ledger_id, signer, stores,
+                               origin=settings.origin_for(ledger_id),
+                               every_events=settings.checkpoint_every_events,
+                               every_seconds=settings.checkpoint_every_seconds)
+
+
+def checkpoint_witness(settings: Settings, ledger_id: str, *, name: str, key_file: Path,
+                       state_file: Path) -> CheckpointWitness | None:
+    """A witness named name, with its private key and state file, that cosigns checkpoints
+    signed by the ledger's trusted checkpoint keys; None when no such key is configured."""
+    log_keys = trusted_signer_keys(settings, ledger_id)
+    if not log_keys:
+        return None
+    return CheckpointWitness(name, load_private_key(key_file), FileWitnessState(state_file),
+                             log_keys)
+
+
+# -- the writer -----------------------------------------------------------------------------------
 
 
 def writer_config(settings: Settings) -> WriterConfig:
@@ -108,37 +268,16 @@ async def open_ledger(settings: Settings | None = None) -> AsyncIterator[LedgerC
         # otherwise canonlog logs at CANONLOG_LOG_LEVEL rather than structlog's
         # default of every level to stdout.
         configure_logging(settings)
-    async with open_event_log(settings) as (event_log, connections):
-        lease: WriterLease
-        # The database's halt flag is checked by the append itself, under the ledger
-        # lock; Redis adds a channel every process sees at once.
-        channels: list[HaltChannel] = []
-        redis_client = None
-        if settings.redis_url:
-            import redis.asyncio as redis
-
-            from canonlog.infrastructure.redis.halt import RedisHaltChannel
-            from canonlog.infrastructure.redis.lease import RedisLease
-
-            redis_client = redis.Redis.from_url(
-                settings.redis_url, socket_timeout=settings.lease_renew_interval,
-                socket_connect_timeout=settings.lease_renew_interval,
-            )
-            lease = RedisLease(redis_client, settings.ledger, settings.writer_id,
-                               ttl=settings.lease_ttl)
-            channels.append(RedisHaltChannel(redis_client))
-        else:
-            from canonlog.infrastructure.postgres.lease import AdvisoryLockLease
-
-            lease = AdvisoryLockLease(connections.dsn, settings.ledger, settings.writer_id,
-                                      ttl=settings.lease_ttl)
+    async with open_event_log(settings) as (event_log, connections), \
+            _redis(settings, settings.lease_renew_interval) as redis_client:
         # Signed checkpoints: trusted at startup, published in the background.
         heads: HeadStore = FileHeadStore(settings.data_dir / "writer")
         publisher = checkpoint_publisher(settings, event_log, settings.ledger)
         if publisher is not None:
             heads = publisher.watching(heads)
         writer = EventWriterService(
-            event_log, lease, channels, heads,
+            event_log, _writer_lease(settings, redis_client, connections.dsn),
+            _halt_channels(redis_client), heads,
             writer_config(settings), inspector=PostgresInspector(event_log.pool),
             checkpoints=trusted_checkpoints(settings, settings.ledger),
         )
@@ -154,5 +293,3 @@ async def open_ledger(settings: Settings | None = None) -> AsyncIterator[LedgerC
             if publisher is not None:
                 await publisher.stop()
             await notifier.close()
-            if redis_client is not None:
-                await redis_client.aclose()

@@ -1,4 +1,4 @@
-"""Checkpoints in directories, a witness's state file, and both built from Settings.
+"""Checkpoints in directories, and a witness's state file.
 
 Layout of a checkpoint directory (which may be a mounted write-once store)::
 
@@ -16,14 +16,11 @@ import json
 import re
 from pathlib import Path
 
-from canonlog.application.checkpoints import CheckpointPublisher, CheckpointSigner, SignedCheckpoints
-from canonlog.application.ports import EventLog, StoredCheckpoint
-from canonlog.domain.checkpoint import EM_DASH, TrustedKey, check_key_name
+from canonlog.application.ports import StoredCheckpoint
+from canonlog.domain.checkpoint import EM_DASH, check_key_name
 from canonlog.domain.errors import CheckpointConflict, CheckpointFormatError
 from canonlog.domain.events import Head
 from canonlog.infrastructure.files import file_name, write_file
-from canonlog.infrastructure.keyfiles import load_private_key, public_bytes
-from canonlog.infrastructure.settings import Settings
 
 _CHECKPOINT = re.compile(r"([0-9]{20})\.checkpoint")
 _MAX_NOTE_BYTES = 64 * 1024
@@ -160,60 +157,3 @@ class FileWitnessState:
         self._path.parent.mkdir(parents=True, exist_ok=True)
         write_file(self._path, json.dumps(data, indent=2, sort_keys=True).encode("utf-8"),
                    replace=True)
-
-
-# -- from settings -------------------------------------------------------------------------
-
-
-def checkpoint_stores(settings: Settings) -> list[DirectoryCheckpointStore]:
-    """A store per configured checkpoint directory (none when none is configured)."""
-    return [DirectoryCheckpointStore(d) for d in settings.checkpoint_dirs]
-
-
-def checkpoint_signer(settings: Settings, ledger_id: str) -> CheckpointSigner | None:
-    """The ledger's checkpoint signer from checkpoint_key_file, or None when it is not set."""
-    if settings.checkpoint_key_file is None:
-        return None
-    name = settings.checkpoint_key_name or settings.origin_for(ledger_id)
-    try:
-        check_key_name(name)
-    except CheckpointFormatError as exc:
-        raise CheckpointFormatError(f"{exc}; set checkpoint_key_name") from exc
-    return CheckpointSigner(name, load_private_key(settings.checkpoint_key_file))
-
-
-def trusted_signer_keys(settings: Settings, ledger_id: str) -> list[TrustedKey]:
-    """checkpoint_public_keys, and the public half of checkpoint_key_file when it is set."""
-    keys = [TrustedKey(name, key) for name, key in settings.trusted_checkpoint_keys]
-    signer = checkpoint_signer(settings, ledger_id)
-    if signer is not None:
-        own = TrustedKey(signer.key_name, public_bytes(signer.private_key))
-        if own not in keys:
-            keys.append(own)
-    return keys
-
-
-def trusted_checkpoints(settings: Settings, ledger_id: str) -> SignedCheckpoints | None:
-    """The ledger's TrustedCheckpoints, or None when no checkpoint directory is configured."""
-    stores = checkpoint_stores(settings)
-    if not stores:
-        return None
-    return SignedCheckpoints(
-        stores, trusted_signer_keys(settings, ledger_id),
-        witnesses=[TrustedKey.witness(n, k) for n, k in settings.trusted_witness_keys],
-        witnesses_required=settings.checkpoint_witnesses_required,
-        origin=settings.origin_for,
-    )
-
-
-def checkpoint_publisher(settings: Settings, event_log: EventLog,
-                         ledger_id: str) -> CheckpointPublisher | None:
-    """The background publisher, when both a directory and the signing key are configured."""
-    stores = checkpoint_stores(settings)
-    signer = checkpoint_signer(settings, ledger_id)
-    if not stores or signer is None:
-        return None
-    return CheckpointPublisher(event_log, ledger_id, signer, stores,
-                               origin=settings.origin_for(ledger_id),
-                               every_events=settings.checkpoint_every_events,
-                               every_seconds=settings.checkpoint_every_seconds)

@@ -23,14 +23,14 @@ from canonlog.application.witness import CheckpointWitness
 from canonlog.domain.checkpoint import TrustedKey, parse_checkpoint, verify_checkpoint
 from canonlog.domain.errors import CheckpointFormatError
 from canonlog.domain.events import Head
-from canonlog.infrastructure.bootstrap import open_event_log
-from canonlog.infrastructure.checkpoint_store import (
-    FileWitnessState,
+from canonlog.infrastructure.bootstrap import (
     checkpoint_signer,
     checkpoint_stores,
+    open_event_log,
     trusted_checkpoints,
     trusted_signer_keys,
 )
+from canonlog.infrastructure.checkpoint_store import FileWitnessState
 from canonlog.infrastructure.cli_support import (
     EXIT_OK,
     EXIT_USAGE,

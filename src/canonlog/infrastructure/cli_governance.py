@@ -11,8 +11,6 @@ from __future__ import annotations
 import argparse
 import getpass
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +19,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from canonlog.application import ceremonies
 from canonlog.application.ceremonies import CeremonyReport, report_ceremony
 from canonlog.application.halting import halt_ledger
-from canonlog.application.ports import HaltChannel
 from canonlog.domain.ceremony import FAILOVER
 from canonlog.domain.errors import InvalidEvent, TamperDetected
-from canonlog.infrastructure.bootstrap import open_event_log
+from canonlog.infrastructure.bootstrap import halt_channels, open_event_log
 from canonlog.infrastructure.cli_append import register as register_append
 from canonlog.infrastructure.cli_support import (
     EXIT_OK,
@@ -58,31 +55,12 @@ def _fail(message: str, code: int = EXIT_REFUSED) -> int:
     return code
 
 
-@asynccontextmanager
-async def _halt_channels(settings: Settings) -> AsyncIterator[list[HaltChannel]]:
-    """The channels besides the database that writers read halt state from: Redis's
-    halt key when CANONLOG_REDIS_URL is set."""
-    if not settings.redis_url:
-        yield []
-        return
-    import redis.asyncio as redis
-
-    from canonlog.infrastructure.redis.halt import RedisHaltChannel
-
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=2.0,
-                                  socket_connect_timeout=2.0)
-    try:
-        yield [RedisHaltChannel(client)]
-    finally:
-        await client.aclose()
-
-
 # -- halt -----------------------------------------------------------------------------
 
 
 async def cmd_halt(settings: Settings, args: argparse.Namespace) -> int:
     ledger = _ledger(settings, args)
-    async with open_event_log(settings) as (log, _), _halt_channels(settings) as channels:
+    async with open_event_log(settings) as (log, _), halt_channels(settings) as channels:
         halted = await halt_ledger(log, ledger, args.reason, _actor(settings, args), channels)
         changed = halted.recorded
         state = await log.ledger_state(ledger)
@@ -259,7 +237,7 @@ async def cmd_resume_approve(settings: Settings, args: argparse.Namespace) -> in
 
 async def cmd_resume_execute(settings: Settings, args: argparse.Namespace) -> int:
     ledger = _ledger(settings, args)
-    async with open_event_log(settings) as (log, _), _halt_channels(settings) as channels:
+    async with open_event_log(settings) as (log, _), halt_channels(settings) as channels:
         try:
             sequence = await ceremonies.execute_resume(
                 log, ledger, settings.witness_threshold, settings.resume_wait_seconds,
