@@ -24,12 +24,12 @@ from canonlog.domain.errors import CanonlogError, InvalidEvent
 from canonlog.domain.events import ExpectedVersion, NewEvent, RecordedEvent, StreamState, WriteContext
 from canonlog.domain.signing import sign_event
 from canonlog.infrastructure.bootstrap import open_ledger
-from canonlog.infrastructure.cli_support import (
+from canonlog.infrastructure.cli.support import (
     EXIT_OK,
     EXIT_REFUSED,
-    EXIT_USAGE,
     add_command,
     print_json,
+    usage_error,
 )
 from canonlog.infrastructure.keyfiles import load_private_key
 from canonlog.infrastructure.settings import Settings
@@ -37,10 +37,8 @@ from canonlog.infrastructure.settings import Settings
 #: Stdin lines appended concurrently through the writer, so that they share batches.
 _STDIN_CHUNK = 500
 
-
-def _fail(message: str, code: int) -> int:
-    print(f"canonlog: {message}", file=sys.stderr)
-    return code
+#: An agent's private key and its registered key id, to sign events with.
+_Signer = tuple[Ed25519PrivateKey, str]
 
 
 def expected_version(text: str) -> ExpectedVersion:
@@ -70,7 +68,7 @@ class _Submission:
     context: WriteContext
 
 
-def _submission(line: int, data: dict[str, Any], signer: tuple[Ed25519PrivateKey, str] | None,
+def _submission(line: int, data: dict[str, Any], signer: _Signer | None,
                 ledger: str) -> _Submission:
     if not isinstance(data, dict):
         raise InvalidEvent("a line must be a JSON object")
@@ -106,7 +104,7 @@ def _submission(line: int, data: dict[str, Any], signer: tuple[Ed25519PrivateKey
     return _Submission(line, data["stream"], event, expected, context)
 
 
-def _argument_submission(args: argparse.Namespace, signer: tuple[Ed25519PrivateKey, str] | None,
+def _argument_submission(args: argparse.Namespace, signer: _Signer | None,
                          ledger: str) -> _Submission:
     try:
         payload = json.loads(args.payload)
@@ -150,18 +148,53 @@ async def _submit(client: LedgerClient, item: _Submission) -> list[RecordedEvent
     return list(result.events)
 
 
+def _check_options(args: argparse.Namespace) -> None:
+    if (args.key is None) != (args.key_id is None):
+        raise usage_error("--key and --key-id go together")
+    if args.stream is None and (args.type or args.payload):
+        raise usage_error("--type and --payload need --stream; without it, events are read "
+                          "from stdin as JSON Lines")
+    if args.stream is not None and not (args.type and args.payload):
+        raise usage_error("--stream needs --type and --payload")
+
+
+def _parse(args: argparse.Namespace, chunk: list[tuple[int, str]], signer: _Signer | None,
+           ledger: str) -> list[_Submission | CanonlogError]:
+    """The chunk's submissions, in line order, each a _Submission or the reason it is invalid."""
+    submissions: list[_Submission | CanonlogError] = []
+    for number, text in chunk:
+        try:
+            submissions.append(_argument_submission(args, signer, ledger)
+                               if args.stream is not None else
+                               _submission(number, json.loads(text), signer, ledger))
+        except ValueError as exc:  # InvalidEvent and JSON errors
+            submissions.append(InvalidEvent(str(exc)))
+    return submissions
+
+
+async def _append_all(client: LedgerClient, valid: list[_Submission]
+                      ) -> list[list[RecordedEvent] | BaseException]:
+    """Appends each submission as its own request; returns what each got, in order."""
+    if not any(s.event.signature is not None for s in valid):
+        # Queued in line order; concurrent callers share the writer's batches.
+        return await asyncio.gather(*(_submit(client, s) for s in valid), return_exceptions=True)
+    # The client checks a signature (a read) before queueing its event, so
+    # concurrent submissions could reach the writer out of line order.
+    outcomes: list[list[RecordedEvent] | BaseException] = []
+    for s in valid:
+        try:
+            outcomes.append(await _submit(client, s))
+        except CanonlogError as exc:
+            outcomes.append(exc)
+    return outcomes
+
+
 async def cmd_append(settings: Settings, args: argparse.Namespace) -> int:
     if args.writer_id:
         settings = settings.model_copy(update={"writer_id": args.writer_id})
     if args.ledger:
         settings = settings.model_copy(update={"ledger": args.ledger})
-    if (args.key is None) != (args.key_id is None):
-        return _fail("--key and --key-id go together", EXIT_USAGE)
-    if args.stream is None and (args.type or args.payload):
-        return _fail("--type and --payload need --stream; without it, events are read "
-                     "from stdin as JSON Lines", EXIT_USAGE)
-    if args.stream is not None and not (args.type and args.payload):
-        return _fail("--stream needs --type and --payload", EXIT_USAGE)
+    _check_options(args)
     signer = (load_private_key(Path(args.key)), args.key_id) if args.key else None
     if args.stream is not None:
         chunks: Iterator[list[tuple[int, str]]] = iter([[(0, "")]])
@@ -170,36 +203,11 @@ async def cmd_append(settings: Settings, args: argparse.Namespace) -> int:
     appended: list[dict[str, Any]] = []
     refused: list[dict[str, Any]] = []
     async with open_ledger(settings) as client:
-        while True:
-            # Reading stdin blocks; do it off the event loop so the writer keeps its lease.
-            chunk = await asyncio.to_thread(next, chunks, None)
-            if chunk is None:
-                break
-            submissions: list[_Submission | CanonlogError] = []
-            for number, text in chunk:
-                try:
-                    submissions.append(_argument_submission(args, signer, settings.ledger)
-                                       if args.stream is not None else
-                                       _submission(number, json.loads(text), signer,
-                                                   settings.ledger))
-                except ValueError as exc:  # InvalidEvent and JSON errors
-                    submissions.append(InvalidEvent(str(exc)))
-            valid = [s for s in submissions if isinstance(s, _Submission)]
-            outcomes: list[list[RecordedEvent] | BaseException]
-            if any(s.event.signature is not None for s in valid):
-                # The client checks a signature (a read) before queueing its event, so
-                # concurrent submissions could reach the writer out of line order.
-                outcomes = []
-                for s in valid:
-                    try:
-                        outcomes.append(await _submit(client, s))
-                    except CanonlogError as exc:
-                        outcomes.append(exc)
-            else:
-                # Queued in line order; concurrent callers share the writer's batches.
-                outcomes = await asyncio.gather(*(_submit(client, s) for s in valid),
-                                                return_exceptions=True)
-            results = iter(outcomes)
+        # Reading stdin blocks; do it off the event loop so the writer keeps its lease.
+        while (chunk := await asyncio.to_thread(next, chunks, None)) is not None:
+            submissions = _parse(args, chunk, signer, settings.ledger)
+            results = iter(await _append_all(
+                client, [s for s in submissions if isinstance(s, _Submission)]))
             for (number, _), submission in zip(chunk, submissions, strict=True):
                 outcome = submission if isinstance(submission, CanonlogError) else next(results)
                 if isinstance(outcome, CanonlogError):

@@ -1,73 +1,49 @@
-"""`canonlog checkpoint ...` and the checkpoint half of `canonlog verify`.
+"""`canonlog checkpoint keygen | create | publish | verify | cosign`: signed checkpoints.
 
 Checkpoint settings come from CANONLOG_CHECKPOINT_* (docs/reference/checkpoints.md);
-``--checkpoint-dir`` replaces CANONLOG_CHECKPOINT_DIR for one command.
+``--checkpoint-dir`` replaces CANONLOG_CHECKPOINT_DIR for one command. The review of
+trusted checkpoints is rendered here for `canonlog verify` too.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from canonlog.application.checkpoints import CheckpointReview, create_checkpoint, publish_checkpoint
-from canonlog.application.verification import (
-    CheckpointComparison,
-    check_against_checkpoints,
-    verify_ledger,
-)
-from canonlog.application.verifier import ChainReport
-from canonlog.application.witness import CheckpointWitness
-from canonlog.domain.checkpoint import TrustedKey, parse_checkpoint, verify_checkpoint
+from canonlog.application.verification import CheckpointComparison, check_against_checkpoints
+from canonlog.domain.checkpoint import parse_checkpoint, verify_checkpoint
 from canonlog.domain.errors import CheckpointFormatError
 from canonlog.domain.events import Head
 from canonlog.infrastructure.bootstrap import (
     checkpoint_signer,
     checkpoint_stores,
+    checkpoint_witness,
     open_event_log,
     trusted_checkpoints,
     trusted_signer_keys,
+    trusted_witness_keys,
 )
-from canonlog.infrastructure.checkpoint_store import FileWitnessState
-from canonlog.infrastructure.cli_support import (
+from canonlog.infrastructure.cli.keys import add_keygen
+from canonlog.infrastructure.cli.support import (
     EXIT_OK,
-    EXIT_USAGE,
     EXIT_VERIFY_FAILED,
     add_command,
     add_group,
+    ledger_log,
+    ledger_of,
     print_json,
+    render,
+    usage_error,
+    with_checkpoint_dir,
 )
 from canonlog.infrastructure.export import read_export
-from canonlog.infrastructure.keyfiles import generate_key_file, load_private_key
-from canonlog.infrastructure.progress import Progress
 from canonlog.infrastructure.settings import Settings
 
-ShowReport = Callable[[ChainReport, bool], int]
-ReportJson = Callable[[ChainReport], dict[str, Any]]
-
-
-def with_checkpoint_dir(settings: Settings, args: argparse.Namespace) -> Settings:
-    """Settings with --checkpoint-dir applied, when it was given."""
-    directory = getattr(args, "checkpoint_dir", None)
-    return settings.model_copy(update={"checkpoint_dir": Path(directory)}) if directory else settings
-
-
-def _usage(message: str) -> int:
-    print(f"canonlog: {message}", file=sys.stderr)
-    return EXIT_USAGE
-
-
-async def cmd_keygen(settings: Settings, args: argparse.Namespace) -> int:
-    public = generate_key_file(Path(args.out))
-    if args.json:
-        print_json({"file": args.out, "public_key": public.hex()})
-    else:
-        print(public.hex())
-        print(f"private key written to {args.out}; trust the public key with "
-              f"CANONLOG_CHECKPOINT_PUBLIC_KEYS=<key name>={public.hex()}", file=sys.stderr)
-    return EXIT_OK
+_NO_KEY_FILE = "set CANONLOG_CHECKPOINT_KEY_FILE to the checkpoint signing key"
+_NO_DIRECTORY = "set CANONLOG_CHECKPOINT_DIR (or --checkpoint-dir) to {} checkpoints"
 
 
 async def _trusted_heads(settings: Settings, ledger: str) -> list[Head]:
@@ -76,13 +52,12 @@ async def _trusted_heads(settings: Settings, ledger: str) -> list[Head]:
 
 
 async def cmd_create(settings: Settings, args: argparse.Namespace) -> int:
-    ledger = args.ledger or settings.ledger
+    ledger = ledger_of(settings, args)
     signer = checkpoint_signer(settings, ledger)
     if signer is None:
-        return _usage("set CANONLOG_CHECKPOINT_KEY_FILE to the checkpoint signing key")
+        raise usage_error(_NO_KEY_FILE)
     trusted = await _trusted_heads(settings, ledger)
-    async with open_event_log(settings) as (log, _):
-        await log.ledger_state(ledger)
+    async with ledger_log(settings, args, must_exist=True) as (log, _):
         signed = await create_checkpoint(log, ledger, signer, origin=settings.origin_for(ledger),
                                          trusted=trusted)
     if args.output == "-":
@@ -97,59 +72,54 @@ async def cmd_create(settings: Settings, args: argparse.Namespace) -> int:
 
 async def cmd_publish(settings: Settings, args: argparse.Namespace) -> int:
     settings = with_checkpoint_dir(settings, args)
-    ledger = args.ledger or settings.ledger
+    ledger = ledger_of(settings, args)
     signer = checkpoint_signer(settings, ledger)
     if signer is None:
-        return _usage("set CANONLOG_CHECKPOINT_KEY_FILE to the checkpoint signing key")
+        raise usage_error(_NO_KEY_FILE)
     stores = checkpoint_stores(settings)
     if not stores:
-        return _usage("set CANONLOG_CHECKPOINT_DIR (or --checkpoint-dir) to publish checkpoints")
+        raise usage_error(_NO_DIRECTORY.format("publish"))
     trusted = await _trusted_heads(settings, ledger)
-    async with open_event_log(settings) as (log, _):
-        await log.ledger_state(ledger)
+    async with ledger_log(settings, args, must_exist=True) as (log, _):
         published = await publish_checkpoint(log, ledger, signer, stores,
                                               origin=settings.origin_for(ledger), trusted=trusted)
     head = published.checkpoint.checkpoint.head
-    if args.json:
-        print_json({"ledger_id": ledger, "sequence": head.sequence, "hash": head.hash.hex(),
-                    "locations": list(published.locations), "new": published.new,
-                    "note": published.checkpoint.note().decode("utf-8")})
-    else:
-        verb = "published" if published.new else "already published"
-        print(f"checkpoint #{head.sequence} {head.hash.hex()} of {ledger} {verb}: "
-              + ", ".join(published.locations))
-    return EXIT_OK
+    verb = "published" if published.new else "already published"
+    return render(args, {"ledger_id": ledger, "sequence": head.sequence, "hash": head.hash.hex(),
+                         "locations": list(published.locations), "new": published.new,
+                         "note": published.checkpoint.note().decode("utf-8")},
+                  f"checkpoint #{head.sequence} {head.hash.hex()} of {ledger} {verb}: "
+                  + ", ".join(published.locations))
 
 
 async def cmd_verify_checkpoints(settings: Settings, args: argparse.Namespace) -> int:
     settings = with_checkpoint_dir(settings, args)
-    ledger = args.ledger or settings.ledger
+    ledger = ledger_of(settings, args)
     if args.files:
         return _verify_files(settings, ledger, [Path(f) for f in args.files], args.json)
     trusted = trusted_checkpoints(settings, ledger)
     if trusted is None:
-        return _usage("set CANONLOG_CHECKPOINT_DIR (or --checkpoint-dir) to verify checkpoints")
+        raise usage_error(_NO_DIRECTORY.format("verify"))
     review = await trusted.review(ledger)
     comparison = None
     if not args.offline:
-        async with open_event_log(settings) as (log, _):
-            await log.ledger_state(ledger)
+        async with ledger_log(settings, args, must_exist=True) as (log, _):
             comparison = await check_against_checkpoints(log, ledger, review.heads())
     if args.json:
-        print_json({"ledger_id": ledger, **_review_json(review, comparison)})
+        print_json({"ledger_id": ledger, **review_json(review, comparison)})
     else:
         for item in review.trusted:
             cosigners = ", ".join(name for name, _ in item.verification.cosigned_by)
             print(f"trusted #{item.head.sequence} {item.head.hash.hex()} {item.location}: signed "
                   f"by {', '.join(item.verification.signed_by)}"
                   + (f"; cosigned by {cosigners}" if cosigners else ""))
-        _print_review_tail(review, comparison)
+        print_review(review, comparison)
     return EXIT_OK if comparison is None or comparison.ok else EXIT_VERIFY_FAILED
 
 
 def _verify_files(settings: Settings, ledger: str, paths: list[Path], as_json: bool) -> int:
     signers = trusted_signer_keys(settings, ledger)
-    witnesses = [TrustedKey.witness(n, k) for n, k in settings.trusted_witness_keys]
+    witnesses = trusted_witness_keys(settings)
     results: list[dict[str, Any]] = []
     for path in paths:
         try:
@@ -181,23 +151,22 @@ def _verify_files(settings: Settings, ledger: str, paths: list[Path], as_json: b
 
 async def cmd_cosign(settings: Settings, args: argparse.Namespace) -> int:
     settings = with_checkpoint_dir(settings, args)
-    ledger = args.ledger or settings.ledger
+    ledger = ledger_of(settings, args)
     stores = checkpoint_stores(settings)
     if args.note:
         note = Path(args.note).read_bytes()  # noqa: ASYNC240 (a command does nothing else meanwhile)
     else:
         if not stores:
-            return _usage("give --note FILE or set CANONLOG_CHECKPOINT_DIR (or --checkpoint-dir)")
+            raise usage_error("give --note FILE or set CANONLOG_CHECKPOINT_DIR (or --checkpoint-dir)")
         stored = (await stores[0].load(ledger, args.sequence) if args.sequence is not None
                   else next(iter(await stores[0].list_checkpoints(ledger)), None))
         if stored is None:
-            return _usage(f"no checkpoint of {ledger} to cosign in {settings.checkpoint_dirs[0]}")
+            raise usage_error(f"no checkpoint of {ledger} to cosign in {settings.checkpoint_dirs[0]}")
         note = stored.note
-    log_keys = trusted_signer_keys(settings, ledger)
-    if not log_keys:
-        return _usage("set CANONLOG_CHECKPOINT_PUBLIC_KEYS to the ledger's checkpoint key")
-    witness = CheckpointWitness(args.witness_name, load_private_key(Path(args.witness_key)),
-                                FileWitnessState(Path(args.state)), log_keys)
+    witness = checkpoint_witness(settings, ledger, name=args.witness_name,
+                                 key_file=Path(args.witness_key), state_file=Path(args.state))
+    if witness is None:
+        raise usage_error("set CANONLOG_CHECKPOINT_PUBLIC_KEYS to the ledger's checkpoint key")
     if args.export:
         cosigned = await witness.cosign(note, events=read_export(Path(args.export)))
     else:
@@ -223,49 +192,9 @@ async def cmd_cosign(settings: Settings, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-# -- `canonlog verify` with checkpoints -------------------------------------------------------
-
-
-def checkpoints_enabled(settings: Settings, args: argparse.Namespace) -> bool:
-    """True when `canonlog verify` is to hold the database to checkpoints."""
-    return (not getattr(args, "no_checkpoints", False)
-            and bool(with_checkpoint_dir(settings, args).checkpoint_dirs))
-
-
-async def verify_with_checkpoints(settings: Settings, args: argparse.Namespace,
-                                  show_report: ShowReport, report_json: ReportJson) -> int:
-    """Compares the ledger with every trusted checkpoint and verifies its chain, from the
-    newest checkpoint that still matches (or from genesis with --full)."""
-    settings = with_checkpoint_dir(settings, args)
-    ledger = args.ledger or settings.ledger
-    trusted = trusted_checkpoints(settings, ledger)
-    assert trusted is not None
-    review = await trusted.review(ledger)
-    async with open_event_log(settings) as (log, _):
-        await log.ledger_state(ledger)
-        progress = Progress("verifying")
-        verification = await verify_ledger(log, ledger, trusted=review.heads(),
-                                           from_genesis=args.full, until=args.until,
-                                           progress=progress)
-        progress.finish()
-    report, comparison = verification.chain, verification.checkpoints
-    start = verification.coverage.start if verification.coverage.mode == "checkpoint" else None
-    ok = report.ok and comparison.ok
-    if args.json:
-        print_json({**report_json(report), "ok": ok,
-                    "verified_from": start.sequence if start else 0,
-                    **_review_json(review, comparison)})
-    else:
-        show_report(report, False)
-        if start is not None:
-            print(f"  chain verified from checkpoint #{start.sequence} {start.hash.hex()} on "
-                  f"(--full verifies from genesis)")
-        _print_review_tail(review, comparison)
-    return EXIT_OK if ok else EXIT_VERIFY_FAILED
-
-
-def _review_json(review: CheckpointReview,
-                 comparison: CheckpointComparison | None) -> dict[str, Any]:
+def review_json(review: CheckpointReview,
+                comparison: CheckpointComparison | None) -> dict[str, Any]:
+    """The checkpoints trusted and ignored, and how the database compares, as JSON fields."""
     data: dict[str, Any] = {
         "trusted_checkpoints": [
             {"sequence": t.head.sequence, "hash": t.head.hash.hex(), "location": t.location,
@@ -293,7 +222,8 @@ def _review_json(review: CheckpointReview,
     return data
 
 
-def _print_review_tail(review: CheckpointReview, comparison: CheckpointComparison | None) -> None:
+def print_review(review: CheckpointReview, comparison: CheckpointComparison | None) -> None:
+    """Prints the checkpoints ignored, how the database compares, and what is not covered."""
     for item in review.ignored:
         print(f"  ignored checkpoint {item.location}: {item.reason}")
     if comparison is None:
@@ -318,9 +248,10 @@ def _print_review_tail(review: CheckpointReview, comparison: CheckpointCompariso
 def register(sub: Any) -> None:
     """Adds `canonlog checkpoint keygen|create|publish|verify|cosign`."""
     group = add_group(sub, "checkpoint", "signed checkpoints kept outside the database")
-    p = add_command(group, "keygen", cmd_keygen,
-                    "write a new Ed25519 checkpoint (or witness) key; print its public key hex")
-    p.add_argument("--out", required=True, help="private key file to create (never overwritten)")
+    add_keygen(group, "keygen",
+               "write a new Ed25519 checkpoint (or witness) key; print its public key hex",
+               out_help="private key file to create (never overwritten)",
+               next_step="trust the public key with CANONLOG_CHECKPOINT_PUBLIC_KEYS=<key name>={}")
     p = add_command(group, "create", cmd_create,
                     "sign a checkpoint of the database head and print it (not published)")
     p.add_argument("--ledger")
