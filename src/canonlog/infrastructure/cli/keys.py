@@ -13,13 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from canonlog.infrastructure.cli.support import (
-    EXIT_OK,
     actor_of,
     add_command,
     add_group,
     add_ledger_and_actor,
     ledger_log,
-    print_json,
     render,
 )
 from canonlog.infrastructure.keyfiles import generate_key_file, parse_public_key
@@ -27,14 +25,12 @@ from canonlog.infrastructure.settings import Settings
 
 
 async def cmd_keygen(settings: Settings, args: argparse.Namespace) -> int:
-    public = generate_key_file(Path(args.out))
-    if args.json:
-        print_json({"file": args.out, "public_key": public.hex()})
-    else:
-        print(public.hex())
-        print(f"private key written to {args.out}; {args.next_step.format(public.hex())}",
+    public = generate_key_file(Path(args.out)).hex()
+    code = render(args, {"file": args.out, "public_key": public}, public)
+    if not args.json:
+        print(f"private key written to {args.out}; {args.next_step.format(public)}",
               file=sys.stderr)
-    return EXIT_OK
+    return code
 
 
 def add_keygen(group: Any, name: str, help_text: str, *, out_help: str, next_step: str) -> None:
@@ -67,18 +63,13 @@ async def cmd_keys_revoke(settings: Settings, args: argparse.Namespace) -> int:
 async def cmd_keys_list(settings: Settings, args: argparse.Namespace) -> int:
     async with ledger_log(settings, args) as (log, ledger):
         keys = await log.list_keys(ledger)
-    if args.json:
-        print_json([{"key_id": k.key_id, "purpose": k.purpose, "owner_id": k.owner_id,
-                     "public_key": k.public_key.hex(), "added_seq": k.added_seq,
-                     "revoked_seq": k.revoked_seq} for k in keys])
-        return EXIT_OK
-    if not keys:
-        print(f"ledger {ledger} has no registered keys")
-    for k in keys:
-        state = f"revoked at #{k.revoked_seq}" if k.revoked_seq else "active"
-        print(f"{k.key_id}  {k.purpose:7}  {k.owner_id}  {k.public_key.hex()}  "
-              f"added at #{k.added_seq}, {state}")
-    return EXIT_OK
+    lines = [f"{k.key_id}  {k.purpose:7}  {k.owner_id}  {k.public_key.hex()}  added at "
+             f"#{k.added_seq}, " + (f"revoked at #{k.revoked_seq}" if k.revoked_seq else "active")
+             for k in keys]
+    return render(args, [{"key_id": k.key_id, "purpose": k.purpose, "owner_id": k.owner_id,
+                          "public_key": k.public_key.hex(), "added_seq": k.added_seq,
+                          "revoked_seq": k.revoked_seq} for k in keys],
+                  "\n".join(lines) or f"ledger {ledger} has no registered keys")
 
 
 def register(sub: Any) -> None:
