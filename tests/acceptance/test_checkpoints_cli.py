@@ -10,13 +10,8 @@ checkpointed sequence that still matches.
 
 from __future__ import annotations
 
-import asyncio
-import os
-import sys
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -25,6 +20,7 @@ from canonlog.domain.checkpoint import Checkpoint, sign_checkpoint
 from canonlog.domain.events import Head
 from canonlog.infrastructure.keyfiles import generate_key_file, load_private_key
 from canonlog.infrastructure.postgres.asyncpg_log import AsyncpgEventLog
+from tests.support.cli import Cli, Result
 from tests.support.ledgers import (
     EDIT_PAYLOADS,
     REWRITE_CHAIN,
@@ -34,48 +30,8 @@ from tests.support.ledgers import (
 )
 from tests.support.servers import drop
 
-ROOT = Path(__file__).parents[2]
 ORIGIN = "canonlog/main"
 WHEN = datetime(2025, 1, 1, tzinfo=UTC)
-
-
-@dataclass
-class Result:
-    code: int
-    stdout: str
-    stderr: str
-
-    def lines(self) -> list[str]:
-        return self.stdout.splitlines()
-
-
-class Cli:
-    """Runs `python -m canonlog --dsn ... --admin-dsn ...` with checkpoint settings in the env."""
-
-    def __init__(self, dsn: str, admin_dsn: str, env: dict[str, str]) -> None:
-        self.dsn, self.admin_dsn = dsn, admin_dsn
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("CANONLOG_")} | env
-
-    def on(self, dsn: str, admin_dsn: str) -> Cli:
-        other = Cli(dsn, admin_dsn, {})
-        other.env = self.env
-        return other
-
-    async def __call__(self, *args: str, env: dict[str, str] | None = None,
-                      drop_env: tuple[str, ...] = ()) -> Result:
-        environment = {k: v for k, v in (self.env | (env or {})).items() if k not in drop_env}
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "canonlog", "--dsn", self.dsn, "--admin-dsn", self.admin_dsn,
-            *args, cwd=ROOT, env=environment,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-        out, err = await process.communicate()
-        assert process.returncode is not None
-        return Result(process.returncode, out.decode(), err.decode())
-
-    async def ok(self, *args: str, **kwargs: Any) -> Result:
-        result = await self(*args, **kwargs)
-        assert result.code == 0, (args, result)
-        return result
 
 
 @pytest.fixture
@@ -128,7 +84,7 @@ def differs(sequence: int, database: bytes, checkpoint: bytes, last: int) -> str
 
 
 async def test_a_cut_off_tail_is_caught_against_checkpoints(database, tmp_path, checkpoint_dir):
-    keygen = await Cli(database.app.uri(), database.admin.uri(), {})(
+    keygen = await Cli(database.app.uri(), database.admin.uri())(
         "checkpoint", "keygen", "--out", str(tmp_path / "cli.key"))
     assert keygen.code == 0, keygen
     public = keygen.lines()[0]

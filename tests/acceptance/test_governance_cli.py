@@ -3,14 +3,9 @@ ceremonies, key revocation and appends, each step a subprocess against PostgreSQ
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
 import re
-import sys
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -21,49 +16,14 @@ from canonlog.domain.events import AppendRequest, NewEvent
 from canonlog.infrastructure.keyfiles import generate_key_file
 from canonlog.infrastructure.postgres.asyncpg_log import AsyncpgEventLog
 from tests.conftest import TestDatabase
-
-ROOT = Path(__file__).parents[2]
-
-
-@dataclass
-class Result:
-    code: int
-    stdout: str
-    stderr: str
-
-    def json(self) -> Any:
-        return json.loads(self.stdout)
-
-
-class Cli:
-    """Runs `python -m canonlog --dsn ... --admin-dsn ...` with a private data directory."""
-
-    def __init__(self, database: TestDatabase, data_dir: Path) -> None:
-        self.prefix = [sys.executable, "-m", "canonlog", "--dsn", database.app.uri(),
-                       "--admin-dsn", database.admin.uri()]
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("CANONLOG_")}
-        self.env |= {"CANONLOG_DATA_DIR": str(data_dir), "CANONLOG_ACTOR": "ops-alice",
-                     "CANONLOG_WRITER_ID": "writer-1"}
-
-    async def __call__(self, *args: str, stdin: str | None = None,
-                       env: dict[str, str] | None = None) -> Result:
-        process = await asyncio.create_subprocess_exec(
-            *self.prefix, *args, cwd=ROOT, env=self.env | (env or {}),
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE)
-        out, err = await process.communicate(stdin.encode() if stdin is not None else b"")
-        assert process.returncode is not None
-        return Result(process.returncode, out.decode(), err.decode())
-
-    async def ok(self, *args: str, **kwargs: Any) -> Result:
-        result = await self(*args, **kwargs)
-        assert result.code == 0, (args, result)
-        return result
+from tests.support.cli import Cli
 
 
 @pytest.fixture
 def cli(database: TestDatabase, tmp_path: Path) -> Cli:
-    return Cli(database, tmp_path / "data")
+    return Cli(database.app.uri(), database.admin.uri(), {
+        "CANONLOG_DATA_DIR": str(tmp_path / "data"), "CANONLOG_ACTOR": "ops-alice",
+        "CANONLOG_WRITER_ID": "writer-1"})
 
 
 @pytest.fixture
