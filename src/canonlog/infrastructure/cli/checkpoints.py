@@ -21,7 +21,6 @@ from canonlog.infrastructure.bootstrap import (
     checkpoint_signer,
     checkpoint_stores,
     checkpoint_witness,
-    open_event_log,
     trusted_checkpoints,
     trusted_signer_keys,
     trusted_witness_keys,
@@ -170,7 +169,7 @@ async def cmd_cosign(settings: Settings, args: argparse.Namespace) -> int:
     if args.export:
         cosigned = await witness.cosign(note, events=read_export(Path(args.export)))
     else:
-        async with open_event_log(settings) as (log, _):
+        async with ledger_log(settings, args) as (log, _):
             cosigned = await witness.cosign(note, reader=log)
     checkpoint = cosigned.checkpoint.checkpoint
     line = cosigned.cosignature.line().encode("utf-8")
