@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from canonlog.application.ceremonies import statement
-from canonlog.application.ports import EventLog
+from canonlog.application.ports import EventLog, append_one
 from canonlog.domain.errors import (
     ApprovalRefused,
     CeremonyNotApplicable,
@@ -46,7 +46,7 @@ async def witnessed_ledger(log: EventLog) -> WriterGrant:
     for key_id, (owner, seed) in WITNESSES.items():
         await log.add_key("main", key_id, "witness", owner, key(seed)[1], "ops")
     await log.add_key("main", "agent-key", "agent", "agent-7", key(20)[1], "ops")
-    await log.append(grant, request())
+    await append_one(log, grant, request())
     return grant
 
 
@@ -144,16 +144,16 @@ async def test_failover_executes_at_the_threshold_and_fences_the_old_writer(even
     with pytest.raises(InvalidEvent):
         await event_log.execute_failover("main", proposal, 0, "ops")
     assert await event_log.head("main") == head
-    await event_log.append(old, request())  # the old writer still writes until the promotion
+    await append_one(event_log, old, request())  # the old writer still writes until the promotion
 
     await sign(event_log, proposal, "w-bob")
     new = await event_log.execute_failover("main", proposal, 2, "ops")
     assert new == WriterGrant("main", "writer-b", old.epoch + 1)
     with pytest.raises(StaleWriter):
-        await event_log.append(old, request())
+        await append_one(event_log, old, request())
     with pytest.raises(GrantUnavailable):
         await event_log.acquire_grant("main", "writer-a")
-    await event_log.append(new, request())
+    await append_one(event_log, new, request())
 
     promoted = (await event_log.read_stream("main", "$ledger"))[-1]
     assert (promoted.event_type, promoted.writer_id, promoted.epoch) == (
@@ -234,12 +234,12 @@ async def test_resume_ceremony_waits_and_needs_the_threshold(event_log):
     with pytest.raises(InvalidEvent):
         await event_log.resume_ceremony("main", proposal, 2, -1, "ops")
     with pytest.raises(SystemHalted):
-        await event_log.append(grant, request())
+        await append_one(event_log, grant, request())
 
     await sign(event_log, proposal, "w-bob")
     sequence = await event_log.resume_ceremony("main", proposal, 2, 0, "ops")
     assert not (await event_log.ledger_state("main")).halted
-    await event_log.append(grant, request())
+    await append_one(event_log, grant, request())
     resumed = (await event_log.read_all("main", after=sequence - 1, limit=1))[0]
     (executed,) = await event_log.ceremonies("main", proposal)
     assert (executed.status, executed.closed_seq) == ("executed", sequence)
@@ -272,7 +272,7 @@ async def test_a_halt_ends_only_through_its_resume_ceremony(event_log):
     with pytest.raises(InvalidEvent):
         await event_log.resume_ceremony("main", proposal, 0, 0, "ops")
     with pytest.raises(SystemHalted):
-        await event_log.append(grant, request())
+        await append_one(event_log, grant, request())
     assert (await event_log.ledger_state("main")).halted
 
     await sign(event_log, proposal, "w-alice")
@@ -280,7 +280,7 @@ async def test_a_halt_ends_only_through_its_resume_ceremony(event_log):
     with pytest.raises(CeremonyNotApplicable, match=f"proposal {proposal} of ledger main is "
                                                     "executed"):
         await sign(event_log, proposal, "w-bob")
-    await event_log.append(grant, request())
+    await append_one(event_log, grant, request())
 
 
 async def test_ceremonies_of_an_unknown_ledger_are_none(event_log):

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from canonlog.application.ports import AppendResult, EventLog
+from canonlog.application.ports import AppendResult, EventLog, append_one
 from canonlog.domain.errors import (
     CanonlogError,
     ConcurrencyConflict,
@@ -55,9 +55,9 @@ async def test_first_grant_creates_the_ledger_with_a_chained_genesis_event(event
 
 async def test_appended_events_get_gap_free_sequences_versions_and_a_hash_chain(event_log):
     grant = await event_log.acquire_grant("main", "writer-a")
-    first = await event_log.append(grant, request("order-1", {"a": 1}, {"a": 2}))
-    second = await event_log.append(grant, request("order-2", {"b": 1}))
-    third = await event_log.append(grant, request("order-1", {"a": 3}))
+    first = await append_one(event_log, grant, request("order-1", {"a": 1}, {"a": 2}))
+    second = await append_one(event_log, grant, request("order-2", {"b": 1}))
+    third = await append_one(event_log, grant, request("order-1", {"a": 3}))
     assert [e.sequence for e in first.events] == [2, 3]
     assert [e.stream_version for e in first.events] == [1, 2]
     assert second.events[0].sequence == 4 and second.events[0].stream_version == 1
@@ -82,7 +82,7 @@ async def test_write_context_and_event_ids_are_recorded_and_hashed(event_log):
         context=WriteContext(task_id="task-1", execution_id="exec-1", correlation_id="c-1",
                              causation_id="cause-1", agent_id="agent-1", writer_time=when),
     )
-    (event,) = (await event_log.append(grant, req)).events
+    (event,) = (await append_one(event_log, grant, req)).events
     (stored,) = await event_log.read_stream("main", "order-1")
     assert stored == event
     assert stored.event_id == event_id
@@ -96,37 +96,37 @@ async def test_write_context_and_event_ids_are_recorded_and_hashed(event_log):
 
 async def test_expected_version_semantics(event_log):
     grant = await event_log.acquire_grant("main", "writer-a")
-    await event_log.append(grant, request("s", expected=StreamState.NO_STREAM))
+    await append_one(event_log, grant, request("s", expected=StreamState.NO_STREAM))
     with pytest.raises(ConcurrencyConflict) as conflict:
-        await event_log.append(grant, request("s", expected=StreamState.NO_STREAM))
+        await append_one(event_log, grant, request("s", expected=StreamState.NO_STREAM))
     assert conflict.value.actual == 1
     with pytest.raises(ConcurrencyConflict) as conflict:
-        await event_log.append(grant, request("new", expected=StreamState.STREAM_EXISTS))
+        await append_one(event_log, grant, request("new", expected=StreamState.STREAM_EXISTS))
     assert conflict.value.actual == 0
-    await event_log.append(grant, request("s", expected=StreamState.STREAM_EXISTS))
-    await event_log.append(grant, request("s", expected=2))
+    await append_one(event_log, grant, request("s", expected=StreamState.STREAM_EXISTS))
+    await append_one(event_log, grant, request("s", expected=2))
     with pytest.raises(ConcurrencyConflict) as conflict:
-        await event_log.append(grant, request("s", expected=2))
+        await append_one(event_log, grant, request("s", expected=2))
     assert conflict.value.actual == 3
     assert conflict.value.stream_id == "s"
-    await event_log.append(grant, request("s", expected=StreamState.ANY))
+    await append_one(event_log, grant, request("s", expected=StreamState.ANY))
     assert [e.stream_version for e in await event_log.read_stream("main", "s")] == [1, 2, 3, 4]
 
 
 async def test_a_refused_append_leaves_no_row_and_no_sequence_gap(event_log):
     grant = await event_log.acquire_grant("main", "writer-a")
-    await event_log.append(grant, request("s"))
+    await append_one(event_log, grant, request("s"))
     before = await event_log.head("main")
     with pytest.raises(ConcurrencyConflict):
-        await event_log.append(grant, request("s", {"a": 1}, {"a": 2}, expected=5))
+        await append_one(event_log, grant, request("s", {"a": 1}, {"a": 2}, expected=5))
     assert await event_log.head("main") == before
-    after = await event_log.append(grant, request("s"))
+    after = await append_one(event_log, grant, request("s"))
     assert after.events[0].sequence == before.sequence + 1
 
 
 async def test_requests_in_a_batch_succeed_or_fail_alone(event_log):
     grant = await event_log.acquire_grant("main", "writer-a")
-    await event_log.append(grant, request("taken"))
+    await append_one(event_log, grant, request("taken"))
     outcomes = await event_log.append_batch(grant, [
         request("a", expected=StreamState.NO_STREAM),
         request("taken", expected=StreamState.NO_STREAM),
@@ -148,9 +148,9 @@ async def test_requests_in_a_batch_succeed_or_fail_alone(event_log):
 
 async def test_same_execution_id_and_request_replays_the_original(event_log):
     grant = await event_log.acquire_grant("main", "writer-a")
-    original = await event_log.append(grant, request("s", {"a": 1}, {"a": 2}, execution_id="x-1"))
+    original = await append_one(event_log, grant, request("s", {"a": 1}, {"a": 2}, execution_id="x-1"))
     head = await event_log.head("main")
-    retry = await event_log.append(grant, request("s", {"a": 1}, {"a": 2}, execution_id="x-1",
+    retry = await append_one(event_log, grant, request("s", {"a": 1}, {"a": 2}, execution_id="x-1",
                                                   expected=StreamState.NO_STREAM))
     assert retry.replayed and not original.replayed
     assert [e.sequence for e in retry.events] == [e.sequence for e in original.events]
@@ -161,13 +161,13 @@ async def test_same_execution_id_and_request_replays_the_original(event_log):
 
 async def test_same_execution_id_with_a_different_request_is_refused(event_log):
     grant = await event_log.acquire_grant("main", "writer-a")
-    await event_log.append(grant, request("s", {"a": 1}, execution_id="x-1"))
+    await append_one(event_log, grant, request("s", {"a": 1}, execution_id="x-1"))
     head = await event_log.head("main")
     for changed in (request("s", {"a": 2}, execution_id="x-1"),
                     request("other", {"a": 1}, execution_id="x-1"),
                     request("s", {"a": 1}, execution_id="x-1", task_id="t")):
         with pytest.raises(IdempotencyConflict):
-            await event_log.append(grant, changed)
+            await append_one(event_log, grant, changed)
     assert await event_log.head("main") == head
 
 
@@ -194,7 +194,7 @@ async def test_an_idempotent_replay_ignores_a_conflict_in_the_same_batch(event_l
     assert isinstance(outcomes[0], AppendResult)
     assert isinstance(outcomes[1], ConcurrencyConflict)
     # A refused request leaves no idempotency record: the id is free for a new request.
-    result = await event_log.append(grant, request("t", execution_id="x-2"))
+    result = await append_one(event_log, grant, request("t", execution_id="x-2"))
     assert not result.replayed
 
 
@@ -204,11 +204,11 @@ async def test_a_stale_epoch_or_another_writer_id_is_refused(event_log):
     assert new.epoch == old.epoch + 1
     head = await event_log.head("main")
     with pytest.raises(StaleWriter):
-        await event_log.append(old, request("s"))
+        await append_one(event_log, old, request("s"))
     with pytest.raises(StaleWriter):
-        await event_log.append(WriterGrant("main", "writer-b", new.epoch), request("s"))
+        await append_one(event_log, WriterGrant("main", "writer-b", new.epoch), request("s"))
     assert await event_log.head("main") == head
-    await event_log.append(new, request("s"))
+    await append_one(event_log, new, request("s"))
 
 
 async def test_another_writer_gets_the_grant_only_after_a_clean_release(event_log):
@@ -217,7 +217,7 @@ async def test_another_writer_gets_the_grant_only_after_a_clean_release(event_lo
         await event_log.acquire_grant("main", "writer-b")
     await event_log.release_grant(grant)
     with pytest.raises(StaleWriter):
-        await event_log.append(grant, request("s"))
+        await append_one(event_log, grant, request("s"))
     taken = await event_log.acquire_grant("main", "writer-b")
     assert taken == WriterGrant("main", "writer-b", grant.epoch + 1)
     types = [e.event_type for e in await event_log.read_stream("main", "$ledger")]
@@ -227,12 +227,12 @@ async def test_another_writer_gets_the_grant_only_after_a_clean_release(event_lo
 
 async def test_a_halted_ledger_refuses_writes_until_resumed(event_log):
     grant = await event_log.acquire_grant("main", "writer-a")
-    await event_log.append(grant, request("s"))
+    await append_one(event_log, grant, request("s"))
     assert await event_log.halt("main", "suspected tampering", "ops") is True
     assert await event_log.halt("main", "again", "ops") is False
     head = await event_log.head("main")
     with pytest.raises(SystemHalted) as halted:
-        await event_log.append(grant, request("s"))
+        await append_one(event_log, grant, request("s"))
     assert "suspected tampering" in str(halted.value)
     with pytest.raises(SystemHalted):
         await event_log.acquire_grant("main", "writer-a")
@@ -242,7 +242,7 @@ async def test_a_halted_ledger_refuses_writes_until_resumed(event_log):
     assert not hasattr(event_log, "resume")  # a halt ends only through its ceremony
     resumed = await resume_by_ceremony(event_log)
     assert not (await event_log.ledger_state("main")).halted
-    await event_log.append(grant, request("s"))
+    await append_one(event_log, grant, request("s"))
     ledger_events = await event_log.read_stream("main", "$ledger")
     assert [e.event_type for e in ledger_events] == [
         "canonlog.writer_granted", "canonlog.halted", "canonlog.key_added",
@@ -252,20 +252,24 @@ async def test_a_halted_ledger_refuses_writes_until_resumed(event_log):
         assert event.hash == event_hash_v1(event)
 
 
-async def test_unknown_ledgers_are_reported(event_log):
+async def test_unknown_ledgers_are_reported_by_state_and_appends_and_read_as_empty(event_log):
     with pytest.raises(LedgerNotFound):
         await event_log.ledger_state("nowhere")
     with pytest.raises(LedgerNotFound):
-        await event_log.append(WriterGrant("nowhere", "w", 1), request("s"))
+        await append_one(event_log, WriterGrant("nowhere", "w", 1), request("s"))
     assert (await event_log.head("nowhere")).sequence == 0
+    assert await event_log.read_all("nowhere") == []
+    assert await event_log.read_stream("nowhere", "s") == []
+    assert await event_log.list_keys("nowhere") == []
+    assert await event_log.ceremonies("nowhere") == []
 
 
 async def test_ledgers_are_independent_chains(event_log):
     a = await event_log.acquire_grant("alpha", "writer-a")
     b = await event_log.acquire_grant("beta", "writer-b")
-    await event_log.append(a, request("s"))
-    await event_log.append(b, request("s"))
-    await event_log.append(a, request("s"))
+    await append_one(event_log, a, request("s"))
+    await append_one(event_log, b, request("s"))
+    await append_one(event_log, a, request("s"))
     alpha = await all_events(event_log, "alpha")
     beta = await all_events(event_log, "beta")
     assert [e.sequence for e in alpha] == [1, 2, 3]
@@ -276,7 +280,7 @@ async def test_ledgers_are_independent_chains(event_log):
 async def test_read_all_pages_by_sequence(event_log):
     grant = await event_log.acquire_grant("main", "writer-a")
     for i in range(7):
-        await event_log.append(grant, request(f"s-{i % 3}", {"i": i}))
+        await append_one(event_log, grant, request(f"s-{i % 3}", {"i": i}))
     pages, after = [], 0
     while page := await event_log.read_all("main", after=after, limit=3):
         pages.append([e.sequence for e in page])
@@ -288,7 +292,7 @@ async def test_read_all_pages_by_sequence(event_log):
 
 async def test_read_stream_from_a_version_with_a_limit(event_log):
     grant = await event_log.acquire_grant("main", "writer-a")
-    await event_log.append(grant, request("s", *({"i": i} for i in range(5))))
+    await append_one(event_log, grant, request("s", *({"i": i} for i in range(5))))
     events = await event_log.read_stream("main", "s", from_version=2, limit=2)
     assert [e.stream_version for e in events] == [2, 3]
     assert await event_log.read_stream("main", "missing") == []
@@ -310,14 +314,14 @@ async def test_the_ledger_refuses_what_validation_would_have_caught(event_log):
     assert outcomes[-1].events[0].sequence == head.sequence + 1
     for payload in (b"[1]", b"not json", b"\xff\xfe", b'{"a":"\\u0000"}'):
         with pytest.raises(InvalidEvent):
-            await event_log.append(grant, AppendRequest("s", (NewEvent("x", payload),)))
+            await append_one(event_log, grant, AppendRequest("s", (NewEvent("x", payload),)))
     assert (await event_log.head("main")).sequence == head.sequence + 1
 
 
 async def test_a_recorded_event_id_cannot_be_used_again(event_log):
     grant = await event_log.acquire_grant("main", "writer-a")
     event_id = uuid.uuid4()
-    await event_log.append(grant, AppendRequest.create(
+    await append_one(event_log, grant, AppendRequest.create(
         "s", [NewEvent.create("x", {}, event_id=event_id)]))
     outcomes = await event_log.append_batch(grant, [
         AppendRequest.create("s", [NewEvent.create("x", {}, event_id=event_id)]),
@@ -329,15 +333,15 @@ async def test_a_recorded_event_id_cannot_be_used_again(event_log):
 
 async def test_errors_share_one_root(event_log):
     grant = await event_log.acquire_grant("main", "writer-a")
-    await event_log.append(grant, request("s"))
+    await append_one(event_log, grant, request("s"))
     with pytest.raises(CanonlogError):
-        await event_log.append(grant, request("s", expected=StreamState.NO_STREAM))
+        await append_one(event_log, grant, request("s", expected=StreamState.NO_STREAM))
 
 
 async def test_authority_time_never_runs_backwards(event_log):
     grant = await event_log.acquire_grant("main", "writer-a")
     for _ in range(5):
-        await event_log.append(grant, request("s"))
+        await append_one(event_log, grant, request("s"))
     times = [e.recorded_at for e in await all_events(event_log)]
     assert times == sorted(times)
     assert all(t.tzinfo is not None for t in times)
@@ -385,7 +389,7 @@ async def test_a_signed_event_needs_an_active_key_of_its_agent(event_log):
     private, public = agent_key(1)
     await event_log.add_key("main", "k-1", "agent", "agent-7", public, "ops")
     await event_log.add_key("main", "w-1", "witness", "witness-1", agent_key(2)[1], "ops")
-    result = await event_log.append(grant, signed_request(private, "k-1", "agent-7"))
+    result = await append_one(event_log, grant, signed_request(private, "k-1", "agent-7"))
     (event,) = result.events
     assert event.signing_key_id == "k-1" and len(event.signature) == 64
     assert event.hash == event_hash_v1(event)
@@ -400,7 +404,7 @@ async def test_a_signed_event_needs_an_active_key_of_its_agent(event_log):
     assert "not an active key of agent agent-8" in str(refusals[0])
     await event_log.revoke_key("main", "k-1", "ops", "rotated")
     with pytest.raises(InvalidEvent, match="not an active key"):
-        await event_log.append(grant, signed_request(private, "k-1", "agent-7"))
+        await append_one(event_log, grant, signed_request(private, "k-1", "agent-7"))
     assert (await event_log.head("main")).sequence == head.sequence + 1
 
 
@@ -409,4 +413,4 @@ async def test_a_signature_without_its_key_id_is_refused(event_log):
     req = AppendRequest("s", (NewEvent("x", b"{}", event_id=uuid.uuid4(), signature=bytes(64)),),
                         context=WriteContext(agent_id="a"))
     with pytest.raises(InvalidEvent, match="signing key id"):
-        await event_log.append(grant, req)
+        await append_one(event_log, grant, req)

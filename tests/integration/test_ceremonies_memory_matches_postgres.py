@@ -8,7 +8,7 @@ import json
 import re
 from typing import Any
 
-from canonlog.application.ports import EventLog
+from canonlog.application.ports import EventLog, append_one
 from canonlog.domain.canonical import canonical_json
 from canonlog.domain.errors import CanonlogError
 from canonlog.domain.events import AppendRequest, NewEvent
@@ -45,7 +45,7 @@ async def run_script(log: EventLog) -> list[object]:
     for key_id, public in PUBLIC.items():
         await log.add_key("main", key_id, "witness", OWNER[key_id], public, "ops")
     await log.add_key("main", "agent-1", "agent", "agent-7", bytes([9]) * 32, "ops")
-    await log.append(grant, AppendRequest.create("s", [NewEvent.create("x", {"n": 1})]))
+    await append_one(log, grant, AppendRequest.create("s", [NewEvent.create("x", {"n": 1})]))
     results.append(await attempt(log.propose_failover("main", "writer-a", "ops")))
     results.append(await attempt(log.propose_failover("main", "", "ops")))
     results.append(await attempt(log.propose_failover("nowhere", "writer-b", "ops")))
@@ -63,7 +63,7 @@ async def run_script(log: EventLog) -> list[object]:
     results.append(await attempt(log.execute_failover("main", first, 2, "ops")))
     results.append(await attempt(log.execute_failover("main", first, 2, "ops")))
     results.append(await attempt(log.approve("main", second, "w-1", SIGNATURE, "ops")))
-    results.append(await attempt(log.append(grant, AppendRequest.create(
+    results.append(await attempt(append_one(log, grant, AppendRequest.create(
         "s", [NewEvent.create("x", {"n": 2})]))))
     results.append(await attempt(log.propose_resume("main", "ops")))
     await log.halt("main", "drill", "ops")

@@ -19,6 +19,7 @@ from canonlog.application.checkpoints import (
     check_against_checkpoints,
     publish_checkpoint,
 )
+from canonlog.application.ports import append_one
 from canonlog.application.witness import CheckpointWitness
 from canonlog.domain.checkpoint import Checkpoint, TrustedKey, cosign, parse_checkpoint, sign_checkpoint
 from canonlog.domain.errors import (
@@ -169,7 +170,7 @@ async def test_the_comparison_names_both_values_and_the_last_matching_sequence()
     log = MemoryEventLog()
     grant = await log.acquire_grant("main", "w")
     for i in range(9):
-        await log.append(grant, AppendRequest.create("s", [NewEvent.create("e", {"i": i})]))
+        await append_one(log, grant, AppendRequest.create("s", [NewEvent.create("e", {"i": i})]))
     events = await log.read_all("main")
     at = {e.sequence: e.hash for e in events}
     db_head = await log.head("main")
@@ -385,7 +386,7 @@ async def test_a_witness_checks_an_export_and_refuses_what_it_cannot_check(
 
     async def grow(n: int) -> bytes:
         for i in range(n):
-            await log.append(grant, AppendRequest.create("s", [NewEvent.create("e", {"i": i})]))
+            await append_one(log, grant, AppendRequest.create("s", [NewEvent.create("e", {"i": i})]))
         head = await log.head("main")
         return sign_checkpoint(Checkpoint.of(head, ORIGIN, WHEN), ORIGIN, signer.private_key).note()
 

@@ -15,7 +15,7 @@ import asyncpg
 import pytest
 
 from canonlog.application.ceremonies import governance_event_problems, resume_statement_v1
-from canonlog.application.ports import AppendOutcome, AppendResult, EventLog
+from canonlog.application.ports import AppendOutcome, AppendResult, EventLog, append_one
 from canonlog.domain.canonical import canonical_json
 from canonlog.domain.errors import CanonlogError, InvalidEvent
 from canonlog.domain.events import (
@@ -94,26 +94,26 @@ async def run_script(log: EventLog) -> list[object]:
         req("order-1", {"a": 2}, expected=1),
     ])
     results.append([summary(o) for o in outcomes])
-    results.append(await attempt(log.append(grant, req(
+    results.append(await attempt(append_one(log, grant, req(
         "order-2", {"b": 1}, {"b": 2}, execution_id="x-2", task_id="t-1", agent_id="ag",
         expected=7))))
-    results.append(await attempt(log.append(grant, req("order-9", event_id=SUPPLIED_ID))))
-    results.append(await attempt(log.append(grant, req("order-1", expected=5))))
+    results.append(await attempt(append_one(log, grant, req("order-9", event_id=SUPPLIED_ID))))
+    results.append(await attempt(append_one(log, grant, req("order-1", expected=5))))
     results.append(await log.halt("main", 'suspected tampering — "seq 7"\n', "ops"))
     results.append(await log.halt("main", "again", "ops"))
-    results.append(await attempt(log.append(grant, req("order-1"))))
+    results.append(await attempt(append_one(log, grant, req("order-1"))))
     results.append(await attempt(log.acquire_grant("main", "writer-a")))
     results.append(await attempt(log.release_grant(grant)))
     results.append(await log.ledger_state("main"))
     results.append(await resume_by_ceremony(log))
     results.append(await attempt(log.propose_resume("main", "ops")))
-    results.append(await attempt(log.append(grant, req("order-1", {"a": 3}, expected=2))))
+    results.append(await attempt(append_one(log, grant, req("order-1", {"a": 3}, expected=2))))
     await log.release_grant(grant)
-    results.append(await attempt(log.append(grant, req("order-1"))))
+    results.append(await attempt(append_one(log, grant, req("order-1"))))
     results.append(await log.ledger_state("main"))
     other = await log.acquire_grant("main", "writer-b")
     results.append(other)
-    results.append(await attempt(log.append(other, req("order-1", {"a": 4}, expected=3))))
+    results.append(await attempt(append_one(log, other, req("order-1", {"a": 4}, expected=3))))
     results.append((await log.head("main")).sequence)
     return results
 

@@ -9,7 +9,7 @@ import pytest
 
 from canonlog.application.client import LedgerClient
 from canonlog.application.halting import LedgerHaltChannel
-from canonlog.application.ports import AppendResult
+from canonlog.application.ports import AppendResult, append_one
 from canonlog.application.verifier import verify_chain
 from canonlog.application.writer import EventWriterService, WriterConfig, WriterState
 from canonlog.domain.errors import (
@@ -242,7 +242,7 @@ async def test_a_restarted_writer_fences_its_former_self(env):
         await old.append(req("s"))
     # ...and the database refuses the old epoch even if a write slips through.
     with pytest.raises(StaleWriter):
-        await old_log.inner.append(old.grant, req("s"))
+        await append_one(old_log.inner, old.grant, req("s"))
     await new.append(req("s"))
     await new.stop()
 

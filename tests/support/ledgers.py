@@ -6,6 +6,7 @@ import uuid
 
 import asyncpg
 
+from canonlog.application.ports import append_one
 from canonlog.domain.events import AppendRequest, Head, NewEvent
 from canonlog.infrastructure.postgres.asyncpg_log import AsyncpgEventLog
 from tests.support.servers import PgTarget
@@ -46,7 +47,7 @@ async def append_events(uri: str, count: int, *, ledger: str = "main",
     try:
         grant = await log.acquire_grant(ledger, writer_id)
         for i in range(count):
-            await log.append(grant, AppendRequest.create(
+            await append_one(log, grant, AppendRequest.create(
                 f"account-{i % 3}", [NewEvent.create("deposited", {"amount": i + 1})]))
         await log.release_grant(grant)
         return await log.head(ledger)

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from canonlog.application.ceremonies import resume_statement_v1
-from canonlog.application.ports import AppendResult
+from canonlog.application.ports import AppendResult, append_one
 from canonlog.domain.canonical import canonical_json
 from canonlog.domain.errors import (
     IdempotencyConflict,
@@ -68,7 +68,7 @@ async def test_authority_time_holds_still_while_the_clock_runs_backwards() -> No
     log = MemoryEventLog(clock=clock)
     grant = await log.acquire_grant("main", "writer-a")
     for _ in range(4):
-        await log.append(grant, request("s"))
+        await append_one(log, grant, request("s"))
     events = await log.read_all("main")
     assert [e.recorded_at for e in events] == [
         START, START + timedelta(seconds=5), START + timedelta(seconds=5),
@@ -164,7 +164,7 @@ async def test_payloads_jsonb_would_refuse_fail_the_whole_batch(payload: bytes) 
         await log.append_batch(grant, [request("fine"),
                                        AppendRequest("s", (NewEvent("x", payload),))])
     with pytest.raises(InvalidEvent, match="event 1 of the batch"):
-        await log.append(grant, AppendRequest("s", (NewEvent("x", b"{}", payload),)))
+        await append_one(log, grant, AppendRequest("s", (NewEvent("x", b"{}", payload),)))
     assert await log.head("main") == head
 
 
@@ -173,7 +173,7 @@ async def test_payloads_jsonb_accepts_are_stored_as_given() -> None:
     log = MemoryEventLog()
     grant = await log.acquire_grant("main", "writer-a")
     for payload in (b'{"a":1,"a":2}', b' {"n": 1e400, "m": 123456789012345678901234567890} '):
-        (event,) = (await log.append(grant, AppendRequest("s", (NewEvent("x", payload),)))).events
+        (event,) = (await append_one(log, grant, AppendRequest("s", (NewEvent("x", payload),)))).events
         assert event.payload == payload
 
 
@@ -194,19 +194,19 @@ async def test_a_refused_batch_leaves_no_idempotency_record() -> None:
     stale = await log.acquire_grant("main", "writer-a")
     grant = await log.acquire_grant("main", "writer-a")
     with pytest.raises(StaleWriter):
-        await log.append(stale, request("s", {"a": 1}, execution_id="x-1"))
-    result = await log.append(grant, request("s", {"a": 2}, execution_id="x-1"))
+        await append_one(log, stale, request("s", {"a": 1}, execution_id="x-1"))
+    result = await append_one(log, grant, request("s", {"a": 2}, execution_id="x-1"))
     assert not result.replayed
     with pytest.raises(IdempotencyConflict):
-        await log.append(grant, request("s", {"a": 1}, execution_id="x-1"))
+        await append_one(log, grant, request("s", {"a": 1}, execution_id="x-1"))
 
 
 async def test_a_replay_returns_the_stored_events_even_after_later_appends() -> None:
     log = MemoryEventLog()
     grant = await log.acquire_grant("main", "writer-a")
-    original = await log.append(grant, request("s", {"a": 1}, {"a": 2}, execution_id="x-1"))
-    await log.append(grant, request("s"))
-    retry = await log.append(grant, request("s", {"a": 1}, {"a": 2}, execution_id="x-1"))
+    original = await append_one(log, grant, request("s", {"a": 1}, {"a": 2}, execution_id="x-1"))
+    await append_one(log, grant, request("s"))
+    retry = await append_one(log, grant, request("s", {"a": 1}, {"a": 2}, execution_id="x-1"))
     assert retry.replayed and retry.events == original.events
     assert list(retry.events) == (await log.read_all("main"))[1:3]
 
@@ -218,7 +218,7 @@ async def test_concurrent_appenders_get_a_gap_free_verifiable_chain() -> None:
     async def appender(index: int) -> list[int]:
         sequences = []
         for n in range(25):
-            result = await log.append(grant, request(f"s-{index % 3}", {"i": index, "n": n}))
+            result = await append_one(log, grant, request(f"s-{index % 3}", {"i": index, "n": n}))
             sequences += [e.sequence for e in result.events]
             await asyncio.sleep(0)
         return sequences
@@ -236,14 +236,14 @@ async def test_event_ids_are_random_uuid4_unless_supplied_and_unique_across_ledg
     log = MemoryEventLog()
     a = await log.acquire_grant("alpha", "writer-a")
     b = await log.acquire_grant("beta", "writer-b")
-    (generated,) = (await log.append(a, request("s"))).events
+    (generated,) = (await append_one(log, a, request("s"))).events
     assert generated.event_id.version == 4
     supplied = uuid.uuid4()
     event = NewEvent.create("x", {}, event_id=supplied)
-    (kept,) = (await log.append(a, AppendRequest.create("s", [event]))).events
+    (kept,) = (await append_one(log, a, AppendRequest.create("s", [event]))).events
     assert kept.event_id == supplied
     with pytest.raises(InvalidEvent, match=f"event id {supplied} is already recorded"):
-        await log.append(b, AppendRequest.create("s", [event]))
+        await append_one(log, b, AppendRequest.create("s", [event]))
 
 
 async def test_an_event_id_twice_in_one_request_refuses_that_request_alone() -> None:
@@ -262,7 +262,7 @@ async def test_a_halt_refusal_carries_the_reason_for_grants_too() -> None:
     grant = await log.acquire_grant("main", "writer-a")
     await log.halt("main", "disk audit", "ops")
     for attempt in (log.acquire_grant("main", "writer-a"), log.release_grant(grant),
-                    log.append(grant, request("s"))):
+                    append_one(log, grant, request("s"))):
         with pytest.raises(SystemHalted, match="ledger main is halted: disk audit") as halted:
             await attempt
         assert halted.value.reason == "disk audit"
@@ -271,7 +271,7 @@ async def test_a_halt_refusal_carries_the_reason_for_grants_too() -> None:
 async def test_what_reads_return_cannot_change_the_ledger() -> None:
     log = MemoryEventLog()
     grant = await log.acquire_grant("main", "writer-a")
-    await log.append(grant, request("s"))
+    await append_one(log, grant, request("s"))
     events = await log.read_all("main")
     stream = await log.read_stream("main", "s")
     events.clear()
@@ -285,7 +285,7 @@ async def test_what_reads_return_cannot_change_the_ledger() -> None:
 async def test_reads_page_and_clamp_like_sql() -> None:
     log = MemoryEventLog()
     grant = await log.acquire_grant("main", "writer-a")
-    await log.append(grant, request("s", *({"i": i} for i in range(4))))
+    await append_one(log, grant, request("s", *({"i": i} for i in range(4))))
     assert [e.sequence for e in await log.read_all("main", after=-5, limit=2)] == [1, 2]
     assert await log.read_all("main", after=99) == []
     assert [e.stream_version for e in await log.read_stream("main", "s", from_version=0)] == [
@@ -300,7 +300,7 @@ async def test_a_closed_log_refuses_every_call() -> None:
     grant = await log.acquire_grant("main", "writer-a")
     await log.close()
     with pytest.raises(StorageError):
-        await log.append(grant, request("s"))
+        await append_one(log, grant, request("s"))
     with pytest.raises(StorageError):
         await log.read_all("main")
 

@@ -8,6 +8,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from canonlog.application.ports import append_one
 from canonlog.application.verifier import verify_chain, verify_events
 from canonlog.domain.errors import InvalidEvent
 from canonlog.domain.events import AppendRequest, Head, NewEvent, WriteContext
@@ -48,8 +49,8 @@ def rechain(events):
 
 async def test_valid_signatures_verify(ledger):
     log, grant = ledger
-    await log.append(grant, signed("s"))
-    await log.append(grant, AppendRequest.create("u", [NewEvent.create("x", {})]))
+    await append_one(log, grant, signed("s"))
+    await append_one(log, grant, AppendRequest.create("u", [NewEvent.create("x", {})]))
     report = await verify_chain(log, "main")
     assert report.ok, report.breaks
     required = await verify_chain(log, "main", signatures="require")
@@ -58,7 +59,7 @@ async def test_valid_signatures_verify(ledger):
 
 async def test_a_forged_signature_is_caught_even_with_every_hash_recomputed(ledger):
     log, grant = ledger
-    await log.append(grant, signed("s"))
+    await append_one(log, grant, signed("s"))
     events = await log.read_all("main")
     forged = rechain([*events[:-1], replace(events[-1], payload=b'{"n":1000}')])
     report = verify_events(forged, "main")
@@ -69,7 +70,7 @@ async def test_a_forged_signature_is_caught_even_with_every_hash_recomputed(ledg
 
 async def test_a_signature_claimed_for_another_agent_is_caught(ledger):
     log, grant = ledger
-    await log.append(grant, signed("s"))
+    await append_one(log, grant, signed("s"))
     events = await log.read_all("main")
     moved = rechain([*events[:-1], replace(events[-1], agent_id="agent-8")])
     (problem,) = verify_events(moved, "main").breaks
@@ -78,7 +79,7 @@ async def test_a_signature_claimed_for_another_agent_is_caught(ledger):
 
 async def test_signatures_by_a_key_revoked_earlier_are_caught(ledger):
     log, grant = ledger
-    await log.append(grant, signed("s"))
+    await append_one(log, grant, signed("s"))
     await log.revoke_key("main", "k-1", "ops", "rotated")
     events = await log.read_all("main")
     # Move the signed event after the revocation, as a rewrite of history would.
@@ -92,7 +93,7 @@ async def test_signatures_by_a_key_revoked_earlier_are_caught(ledger):
 async def test_incremental_verification_learns_earlier_keys(ledger):
     log, grant = ledger
     for _ in range(3):
-        await log.append(grant, signed(f"s-{_}"))
+        await append_one(log, grant, signed(f"s-{_}"))
     events = await log.read_all("main")
     anchor = Head("main", 3, events[2].hash)
     report = await verify_chain(log, "main", after=anchor)

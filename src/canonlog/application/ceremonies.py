@@ -29,7 +29,7 @@ from typing import Any, Final
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from canonlog.application.ports import EventLog, HaltChannel
+from canonlog.application.ports import EventReader, GovernedLedger, HaltChannel
 from canonlog.domain.ceremony import FAILOVER, RESUME, Approval, Ceremony
 from canonlog.domain.errors import (
     ApprovalRefused,
@@ -151,7 +151,7 @@ def _check_approvals(
     return tuple(checked), len(owners)
 
 
-async def report_ceremony(event_log: EventLog, ceremony: Ceremony, threshold: int
+async def report_ceremony(event_log: EventReader, ceremony: Ceremony, threshold: int
                           ) -> CeremonyReport:
     """Checks every signature of a ceremony and whether it could execute now."""
     ledger_id = ceremony.ledger_id
@@ -180,13 +180,13 @@ async def report_ceremony(event_log: EventLog, ceremony: Ceremony, threshold: in
     return CeremonyReport(ceremony, content, approvals, witnesses, threshold, blocker, halted_at)
 
 
-async def _last_halt(event_log: EventLog, ledger_id: str) -> int | None:
+async def _last_halt(event_log: EventReader, ledger_id: str) -> int | None:
     halts = [e.sequence for e in await event_log.read_stream(ledger_id, "$ledger")
              if e.event_type == "canonlog.halted"]
     return halts[-1] if halts else None
 
 
-async def current_resume_ceremony(event_log: EventLog, ledger_id: str) -> Ceremony | None:
+async def current_resume_ceremony(event_log: EventReader, ledger_id: str) -> Ceremony | None:
     """Returns the resume ceremony of the ledger's current halt, if one was opened."""
     state = await event_log.ledger_state(ledger_id)
     if not state.halted:
@@ -201,14 +201,14 @@ async def current_resume_ceremony(event_log: EventLog, ledger_id: str) -> Ceremo
 # -- steps ----------------------------------------------------------------------------
 
 
-async def _ceremony(event_log: EventLog, ledger_id: str, proposal_id: int) -> Ceremony:
+async def _ceremony(event_log: EventReader, ledger_id: str, proposal_id: int) -> Ceremony:
     found = await event_log.ceremonies(ledger_id, proposal_id)
     if not found:
         raise CeremonyNotFound(f"ledger {ledger_id} has no proposal {proposal_id}")
     return found[0]
 
 
-async def propose_failover(event_log: EventLog, ledger_id: str, target_writer_id: str,
+async def propose_failover(event_log: GovernedLedger, ledger_id: str, target_writer_id: str,
                            actor: str) -> Ceremony:
     """Opens a failover ceremony against the current grant and head."""
     proposal_id = await event_log.propose_failover(ledger_id, target_writer_id, actor)
@@ -216,7 +216,7 @@ async def propose_failover(event_log: EventLog, ledger_id: str, target_writer_id
 
 
 async def approve(
-    event_log: EventLog, ledger_id: str, proposal_id: int, key_id: str, actor: str, *,
+    event_log: GovernedLedger, ledger_id: str, proposal_id: int, key_id: str, actor: str, *,
     private_key: Ed25519PrivateKey | None = None, signature: bytes | None = None,
 ) -> Ceremony:
     """Signs the proposal's statement with private_key (or takes a signature made
@@ -224,7 +224,7 @@ async def approve(
 
     Raises ApprovalRefused when key_id is not an active witness key of the ledger,
     the private key is not that key's, or the signature does not verify; and what
-    EventLog.approve raises.
+    Governance.approve raises.
     """
     if (private_key is None) == (signature is None):
         raise ValueError("approve needs exactly one of private_key and signature")
@@ -247,7 +247,7 @@ async def approve(
 
 
 async def approve_resume(
-    event_log: EventLog, ledger_id: str, key_id: str, actor: str, *,
+    event_log: GovernedLedger, ledger_id: str, key_id: str, actor: str, *,
     private_key: Ed25519PrivateKey | None = None, signature: bytes | None = None,
 ) -> Ceremony:
     """Opens the resume ceremony of the current halt if needed, and approves it."""
@@ -266,9 +266,9 @@ def _refuse_forged(report: CeremonyReport) -> None:
             "recorded by canonlog; investigate, and open a new proposal")
 
 
-async def execute_failover(event_log: EventLog, ledger_id: str, proposal_id: int,
+async def execute_failover(event_log: GovernedLedger, ledger_id: str, proposal_id: int,
                            threshold: int, actor: str) -> WriterGrant:
-    """Re-verifies every approval, then moves the grant (EventLog.execute_failover);
+    """Re-verifies every approval, then moves the grant (Governance.execute_failover);
     raises TamperDetected when a recorded signature does not verify."""
     ceremony = await _ceremony(event_log, ledger_id, proposal_id)
     _refuse_forged(await report_ceremony(event_log, ceremony, threshold))
@@ -276,7 +276,7 @@ async def execute_failover(event_log: EventLog, ledger_id: str, proposal_id: int
 
 
 async def execute_resume(
-    event_log: EventLog, ledger_id: str, threshold: int, min_wait_seconds: int, actor: str,
+    event_log: GovernedLedger, ledger_id: str, threshold: int, min_wait_seconds: int, actor: str,
     channels: Sequence[HaltChannel] = (),
 ) -> int:
     """Resumes the halted ledger through the resume ceremony of its current halt and
@@ -284,7 +284,7 @@ async def execute_resume(
 
     Raises CeremonyNotApplicable when the ledger is not halted, CeremonyNotFound when
     no witness has approved yet, TamperDetected as execute_failover does, and what
-    EventLog.resume_ceremony raises (WaitingPeriodNotOver, ThresholdNotMet).
+    Governance.resume_ceremony raises (WaitingPeriodNotOver, ThresholdNotMet).
     """
     ceremony = await current_resume_ceremony(event_log, ledger_id)
     if ceremony is None:

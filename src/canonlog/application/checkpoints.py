@@ -19,8 +19,8 @@ from datetime import UTC, datetime
 import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from canonlog.application.ports import CheckpointStore, HeadStore
-from canonlog.application.verification import HeadReader, check_against_checkpoints
+from canonlog.application.ports import CheckpointStore, EventReader, HeadStore
+from canonlog.application.verification import check_against_checkpoints
 from canonlog.domain.checkpoint import (
     Checkpoint,
     CheckpointVerification,
@@ -56,7 +56,7 @@ class CheckpointSigner:
 # -- creating and publishing -----------------------------------------------------------
 
 
-async def create_checkpoint(reader: HeadReader, ledger_id: str, signer: CheckpointSigner, *,
+async def create_checkpoint(reader: EventReader, ledger_id: str, signer: CheckpointSigner, *,
                             origin: str, now: datetime | None = None,
                             trusted: Iterable[Head] = ()) -> SignedCheckpoint:
     """Signs a checkpoint of the database's current head of the ledger.
@@ -82,7 +82,7 @@ class PublishedCheckpoint:
 
 
 async def publish_checkpoint(
-    reader: HeadReader, ledger_id: str, signer: CheckpointSigner,
+    reader: EventReader, ledger_id: str, signer: CheckpointSigner,
     stores: Sequence[CheckpointStore], *, origin: str, now: datetime | None = None,
     trusted: Iterable[Head] = (),
 ) -> PublishedCheckpoint:
@@ -134,7 +134,7 @@ class CheckpointPublisher:
     """
 
     def __init__(
-        self, reader: HeadReader, ledger_id: str, signer: CheckpointSigner,
+        self, reader: EventReader, ledger_id: str, signer: CheckpointSigner,
         stores: Sequence[CheckpointStore], *, origin: str, every_events: int = 1000,
         every_seconds: float = 60.0, poll_interval: float = 1.0,
         clock: Callable[[], float] = time.monotonic,

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 
-from canonlog.application.ports import AppendResult, EventLog, EventNotifier
+from canonlog.application.ports import AppendResult, EventNotifier, EventReader
 from canonlog.application.writer import EventWriterService
 from canonlog.domain.errors import InvalidEvent
 from canonlog.domain.events import (
@@ -37,7 +37,7 @@ class LedgerClient:
     def __init__(
         self,
         writer: EventWriterService,
-        event_log: EventLog,
+        event_log: EventReader,
         ledger_id: str,
         *,
         notifier: EventNotifier | None = None,

@@ -13,21 +13,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
 
 import structlog
 
-from canonlog.application.ports import HaltChannel
+from canonlog.application.ports import EventReader, GovernedLedger, HaltChannel
 from canonlog.domain.errors import CanonlogError, HaltStateUnknown, LedgerNotFound
-from canonlog.domain.events import LedgerState
 
 logger = structlog.get_logger("canonlog.halting")
-
-
-class HaltableLog(Protocol):
-    async def halt(self, ledger_id: str, reason: str, actor: str) -> bool: ...
-
-    async def ledger_state(self, ledger_id: str) -> LedgerState: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +39,7 @@ class HaltOutcome:
 
 
 async def halt_ledger(
-    event_log: HaltableLog,
+    event_log: GovernedLedger,
     ledger_id: str,
     reason: str,
     actor: str,
@@ -93,7 +85,7 @@ class LedgerHaltChannel:
     (halt_ledger), never by a message.
     """
 
-    def __init__(self, event_log: HaltableLog) -> None:
+    def __init__(self, event_log: EventReader) -> None:
         self._event_log = event_log
 
     async def halt_reason(self, ledger_id: str) -> str | None:

@@ -40,13 +40,48 @@ AppendOutcome = AppendResult | CanonlogError
 ProgressCallback = Callable[[int], None]
 
 
-class EventLog(Protocol):
-    """A ledger store whose integrity rules are enforced below the caller.
+class EventReader(Protocol):
+    """Reading a ledger's store: its events, head, state, keys and ceremonies.
 
-    Every adapter (PostgreSQL via asyncpg or psycopg, in-memory) assigns gap-free
-    sequences, computes the hash chain by the same specification and raises the
-    same errors; tests/contract holds the specification all of them pass.
+    Reads change nothing and never refuse for halt or grant reasons; a ledger that
+    does not exist reads as empty, except in ledger_state.
     """
+
+    async def read_stream(
+        self, ledger_id: str, stream_id: str, *, from_version: int = 1, limit: int | None = None
+    ) -> list[RecordedEvent]:
+        """Returns a stream's events from from_version on, oldest first."""
+        ...
+
+    async def read_all(
+        self, ledger_id: str, *, after: int = 0, limit: int = 1000
+    ) -> list[RecordedEvent]:
+        """Returns up to limit events with sequence greater than after, in sequence order."""
+        ...
+
+    async def head(self, ledger_id: str) -> Head:
+        """Returns the newest sequence and hash; sequence 0 and the genesis hash when empty."""
+        ...
+
+    async def ledger_state(self, ledger_id: str) -> LedgerState:
+        """Returns the grant and halt flag; raises LedgerNotFound for an unknown ledger."""
+        ...
+
+    async def list_keys(self, ledger_id: str) -> list[RegisteredKey]:
+        """Returns every key ever registered in the ledger, revoked ones included."""
+        ...
+
+    async def ceremonies(
+        self, ledger_id: str, proposal_id: int | None = None
+    ) -> list[Ceremony]:
+        """Returns the ledger's ceremonies (or the one proposal) with their approvals,
+        oldest first, approvals ordered by key id."""
+        ...
+
+
+class EventAppender(Protocol):
+    """The write path: the ledger's grant, and appends under it (see append_one for one
+    request). The store assigns gap-free sequences and computes the hash chain."""
 
     async def acquire_grant(self, ledger_id: str, writer_id: str) -> WriterGrant:
         """Takes the ledger's write grant, creating the ledger if it is new.
@@ -74,29 +109,13 @@ class EventLog(Protocol):
         """
         ...
 
-    async def append(self, grant: WriterGrant, request: AppendRequest) -> AppendResult:
-        """Appends one request atomically; raises the error that refused it."""
-        ...
 
-    async def read_stream(
-        self, ledger_id: str, stream_id: str, *, from_version: int = 1, limit: int | None = None
-    ) -> list[RecordedEvent]:
-        """Returns a stream's events from from_version on, oldest first."""
-        ...
+class Governance(Protocol):
+    """Chained changes to how a ledger is governed: halting, keys, witnessed ceremonies.
 
-    async def read_all(
-        self, ledger_id: str, *, after: int = 0, limit: int = 1000
-    ) -> list[RecordedEvent]:
-        """Returns up to limit events with sequence greater than after, in sequence order."""
-        ...
-
-    async def head(self, ledger_id: str) -> Head:
-        """Returns the newest sequence and hash; sequence 0 and the genesis hash when empty."""
-        ...
-
-    async def ledger_state(self, ledger_id: str) -> LedgerState:
-        """Returns the grant and halt flag; raises LedgerNotFound for an unknown ledger."""
-        ...
+    Each step is recorded as an event of the ledger's own stream, and the store
+    enforces the stored policy whatever the caller passes.
+    """
 
     async def halt(self, ledger_id: str, reason: str, actor: str) -> bool:
         """Halts the ledger with a chained event; returns False if it was already halted.
@@ -117,10 +136,6 @@ class EventLog(Protocol):
     async def revoke_key(self, ledger_id: str, key_id: str, actor: str, reason: str) -> int:
         """Revokes a key from now on with a chained ``canonlog.key_revoked`` event;
         returns its sequence. Events signed before stay valid; later ones are refused."""
-        ...
-
-    async def list_keys(self, ledger_id: str) -> list[RegisteredKey]:
-        """Returns every key ever registered in the ledger, revoked ones included."""
         ...
 
     async def propose_failover(self, ledger_id: str, target_writer_id: str, actor: str) -> int:
@@ -176,16 +191,33 @@ class EventLog(Protocol):
         """
         ...
 
-    async def ceremonies(
-        self, ledger_id: str, proposal_id: int | None = None
-    ) -> list[Ceremony]:
-        """Returns the ledger's ceremonies (or the one proposal) with their approvals,
-        oldest first, approvals ordered by key id."""
-        ...
+
+class GovernedLedger(EventReader, Governance, Protocol):
+    """What the governance use cases act on: the governance steps and the reads that
+    show their state (halting, ceremonies, startup self-verification)."""
+
+
+class EventLog(EventReader, EventAppender, Governance, Protocol):
+    """A whole ledger store, as adapters implement it and the composition root wires it.
+
+    Every adapter (PostgreSQL via asyncpg or psycopg, in-memory) assigns gap-free
+    sequences, computes the hash chain by the same specification and raises the
+    same errors; tests/contract holds the specification all of them pass. Use
+    cases take the narrowest of its parts they need.
+    """
 
     async def close(self) -> None:
         """Releases connections; the log is unusable afterwards."""
         ...
+
+
+async def append_one(appender: EventAppender, grant: WriterGrant,
+                     request: AppendRequest) -> AppendResult:
+    """Appends one request atomically through append_batch; raises the error that refused it."""
+    (outcome,) = await appender.append_batch(grant, [request])
+    if isinstance(outcome, CanonlogError):
+        raise outcome
+    return outcome
 
 
 class WriterLease(Protocol):

@@ -10,7 +10,7 @@ import structlog
 from canonlog.application.halting import halt_ledger
 from canonlog.application.ports import (
     DatabaseInspector,
-    EventLog,
+    GovernedLedger,
     HaltChannel,
     HeadStore,
     TrustedCheckpoints,
@@ -25,7 +25,7 @@ _LAST_KNOWN: Final = "last known head"
 
 
 async def verify_before_writing(
-    event_log: EventLog,
+    event_log: GovernedLedger,
     ledger_id: str,
     writer_id: str,
     heads: HeadStore,
@@ -101,7 +101,7 @@ def _show(head: Head) -> str:
 
 
 async def _inconsistent(
-    event_log: EventLog,
+    event_log: GovernedLedger,
     ledger_id: str,
     writer_id: str,
     halt_channels: Sequence[HaltChannel],

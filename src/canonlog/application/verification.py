@@ -24,33 +24,19 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal
 
-from canonlog.application.ports import ProgressCallback
+from canonlog.application.ports import EventReader, ProgressCallback
 from canonlog.application.verifier import (
     DEFAULT_PAGE_SIZE,
     ChainReport,
     SignaturePolicy,
     verify_chain,
 )
-from canonlog.domain.events import GENESIS_HASH, Head, RecordedEvent
+from canonlog.domain.events import GENESIS_HASH, Head
 
 #: Where a verification started recomputing hashes; see Coverage.
 CoverageMode = Literal["genesis", "checkpoint", "anchor", "tail"]
-
-
-class HeadReader(Protocol):
-    async def head(self, ledger_id: str) -> Head: ...
-
-    async def read_all(
-        self, ledger_id: str, *, after: int = 0, limit: int = 1000
-    ) -> list[RecordedEvent]: ...
-
-
-class LedgerReader(HeadReader, Protocol):
-    async def read_stream(
-        self, ledger_id: str, stream_id: str, *, from_version: int = 1, limit: int | None = None
-    ) -> list[RecordedEvent]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +85,7 @@ class VerificationReport:
 
 
 async def verify_ledger(
-    reader: LedgerReader,
+    reader: EventReader,
     ledger_id: str,
     *,
     trusted: Iterable[Head] = (),
@@ -145,7 +131,7 @@ async def verify_ledger(
                               Coverage(mode, start, chain.last_sequence, comparison.uncovered))
 
 
-async def _stored_head(reader: HeadReader, ledger_id: str, sequence: int) -> Head:
+async def _stored_head(reader: EventReader, ledger_id: str, sequence: int) -> Head:
     """The store's own (sequence, hash) at sequence, trusted for nothing but a start."""
     if sequence == 0:
         return Head(ledger_id, 0, GENESIS_HASH)
@@ -198,7 +184,7 @@ class CheckpointComparison:
         return max(0, self.database_head.sequence - newest)
 
 
-async def check_against_checkpoints(reader: HeadReader, ledger_id: str,
+async def check_against_checkpoints(reader: EventReader, ledger_id: str,
                                     checkpoints: Iterable[Head]) -> CheckpointComparison:
     """Compares the database with every trusted checkpoint of the ledger.
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Final, Literal, Protocol
 
 from canonlog.application.ceremonies import governance_event_problems
-from canonlog.application.ports import ProgressCallback
+from canonlog.application.ports import EventReader, ProgressCallback
 from canonlog.domain.events import (
     GENESIS_HASH,
     HASH_VERSION,
@@ -303,16 +303,6 @@ def _verifier(ledger_id: str, after: Head | None, signatures: SignaturePolicy) -
         return ChainVerifier(ledger_id, signatures=signatures)
     return ChainVerifier(ledger_id, after_sequence=after.sequence, after_hash=after.hash,
                          signatures=signatures)
-
-
-class EventReader(Protocol):
-    async def read_all(
-        self, ledger_id: str, *, after: int = 0, limit: int = 1000
-    ) -> list[RecordedEvent]: ...
-
-    async def read_stream(
-        self, ledger_id: str, stream_id: str, *, from_version: int = 1, limit: int | None = None
-    ) -> list[RecordedEvent]: ...
 
 
 async def _pages(reader: EventReader, ledger_id: str, after: int, until: int | None,

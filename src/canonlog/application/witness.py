@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from canonlog.application.ports import WitnessState
-from canonlog.application.verification import LedgerReader, verify_ledger
+from canonlog.application.ports import EventReader, WitnessState
+from canonlog.application.verification import verify_ledger
 from canonlog.application.verifier import ChainReport, VerifiableEvent, verify_events
 from canonlog.domain.checkpoint import (
     NoteSignature,
@@ -55,7 +55,7 @@ class CheckpointWitness:
         self._log_keys = tuple(log_keys)
         self._clock = clock
 
-    async def cosign(self, note: bytes, *, reader: LedgerReader | None = None,
+    async def cosign(self, note: bytes, *, reader: EventReader | None = None,
                      events: Iterable[VerifiableEvent] | None = None) -> Cosigned:
         """Checks the note and returns the witness's cosignature of it, recording it as seen.
 
@@ -94,7 +94,7 @@ class CheckpointWitness:
                         last.sequence if last else 0)
 
 
-async def _verify_between(start: Head, end: Head, reader: LedgerReader | None,
+async def _verify_between(start: Head, end: Head, reader: EventReader | None,
                           events: Iterable[VerifiableEvent] | None) -> ChainReport:
     # Agent signatures are not the witness's business: it vouches for append-only
     # growth of the chain, nothing about the events' content.

@@ -16,13 +16,8 @@ from typing import NamedTuple, TextIO
 
 import orjson
 
-from canonlog.application.ports import ProgressCallback
-from canonlog.application.verifier import (
-    ChainReport,
-    EventReader,
-    SignaturePolicy,
-    verify_events,
-)
+from canonlog.application.ports import EventReader, ProgressCallback
+from canonlog.application.verifier import ChainReport, SignaturePolicy, verify_events
 from canonlog.domain.errors import ExportFormatError
 from canonlog.domain.events import RecordedEvent
 

@@ -25,7 +25,6 @@ from canonlog.application.ports import AppendOutcome, AppendResult
 from canonlog.domain.ceremony import FAILOVER, RESUME, Approval, Ceremony, CeremonyStatus
 from canonlog.domain.errors import (
     ApprovalRefused,
-    CanonlogError,
     CeremonyNotApplicable,
     CeremonyNotFound,
     ConcurrencyConflict,
@@ -421,12 +420,6 @@ class MemoryEventLog:
             self._event_ids.add(event.event_id)
 
     # -- appends ---------------------------------------------------------------
-
-    async def append(self, grant: WriterGrant, request: AppendRequest) -> AppendResult:
-        (outcome,) = await self.append_batch(grant, [request])
-        if isinstance(outcome, CanonlogError):
-            raise outcome
-        return outcome
 
     async def append_batch(
         self, grant: WriterGrant, requests: Sequence[AppendRequest]
