@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from canonlog.application.ceremonies import failover_statement_v1, governance_event_problems
+from canonlog.domain.ceremony import failover_statement_v1, governance_event_problems
 from canonlog.domain.errors import GrantUnavailable, StaleWriter
 from canonlog.domain.events import AppendRequest, NewEvent
 from canonlog.infrastructure.keyfiles import generate_key_file

@@ -9,8 +9,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from canonlog.application.ceremonies import statement
 from canonlog.application.ports import EventLog, append_one
+from canonlog.domain.ceremony import statement
 from canonlog.domain.errors import (
     ApprovalRefused,
     CeremonyNotApplicable,

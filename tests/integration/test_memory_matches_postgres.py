@@ -14,9 +14,9 @@ from typing import Any
 import asyncpg
 import pytest
 
-from canonlog.application.ceremonies import governance_event_problems, resume_statement_v1
 from canonlog.application.ports import AppendOutcome, AppendResult, EventLog, append_one
 from canonlog.domain.canonical import canonical_json
+from canonlog.domain.ceremony import governance_event_problems, resume_statement_v1
 from canonlog.domain.errors import CanonlogError, InvalidEvent
 from canonlog.domain.events import (
     GENESIS_HASH,

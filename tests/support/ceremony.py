@@ -9,8 +9,8 @@ from __future__ import annotations
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from canonlog.application.ceremonies import resume_statement_v1
 from canonlog.application.ports import EventLog
+from canonlog.domain.ceremony import resume_statement_v1
 
 #: The witness resume_by_ceremony registers; a fixed seed keeps its signatures, and so
 #: the payloads of the ceremony's events, the same from one adapter to the next.

@@ -11,13 +11,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from canonlog.application import ceremonies
-from canonlog.application.ceremonies import (
+from canonlog.application.ceremonies import report_ceremony
+from canonlog.application.halting import halt_ledger
+from canonlog.domain.ceremony import (
     failover_statement_v1,
     governance_event_problems,
-    report_ceremony,
     resume_statement_v1,
+    statement,
 )
-from canonlog.application.halting import halt_ledger
 from canonlog.domain.errors import (
     ApprovalRefused,
     CeremonyNotApplicable,
@@ -99,7 +100,7 @@ async def test_approve_signs_the_statement_and_refuses_a_wrong_key_before_record
     with pytest.raises(CeremonyNotFound):
         await ceremonies.approve(log, "main", 99, "w-a", "ops", private_key=key(1))
     assert await log.head("main") == head
-    signature = key(1).sign(ceremonies.statement(ceremony))
+    signature = key(1).sign(statement(ceremony))
     approved = await ceremonies.approve(log, "main", ceremony.proposal_id, "w-a", "ops",
                                         signature=signature)
     assert [a.signature for a in approved.approvals] == [signature]

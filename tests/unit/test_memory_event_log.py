@@ -11,9 +11,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from canonlog.application.ceremonies import resume_statement_v1
 from canonlog.application.ports import AppendResult, append_one
 from canonlog.domain.canonical import canonical_json
+from canonlog.domain.ceremony import resume_statement_v1
 from canonlog.domain.errors import (
     IdempotencyConflict,
     InvalidEvent,

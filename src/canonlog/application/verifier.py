@@ -20,8 +20,8 @@ from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from typing import Final, Literal, Protocol
 
-from canonlog.application.ceremonies import governance_event_problems
 from canonlog.application.ports import EventReader, ProgressCallback
+from canonlog.domain.ceremony import governance_event_problems
 from canonlog.domain.events import (
     GENESIS_HASH,
     HASH_VERSION,

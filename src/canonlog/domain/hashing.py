@@ -97,7 +97,7 @@ def frame_opt_text(value: str | None) -> bytes:
     return _ABSENT if value is None else _PRESENT + frame_text(value)
 
 
-def _i64(value: int) -> bytes:
+def frame_i64(value: int) -> bytes:
     return value.to_bytes(8, "big", signed=True)
 
 

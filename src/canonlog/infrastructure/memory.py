@@ -22,7 +22,18 @@ from decimal import Decimal
 from typing import Any
 
 from canonlog.application.ports import AppendOutcome, AppendResult
-from canonlog.domain.ceremony import FAILOVER, RESUME, Approval, Ceremony, CeremonyStatus
+from canonlog.domain.ceremony import (
+    FAILOVER,
+    FAILOVER_STATEMENT_V1,
+    RESUME,
+    RESUME_STATEMENT_V1,
+    Approval,
+    Ceremony,
+    CeremonyStatus,
+    approval_standing,
+    obstacle,
+    witnesses_behind,
+)
 from canonlog.domain.errors import (
     ApprovalRefused,
     CeremonyNotApplicable,
@@ -299,8 +310,9 @@ class MemoryEventLog:
         async with self._lock(ledger_id):
             ledger = self._existing(ledger_id)
             ceremony = _open_ceremony(ledger, proposal_id, None)
-            key = ledger.keys.get(key_id)
-            if key is None or key.purpose != "witness" or key.revoked_seq is not None:
+            standing = approval_standing(key_id, ledger.keys, at=None)
+            key = standing.key
+            if key is None or not standing.counts:
                 raise ApprovalRefused(
                     f"key {key_id} is not an active witness key of ledger {ledger_id}")
             for other in ceremony.approvals:
@@ -336,7 +348,7 @@ class MemoryEventLog:
                 "previous_head_sequence": ceremony.head_sequence,
                 "previous_head_hash": ceremony.head_hash.hex(),
                 "writer_id": ceremony.target_writer_id, "epoch": epoch, "approvals": approvals,
-                "threshold": threshold, "statement": "canonlog/ceremony/failover/v1",
+                "threshold": threshold, "statement": FAILOVER_STATEMENT_V1,
                 "actor": actor,
             }, ceremony.target_writer_id, epoch)
             self._store(ledger, [event])
@@ -377,7 +389,7 @@ class MemoryEventLog:
                 "proposal_id": proposal_id, "halt_sequence": ceremony.halt_sequence,
                 "halt_hash": ceremony.halt_hash.hex(), "approvals": approvals,
                 "threshold": threshold, "min_wait_seconds": min_wait_seconds,
-                "statement": "canonlog/ceremony/resume/v1",
+                "statement": RESUME_STATEMENT_V1,
             })
             sequence = ledger.events[-1].sequence
             ledger.ceremonies[proposal_id] = replace(ceremony, status="executed",
@@ -580,8 +592,7 @@ class MemoryEventLog:
         self._check_open()
         _storable(ledger_id)
         ledger = self._existing(ledger_id)
-        return LedgerState(ledger_id, ledger.writer_id, ledger.epoch, ledger.halted,
-                           ledger.halt_reason)
+        return _state(ledger)
 
 
 def _signature_problem(ledger: _Ledger, event: NewEvent, agent_id: str | None) -> str | None:
@@ -631,19 +642,18 @@ def _open_ceremony(ledger: _Ledger, proposal_id: int, kind: str | None) -> Cerem
         raise CeremonyNotApplicable(
             f"proposal {proposal_id} of ledger {ledger_id} is a {ceremony.kind} ceremony, "
             f"not a {kind} ceremony")
-    if ceremony.status != "open":
-        raise CeremonyNotApplicable(
-            f"proposal {proposal_id} of ledger {ledger_id} is {ceremony.status} "
-            f"(at sequence {ceremony.closed_seq})")
-    if ceremony.kind == FAILOVER:
-        if ledger.writer_id != ceremony.writer_id or ledger.epoch != ceremony.epoch:
+    halt = _last_halt(ledger)
+    match obstacle(ceremony, _state(ledger), halt.sequence if halt else None):
+        case "closed":
+            raise CeremonyNotApplicable(
+                f"proposal {proposal_id} of ledger {ledger_id} is {ceremony.status} "
+                f"(at sequence {ceremony.closed_seq})")
+        case "grant_moved":
             raise CeremonyNotApplicable(
                 f"proposal {proposal_id} of ledger {ledger_id} was made against writer "
                 f"{ceremony.writer_id} at epoch {ceremony.epoch}, but the grant is now held by "
                 f"{ledger.writer_id or 'nobody'} at epoch {ledger.epoch}")
-    else:
-        halt = _last_halt(ledger)
-        if not ledger.halted or halt is None or halt.sequence != ceremony.halt_sequence:
+        case "halt_over":
             raise CeremonyNotApplicable(
                 f"proposal {proposal_id} of ledger {ledger_id} would end the halt at sequence "
                 f"{ceremony.halt_sequence}, which is over")
@@ -655,16 +665,19 @@ def _counted_approvals(
 ) -> list[dict[str, str]]:
     """The approvals by keys still active witness keys, as canonlog.counted_approvals_v1
     lists them; raises ThresholdNotMet when fewer than threshold witnesses are behind them."""
-    counted = [a for a in ceremony.approvals
-               if ledger.keys[a.key_id].purpose == "witness"
-               and ledger.keys[a.key_id].revoked_seq is None]
-    witnesses = len({a.owner_id for a in counted})
+    standings = [approval_standing(a.key_id, ledger.keys, at=None) for a in ceremony.approvals]
+    witnesses = witnesses_behind(standings)
     if witnesses < threshold:
         raise ThresholdNotMet(
             f"proposal {ceremony.proposal_id} of ledger {ledger.ledger_id} has approvals from "
             f"{witnesses} of the {threshold} witnesses it needs")
     return [{"key_id": a.key_id, "owner_id": a.owner_id, "signature": a.signature.hex()}
-            for a in counted]
+            for a, standing in zip(ceremony.approvals, standings, strict=True) if standing.counts]
+
+
+def _state(ledger: _Ledger) -> LedgerState:
+    return LedgerState(ledger.ledger_id, ledger.writer_id, ledger.epoch, ledger.halted,
+                       ledger.halt_reason)
 
 
 def _sealed(event: RecordedEvent) -> RecordedEvent:
