@@ -19,8 +19,7 @@ from canonlog.application.halting import LedgerHaltChannel
 from canonlog.application.writer import EventWriterService, WriterConfig
 from canonlog.domain.events import DEFAULT_LEDGER
 from canonlog.infrastructure.head_store import MemoryHeadStore
-from canonlog.infrastructure.memory import MemoryEventLog
-from canonlog.infrastructure.memory_lease import InMemoryLease
+from canonlog.infrastructure.memory import InMemoryLease, MemoryEventLog
 
 #: One lease registry per in-memory log, so two writers on one log contend as two
 #: processes on one database would, while separate logs never do.

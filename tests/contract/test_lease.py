@@ -43,7 +43,7 @@ async def make_lease(lease_backend: tuple[str, str | None]) -> AsyncIterator[Mak
     client: redis.asyncio.Redis | None = None
     build: MakeLease
     if kind == "memory":
-        from canonlog.infrastructure.memory_lease import InMemoryLease
+        from canonlog.infrastructure.memory import InMemoryLease
 
         registry: dict[str, tuple[str, float]] = {}
 

@@ -27,7 +27,8 @@ from canonlog.domain.events import (
     WriteContext,
 )
 from canonlog.domain.hashing import event_hash_v1
-from canonlog.infrastructure.memory import MemoryEventLog, canonical_jsonb, parse_jsonb
+from canonlog.infrastructure.memory import MemoryEventLog
+from canonlog.infrastructure.memory.pgtext import canonical_jsonb, parse_jsonb
 from canonlog.infrastructure.postgres.asyncpg_log import AsyncpgEventLog
 from tests.conftest import TestDatabase
 from tests.support.ceremony import (

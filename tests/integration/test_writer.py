@@ -28,7 +28,7 @@ from canonlog.domain.errors import (
 )
 from canonlog.domain.events import AppendRequest, NewEvent, StreamState, WriteContext
 from canonlog.infrastructure.head_store import MemoryHeadStore
-from canonlog.infrastructure.memory_lease import InMemoryLease
+from canonlog.infrastructure.memory import InMemoryLease
 from canonlog.infrastructure.postgres.asyncpg_log import AsyncpgEventLog
 from canonlog.infrastructure.postgres.inspector import PostgresInspector
 

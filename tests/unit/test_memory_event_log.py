@@ -30,7 +30,8 @@ from canonlog.domain.events import (
     WriteContext,
 )
 from canonlog.domain.hashing import event_hash_v1
-from canonlog.infrastructure.memory import MemoryEventLog, canonical_jsonb, parse_jsonb
+from canonlog.infrastructure.memory import MemoryEventLog
+from canonlog.infrastructure.memory.pgtext import canonical_jsonb, parse_jsonb
 from tests.support.ceremony import RESUME_WITNESS_KEY, public_bytes, resume_by_ceremony
 
 START = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
