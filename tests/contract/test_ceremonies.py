@@ -6,8 +6,6 @@ import json
 import re
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from canonlog.application.ports import EventLog, append_one
 from canonlog.domain.ceremony import statement
@@ -23,36 +21,28 @@ from canonlog.domain.errors import (
     ThresholdNotMet,
     WaitingPeriodNotOver,
 )
-from canonlog.domain.events import AppendRequest, NewEvent, WriterGrant
+from canonlog.domain.events import WriterGrant
 from canonlog.domain.hashing import event_hash_v1
-
-
-def key(seed: int) -> tuple[Ed25519PrivateKey, bytes]:
-    private = Ed25519PrivateKey.from_private_bytes(bytes([seed]) * 32)
-    return private, private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-
+from tests.support.keys import public_bytes, seeded_key
+from tests.support.ledgers import request
 
 #: key id -> (owner, seed); alice holds two keys.
 WITNESSES = {"w-alice": ("alice", 11), "w-alice-2": ("alice", 12), "w-bob": ("bob", 13),
              "w-carol": ("carol", 14)}
 
 
-def request(stream: str = "s") -> AppendRequest:
-    return AppendRequest.create(stream, [NewEvent.create("thing_happened", {"n": 1})])
-
-
 async def witnessed_ledger(log: EventLog) -> WriterGrant:
     grant = await log.acquire_grant("main", "writer-a")
     for key_id, (owner, seed) in WITNESSES.items():
-        await log.add_key("main", key_id, "witness", owner, key(seed)[1], "ops")
-    await log.add_key("main", "agent-key", "agent", "agent-7", key(20)[1], "ops")
-    await append_one(log, grant, request())
+        await log.add_key("main", key_id, "witness", owner, public_bytes(seeded_key(seed)), "ops")
+    await log.add_key("main", "agent-key", "agent", "agent-7", public_bytes(seeded_key(20)), "ops")
+    await append_one(log, grant, request("s"))
     return grant
 
 
 async def sign(log: EventLog, proposal_id: int, key_id: str, seed: int | None = None) -> int:
     (ceremony,) = await log.ceremonies("main", proposal_id)
-    signature = key(seed or WITNESSES[key_id][1])[0].sign(statement(ceremony))
+    signature = seeded_key(seed or WITNESSES[key_id][1]).sign(statement(ceremony))
     return await log.approve("main", proposal_id, key_id, signature, "ops")
 
 
@@ -144,16 +134,16 @@ async def test_failover_executes_at_the_threshold_and_fences_the_old_writer(even
     with pytest.raises(InvalidEvent):
         await event_log.execute_failover("main", proposal, 0, "ops")
     assert await event_log.head("main") == head
-    await append_one(event_log, old, request())  # the old writer still writes until the promotion
+    await append_one(event_log, old, request("s"))  # the old writer still writes until the promotion
 
     await sign(event_log, proposal, "w-bob")
     new = await event_log.execute_failover("main", proposal, 2, "ops")
     assert new == WriterGrant("main", "writer-b", old.epoch + 1)
     with pytest.raises(StaleWriter):
-        await append_one(event_log, old, request())
+        await append_one(event_log, old, request("s"))
     with pytest.raises(GrantUnavailable):
         await event_log.acquire_grant("main", "writer-a")
-    await append_one(event_log, new, request())
+    await append_one(event_log, new, request("s"))
 
     promoted = (await event_log.read_stream("main", "$ledger"))[-1]
     assert (promoted.event_type, promoted.writer_id, promoted.epoch) == (
@@ -234,12 +224,12 @@ async def test_resume_ceremony_waits_and_needs_the_threshold(event_log):
     with pytest.raises(InvalidEvent):
         await event_log.resume_ceremony("main", proposal, 2, -1, "ops")
     with pytest.raises(SystemHalted):
-        await append_one(event_log, grant, request())
+        await append_one(event_log, grant, request("s"))
 
     await sign(event_log, proposal, "w-bob")
     sequence = await event_log.resume_ceremony("main", proposal, 2, 0, "ops")
     assert not (await event_log.ledger_state("main")).halted
-    await append_one(event_log, grant, request())
+    await append_one(event_log, grant, request("s"))
     resumed = (await event_log.read_all("main", after=sequence - 1, limit=1))[0]
     (executed,) = await event_log.ceremonies("main", proposal)
     assert (executed.status, executed.closed_seq) == ("executed", sequence)
@@ -272,7 +262,7 @@ async def test_a_halt_ends_only_through_its_resume_ceremony(event_log):
     with pytest.raises(InvalidEvent):
         await event_log.resume_ceremony("main", proposal, 0, 0, "ops")
     with pytest.raises(SystemHalted):
-        await append_one(event_log, grant, request())
+        await append_one(event_log, grant, request("s"))
     assert (await event_log.ledger_state("main")).halted
 
     await sign(event_log, proposal, "w-alice")
@@ -280,7 +270,7 @@ async def test_a_halt_ends_only_through_its_resume_ceremony(event_log):
     with pytest.raises(CeremonyNotApplicable, match=f"proposal {proposal} of ledger main is "
                                                     "executed"):
         await sign(event_log, proposal, "w-bob")
-    await append_one(event_log, grant, request())
+    await append_one(event_log, grant, request("s"))
 
 
 async def test_ceremonies_of_an_unknown_ledger_are_none(event_log):

@@ -29,13 +29,8 @@ from canonlog.domain.events import (
 )
 from canonlog.domain.hashing import event_hash_v1
 from tests.support.ceremony import resume_by_ceremony
-
-
-def request(stream: str, *payloads: dict, expected=StreamState.ANY, **context) -> AppendRequest:
-    events = [NewEvent.create("thing_happened", p) for p in payloads or ({"n": 1},)]
-    return AppendRequest.create(
-        stream, events, expected_version=expected, context=WriteContext(**context)
-    )
+from tests.support.keys import public_bytes, seeded_key
+from tests.support.ledgers import request
 
 
 async def all_events(log: EventLog, ledger: str = "main"):
@@ -348,11 +343,8 @@ async def test_authority_time_never_runs_backwards(event_log):
 
 
 def agent_key(seed: int):
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-
-    private = Ed25519PrivateKey.from_private_bytes(bytes([seed]) * 32)
-    return private, private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    private = seeded_key(seed)
+    return private, public_bytes(private)
 
 
 def signed_request(private, key_id: str, agent: str, stream: str = "s",

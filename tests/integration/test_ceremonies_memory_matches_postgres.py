@@ -12,11 +12,10 @@ from canonlog.application.ports import EventLog, append_one
 from canonlog.domain.canonical import canonical_json
 from canonlog.domain.errors import CanonlogError
 from canonlog.domain.events import AppendRequest, NewEvent
-from canonlog.infrastructure.memory import MemoryEventLog
-from canonlog.infrastructure.postgres.asyncpg_log import AsyncpgEventLog
 from canonlog.infrastructure.postgres.psycopg_log import PsycopgEventLog
 from tests.conftest import TestDatabase
-from tests.integration.test_memory_matches_postgres import assert_chain_verifies, stable
+from tests.integration.test_memory_matches_postgres import stable
+from tests.support.chains import assert_chain_verifies, run_side_by_side
 
 #: Fixed signatures: the stores do not check them (the application does), so the same
 #: bytes go into both ledgers and their payloads can be compared byte for byte.
@@ -100,23 +99,14 @@ def without_remaining_time(results: list[object]) -> list[object]:
 
 
 async def test_memory_and_postgres_run_ceremonies_alike(database: TestDatabase) -> None:
-    memory = MemoryEventLog()
-    postgres = await AsyncpgEventLog.connect(database.app.uri())
-    try:
-        memory_results = await run_script(memory)
-        postgres_results = await run_script(postgres)
-        memory_events = await memory.read_all("main", limit=10_000)
-        postgres_events = await postgres.read_all("main", limit=10_000)
-    finally:
-        await postgres.close()
-        await memory.close()
-    assert without_remaining_time(memory_results) == without_remaining_time(postgres_results)
-    assert any(isinstance(r, tuple) and r[0] == "WaitingPeriodNotOver" for r in memory_results)
-    assert len(memory_events) == len(postgres_events) > 15
-    for mine, theirs in zip(memory_events, postgres_events, strict=True):
+    memory, postgres = await run_side_by_side(database.app.uri(), run_script)
+    assert without_remaining_time(memory.results) == without_remaining_time(postgres.results)
+    assert any(isinstance(r, tuple) and r[0] == "WaitingPeriodNotOver" for r in memory.results)
+    assert len(memory.events) == len(postgres.events) > 15
+    for mine, theirs in zip(memory.events, postgres.events, strict=True):
         assert masked(mine) == masked(theirs), f"event {theirs.sequence} differs"
-    assert_chain_verifies(memory_events)
-    assert_chain_verifies(postgres_events)
+    assert_chain_verifies(memory.events)
+    assert_chain_verifies(postgres.events)
 
 
 async def test_ceremony_payloads_are_canonical_json(database: TestDatabase) -> None:

@@ -19,14 +19,12 @@ from canonlog.domain.canonical import canonical_json
 from canonlog.domain.ceremony import governance_event_problems, resume_statement_v1
 from canonlog.domain.errors import CanonlogError, InvalidEvent
 from canonlog.domain.events import (
-    GENESIS_HASH,
     AppendRequest,
     NewEvent,
     RecordedEvent,
     StreamState,
     WriteContext,
 )
-from canonlog.domain.hashing import event_hash_v1
 from canonlog.infrastructure.memory import MemoryEventLog
 from canonlog.infrastructure.memory.pgtext import canonical_jsonb, parse_jsonb
 from canonlog.infrastructure.postgres.asyncpg_log import AsyncpgEventLog
@@ -35,9 +33,10 @@ from tests.support.ceremony import (
     RESUME_WITNESS_KEY,
     RESUME_WITNESS_KEY_ID,
     RESUME_WITNESS_OWNER,
-    public_bytes,
     resume_by_ceremony,
 )
+from tests.support.chains import assert_chain_verifies, run_side_by_side
+from tests.support.keys import public_bytes
 
 #: Fields that depend on the clock or on random ids, and the hashes that cover them.
 VOLATILE = {"event_id", "recorded_at", "hash", "prev_hash"}
@@ -130,39 +129,18 @@ def unclocked(event: RecordedEvent) -> dict[str, Any]:
     return fields
 
 
-def assert_chain_verifies(events: list[RecordedEvent]) -> None:
-    previous = GENESIS_HASH
-    for number, event in enumerate(events, 1):
-        assert event.sequence == number
-        assert event.prev_hash == previous, f"link broken at {number}"
-        assert event.hash == event_hash_v1(event), f"hash wrong at {number}"
-        previous = event.hash
-
-
 async def test_memory_and_postgres_record_the_same_ledger(database: TestDatabase) -> None:
-    memory = MemoryEventLog()
-    postgres = await AsyncpgEventLog.connect(database.app.uri())
-    try:
-        memory_results = await run_script(memory)
-        postgres_results = await run_script(postgres)
-        memory_events = await memory.read_all("main", limit=10_000)
-        postgres_events = await postgres.read_all("main", limit=10_000)
-        memory_keys = await memory.list_keys("main")
-        postgres_keys = await postgres.list_keys("main")
-    finally:
-        await postgres.close()
-        await memory.close()
-    assert memory_results == postgres_results
-    assert len(memory_events) == len(postgres_events) > 10
-    for mine, theirs in zip(memory_events, postgres_events, strict=True):
+    memory, postgres = await run_side_by_side(database.app.uri(), run_script)
+    assert memory.results == postgres.results
+    assert len(memory.events) == len(postgres.events) > 10
+    for mine, theirs in zip(memory.events, postgres.events, strict=True):
         assert unclocked(mine) == unclocked(theirs), f"event {theirs.sequence} differs"
-    assert_chain_verifies(memory_events)
-    assert_chain_verifies(postgres_events)
-    for events, keys in ((memory_events, memory_keys), (postgres_events, postgres_keys)):
-        (resumed,) = [e for e in events if e.event_type == "canonlog.resumed"]
-        assert governance_event_problems(resumed, {k.key_id: k for k in keys}) == []
-    supplied = [e for e in postgres_events if e.event_id == SUPPLIED_ID]
-    assert [e.sequence for e in supplied] == [e.sequence for e in memory_events
+    for run in (memory, postgres):
+        assert_chain_verifies(run.events)
+        (resumed,) = [e for e in run.events if e.event_type == "canonlog.resumed"]
+        assert governance_event_problems(resumed, {k.key_id: k for k in run.keys}) == []
+    supplied = [e for e in postgres.events if e.event_id == SUPPLIED_ID]
+    assert [e.sequence for e in supplied] == [e.sequence for e in memory.events
                                               if e.event_id == SUPPLIED_ID]
 
 

@@ -7,21 +7,16 @@ witness, a threshold of 1 and no waiting period, through any EventLog.
 from __future__ import annotations
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from canonlog.application.ports import EventLog
 from canonlog.domain.ceremony import resume_statement_v1
+from tests.support.keys import public_bytes
 
 #: The witness resume_by_ceremony registers; a fixed seed keeps its signatures, and so
 #: the payloads of the ceremony's events, the same from one adapter to the next.
 RESUME_WITNESS_KEY_ID = "w-resume"
 RESUME_WITNESS_OWNER = "resume-witness"
 RESUME_WITNESS_KEY = Ed25519PrivateKey.from_private_bytes(bytes([42]) * 32)
-
-
-def public_bytes(private_key: Ed25519PrivateKey) -> bytes:
-    """The raw 32-byte public key, as EventLog.add_key takes it."""
-    return private_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
 
 
 async def register_resume_witness(log: EventLog, ledger_id: str = "main",

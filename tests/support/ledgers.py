@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import asyncpg
 
 from canonlog.application.ports import append_one
-from canonlog.domain.events import AppendRequest, Head, NewEvent
+from canonlog.domain.events import (
+    AppendRequest,
+    ExpectedVersion,
+    Head,
+    NewEvent,
+    StreamState,
+    WriteContext,
+)
 from canonlog.infrastructure.postgres.asyncpg_log import AsyncpgEventLog
 from tests.support.servers import PgTarget
 
@@ -38,6 +46,14 @@ EDIT_PAYLOADS = """
 UPDATE canonlog.events
 SET payload = convert_to(replace(convert_from(payload, 'UTF8'), '"amount":', '"amount":1'), 'UTF8')
 WHERE ledger_id = 'main' AND event_type = 'deposited'"""
+
+
+def request(stream: str, *payloads: dict[str, Any], expected: ExpectedVersion = StreamState.ANY,
+            **context: Any) -> AppendRequest:
+    """One request of "thing_happened" events with these payloads ({"n": 1} when none)."""
+    events = [NewEvent.create("thing_happened", p) for p in payloads or ({"n": 1},)]
+    return AppendRequest.create(stream, events, expected_version=expected,
+                                context=WriteContext(**context))
 
 
 async def append_events(uri: str, count: int, *, ledger: str = "main",

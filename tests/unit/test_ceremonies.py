@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from canonlog.application import ceremonies
 from canonlog.application.ceremonies import report_ceremony
@@ -27,17 +26,10 @@ from canonlog.domain.errors import (
     WaitingPeriodNotOver,
 )
 from canonlog.infrastructure.memory import MemoryEventLog
+from tests.support.keys import public_bytes, seeded_key
 
 SPEC = Path(__file__).parents[2] / "docs" / "reference" / "ceremonies.md"
 VECTOR_KEY = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
-
-
-def key(seed: int) -> Ed25519PrivateKey:
-    return Ed25519PrivateKey.from_private_bytes(bytes([seed]) * 32)
-
-
-def public(private: Ed25519PrivateKey) -> bytes:
-    return private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
 
 
 def spec_vectors() -> list[tuple[str, str]]:
@@ -55,7 +47,7 @@ def test_the_spec_vectors_are_what_the_code_signs() -> None:
                                  halt_hash=bytes([0xCD]) * 32)
     assert spec_vectors() == [(failover.hex(), VECTOR_KEY.sign(failover).hex()),
                               (resume.hex(), VECTOR_KEY.sign(resume).hex())]
-    assert public(VECTOR_KEY).hex() in SPEC.read_text("utf-8")
+    assert public_bytes(VECTOR_KEY).hex() in SPEC.read_text("utf-8")
 
 
 def test_every_field_of_a_statement_is_covered_unambiguously() -> None:
@@ -81,7 +73,7 @@ async def log() -> MemoryEventLog:
     log = MemoryEventLog()
     await log.acquire_grant("main", "writer-1")
     for key_id, (owner, seed) in WITNESSES.items():
-        await log.add_key("main", key_id, "witness", owner, public(key(seed)), "ops")
+        await log.add_key("main", key_id, "witness", owner, public_bytes(seeded_key(seed)), "ops")
     return log
 
 
@@ -90,17 +82,17 @@ async def test_approve_signs_the_statement_and_refuses_a_wrong_key_before_record
     head = await log.head("main")
     with pytest.raises(ApprovalRefused, match="private key given is not the one registered"):
         await ceremonies.approve(log, "main", ceremony.proposal_id, "w-a", "ops",
-                                 private_key=key(2))
+                                 private_key=seeded_key(2))
     with pytest.raises(ApprovalRefused, match="signature does not verify over its statement"):
         await ceremonies.approve(log, "main", ceremony.proposal_id, "w-a", "ops",
                                  signature=bytes(64))
     with pytest.raises(ApprovalRefused, match="w-x is not an active witness key"):
         await ceremonies.approve(log, "main", ceremony.proposal_id, "w-x", "ops",
-                                 private_key=key(9))
+                                 private_key=seeded_key(9))
     with pytest.raises(CeremonyNotFound):
-        await ceremonies.approve(log, "main", 99, "w-a", "ops", private_key=key(1))
+        await ceremonies.approve(log, "main", 99, "w-a", "ops", private_key=seeded_key(1))
     assert await log.head("main") == head
-    signature = key(1).sign(statement(ceremony))
+    signature = seeded_key(1).sign(statement(ceremony))
     approved = await ceremonies.approve(log, "main", ceremony.proposal_id, "w-a", "ops",
                                         signature=signature)
     assert [a.signature for a in approved.approvals] == [signature]
@@ -111,7 +103,7 @@ async def test_approve_signs_the_statement_and_refuses_a_wrong_key_before_record
 
 async def test_execution_refuses_a_forged_approval_and_promotion_events_self_verify(log) -> None:
     ceremony = await ceremonies.propose_failover(log, "main", "writer-2", "ops")
-    await ceremonies.approve(log, "main", ceremony.proposal_id, "w-a", "ops", private_key=key(1))
+    await ceremonies.approve(log, "main", ceremony.proposal_id, "w-a", "ops", private_key=seeded_key(1))
     await log.approve("main", ceremony.proposal_id, "w-b", bytes(64), "mallory")
     (forged,) = (await report_ceremony(log, (await log.ceremonies("main"))[0], 2)).forged
     assert forged.approval.key_id == "w-b"
@@ -121,7 +113,7 @@ async def test_execution_refuses_a_forged_approval_and_promotion_events_self_ver
     honest = await ceremonies.propose_failover(log, "main", "writer-3", "ops")
     for key_id in ("w-a", "w-c"):
         await ceremonies.approve(log, "main", honest.proposal_id, key_id, "ops",
-                                 private_key=key(WITNESSES[key_id][1]))
+                                 private_key=seeded_key(WITNESSES[key_id][1]))
     grant = await ceremonies.execute_failover(log, "main", honest.proposal_id, 2, "ops")
     assert (grant.writer_id, grant.epoch) == ("writer-3", 2)
     promoted = (await log.read_stream("main", "$ledger"))[-1]
@@ -152,8 +144,8 @@ async def test_the_resume_ceremony_through_the_application(log) -> None:
     assert (await halt_ledger(log, "main", "again", "ops")).recorded is False
     with pytest.raises(CeremonyNotFound, match="no witness has approved resuming"):
         await ceremonies.execute_resume(log, "main", 1, 0, "ops")
-    first = await ceremonies.approve_resume(log, "main", "w-a", "ops", private_key=key(1))
-    second = await ceremonies.approve_resume(log, "main", "w-b", "ops", private_key=key(2))
+    first = await ceremonies.approve_resume(log, "main", "w-a", "ops", private_key=seeded_key(1))
+    second = await ceremonies.approve_resume(log, "main", "w-b", "ops", private_key=seeded_key(2))
     assert first.proposal_id == second.proposal_id and len(second.approvals) == 2
     with pytest.raises(WaitingPeriodNotOver, match="resuming waits 1h 0m 0s after the halt"):
         await ceremonies.execute_resume(log, "main", 2, 3600, "ops")

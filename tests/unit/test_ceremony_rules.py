@@ -16,7 +16,7 @@ from canonlog.domain.ceremony import (
     witnesses_behind,
 )
 from canonlog.domain.events import LedgerState, RegisteredKey
-from tests.support.ceremony import public_bytes
+from tests.support.keys import public_bytes
 
 FAILOVER_PROPOSAL = Ceremony("main", 1, FAILOVER, "open", "w1", 3, "w2", 10, bytes(32), None,
                              None, "ops", 11, datetime(2025, 1, 1, tzinfo=UTC), None)

@@ -23,32 +23,17 @@ from canonlog.domain.errors import (
     SystemHalted,
 )
 from canonlog.domain.events import (
-    GENESIS_HASH,
     AppendRequest,
     NewEvent,
-    RecordedEvent,
-    WriteContext,
 )
-from canonlog.domain.hashing import event_hash_v1
 from canonlog.infrastructure.memory import MemoryEventLog
 from canonlog.infrastructure.memory.pgtext import canonical_jsonb, parse_jsonb
-from tests.support.ceremony import RESUME_WITNESS_KEY, public_bytes, resume_by_ceremony
+from tests.support.ceremony import RESUME_WITNESS_KEY, resume_by_ceremony
+from tests.support.chains import assert_chain_verifies
+from tests.support.keys import public_bytes
+from tests.support.ledgers import request
 
 START = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
-
-
-def request(stream: str, *payloads: dict, **context: str) -> AppendRequest:
-    events = [NewEvent.create("thing_happened", p) for p in payloads or ({"n": 1},)]
-    return AppendRequest.create(stream, events, context=WriteContext(**context))
-
-
-def assert_chain_verifies(events: list[RecordedEvent]) -> None:
-    previous = GENESIS_HASH
-    for number, event in enumerate(events, 1):
-        assert event.sequence == number
-        assert event.prev_hash == previous
-        assert event.hash == event_hash_v1(event)
-        previous = event.hash
 
 
 class SteppingClock:

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import pytest
 
+from canonlog.application.ports import append_one
 from canonlog.application.verification import verify_ledger
-from canonlog.domain.events import GENESIS_HASH, AppendRequest, Head, NewEvent
+from canonlog.domain.events import GENESIS_HASH, Head
 from canonlog.infrastructure.memory import MemoryEventLog
+from tests.support.ledgers import request
 
 
 @pytest.fixture
@@ -16,9 +18,7 @@ async def ledger() -> tuple[MemoryEventLog, dict[int, bytes]]:
     log = MemoryEventLog()
     grant = await log.acquire_grant("main", "w")
     for i in range(9):
-        (outcome,) = await log.append_batch(
-            grant, [AppendRequest.create("s", [NewEvent.create("e", {"i": i})])])
-        assert not isinstance(outcome, Exception)
+        await append_one(log, grant, request("s", {"i": i}))
     return log, {e.sequence: e.hash for e in await log.read_all("main")}
 
 

@@ -5,26 +5,14 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
 from canonlog.application import ceremonies
 from canonlog.application.verifier import verify_events
-from canonlog.domain.hashing import event_hash_v1
 from canonlog.infrastructure.keyfiles import public_bytes
 from canonlog.infrastructure.memory import MemoryEventLog
+from tests.support.chains import rechain
+from tests.support.keys import seeded_key
 
-WITNESSES = [Ed25519PrivateKey.from_private_bytes(bytes([n]) * 32) for n in (1, 2, 3)]
-
-
-def rechain(events):
-    """What a superuser who rewrites an event and recomputes every hash leaves behind."""
-    fixed, prev = [], events[0].prev_hash
-    for event in events:
-        event = replace(event, prev_hash=prev)
-        event = replace(event, hash=event_hash_v1(event))
-        fixed.append(event)
-        prev = event.hash
-    return fixed
+WITNESSES = [seeded_key(n) for n in (1, 2, 3)]
 
 
 async def promoted_ledger():

@@ -6,19 +6,19 @@ from dataclasses import replace
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from canonlog.application.ports import append_one
 from canonlog.application.verifier import verify_chain, verify_events
 from canonlog.domain.errors import InvalidEvent
 from canonlog.domain.events import AppendRequest, Head, NewEvent, WriteContext
-from canonlog.domain.hashing import event_hash_v1
 from canonlog.domain.signing import sign_event
 from canonlog.infrastructure.memory import MemoryEventLog
 from canonlog.testing import open_in_memory
+from tests.support.chains import rechain
+from tests.support.keys import public_bytes
 
 PRIVATE = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
-PUBLIC = PRIVATE.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+PUBLIC = public_bytes(PRIVATE)
 
 
 def signed(stream: str, agent: str = "agent-7", key: str = "k-1", payload=None) -> AppendRequest:
@@ -34,17 +34,6 @@ async def ledger():
     grant = await log.acquire_grant("main", "w")
     await log.add_key("main", "k-1", "agent", "agent-7", PUBLIC, "ops")
     return log, grant
-
-
-def rechain(events):
-    """What a superuser who recomputes every hash would leave behind."""
-    fixed, prev = [], events[0].prev_hash
-    for event in events:
-        event = replace(event, prev_hash=prev)
-        event = replace(event, hash=event_hash_v1(event))
-        fixed.append(event)
-        prev = event.hash
-    return fixed
 
 
 async def test_valid_signatures_verify(ledger):
