@@ -21,6 +21,7 @@ from canonlog.domain.errors import (
     WriterInconsistency,
     WriterLeaseLost,
     WriterNotVerified,
+    WriterStopped,
 )
 from canonlog.domain.events import NewEvent, RecordedEvent, StreamState
 from canonlog.infrastructure.bootstrap import open_ledger as open
@@ -46,6 +47,7 @@ __all__ = [
     "WriterInconsistency",
     "WriterLeaseLost",
     "WriterNotVerified",
+    "WriterStopped",
     "event",
     "open",
 ]

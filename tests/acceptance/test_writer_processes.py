@@ -105,7 +105,7 @@ async def test_a_paused_writer_is_fenced_when_it_resumes(database, tmp_path, red
         late = [line for line in old.of("ACK") if line.seen_at > paused_at]
         assert late == [], "the paused writer wrote after it was fenced"
         refusals = {line.fields[1] for line in old.of("ERR") if line.seen_at >= resumed_at}
-        assert refusals <= {"WriterLeaseLost", "StaleWriter"}, refusals
+        assert refusals <= {"WriterLeaseLost", "WriterStopped", "StaleWriter"}, refusals
         new.wait_for("ACK", len(new.of("ACK")) + 3)
     finally:
         old.kill()

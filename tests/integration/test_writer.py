@@ -25,6 +25,7 @@ from canonlog.domain.errors import (
     WriterInconsistency,
     WriterLeaseLost,
     WriterNotVerified,
+    WriterStopped,
 )
 from canonlog.domain.events import AppendRequest, NewEvent, StreamState, WriteContext
 from canonlog.infrastructure.head_store import MemoryHeadStore
@@ -100,6 +101,8 @@ async def test_writes_are_refused_until_startup_verification_has_passed(env):
     assert result.events[0].epoch == 1
     await writer.stop()
     assert heads.load("main").sequence == result.events[0].sequence
+    with pytest.raises(WriterStopped, match="writer writer-a is stopped"):
+        await writer.append(req("s"))
 
 
 async def test_group_commit_gives_each_of_64_callers_its_own_outcome(env):
@@ -395,6 +398,6 @@ async def test_a_writer_fenced_by_a_failover_stops_for_good(env):
             break
         await asyncio.sleep(0.02)
     assert writer.state is WriterState.STOPPED
-    with pytest.raises(WriterLeaseLost):
+    with pytest.raises(WriterStopped, match="writer writer-a is stopped"):
         await writer.append(req("s"))
     assert {e.writer_id for e in await log.read_all("main") if e.stream_id == "s"} == set()

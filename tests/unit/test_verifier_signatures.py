@@ -97,7 +97,7 @@ async def test_incremental_verification_learns_earlier_keys(ledger):
 
 async def test_the_client_refuses_a_bad_signature_before_queueing():
     async with open_in_memory() as client:
-        log = client._log
+        log = client._event_log
         await log.add_key("main", "k-1", "agent", "agent-7", PUBLIC, "ops")
         request = signed("s")
         event = request.events[0]

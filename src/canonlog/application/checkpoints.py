@@ -33,7 +33,7 @@ from canonlog.domain.checkpoint import (
 from canonlog.domain.errors import CanonlogError, CheckpointConflict, CheckpointFormatError, TamperDetected
 from canonlog.domain.events import Head
 
-log = structlog.get_logger("canonlog.checkpoints")
+logger = structlog.get_logger("canonlog.checkpoints")
 
 #: Seconds between the publisher's attempts after a failure, and at the least.
 _RETRY_WAIT = 5.0
@@ -189,8 +189,8 @@ class CheckpointPublisher:
                                               self._stores, origin=self._origin)
         self._published = published.checkpoint.checkpoint.sequence
         self._published_at = now
-        log.info("checkpoint published", ledger_id=self._ledger_id, sequence=self._published,
-                 locations=list(published.locations), new=published.new)
+        logger.info("checkpoint published", ledger_id=self._ledger_id, sequence=self._published,
+                    locations=list(published.locations), new=published.new)
         return published
 
     def start(self) -> None:
@@ -214,11 +214,11 @@ class CheckpointPublisher:
         try:
             await self.publish_if_due()
         except TamperDetected as exc:
-            log.critical("checkpoint not published: the database differs from a published "
-                         "checkpoint", ledger_id=self._ledger_id, error=str(exc))
+            logger.critical("checkpoint not published: the database differs from a published "
+                            "checkpoint", ledger_id=self._ledger_id, error=str(exc))
         except (CanonlogError, OSError) as exc:
-            log.error("checkpoint not published; retrying later", ledger_id=self._ledger_id,
-                      error=str(exc))
+            logger.error("checkpoint not published; retrying later", ledger_id=self._ledger_id,
+                         error=str(exc))
         else:
             return True
         return False
@@ -227,7 +227,7 @@ class CheckpointPublisher:
         try:
             await self.load_published()
         except (CanonlogError, OSError) as exc:
-            log.error("published checkpoints unreadable", ledger_id=self._ledger_id, error=str(exc))
+            logger.error("published checkpoints unreadable", ledger_id=self._ledger_id, error=str(exc))
         while True:
             if await self._attempt():
                 due = self._published_at + self._every_seconds - self._clock()
@@ -358,6 +358,6 @@ class SignedCheckpoints:
     async def _logged_review(self, ledger_id: str) -> CheckpointReview:
         review = await self.review(ledger_id)
         for item in review.ignored:
-            log.warning("checkpoint ignored", ledger_id=ledger_id, location=item.location,
-                        reason=item.reason)
+            logger.warning("checkpoint ignored", ledger_id=ledger_id, location=item.location,
+                           reason=item.reason)
         return review

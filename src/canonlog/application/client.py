@@ -44,7 +44,7 @@ class LedgerClient:
         limits: Limits = DEFAULT_LIMITS,
     ) -> None:
         self._writer = writer
-        self._log = event_log
+        self._event_log = event_log
         self._ledger_id = ledger_id
         self._notifier = notifier or PollingNotifier()
         self._limits = limits
@@ -75,7 +75,8 @@ class LedgerClient:
         Raises InvalidEvent before anything is queued, ConcurrencyConflict when the
         stream has moved past expected_version, IdempotencyConflict when execution_id
         was used for a different request, SystemHalted when the ledger is halted,
-        and WriterLeaseLost or WriterNotVerified when this process may not write.
+        WriterLeaseLost or WriterNotVerified when this process may not write now, and
+        WriterStopped when its writer has stopped for good.
         """
         request = AppendRequest.create(
             stream_id, list(events), expected_version=expected_version,
@@ -98,7 +99,7 @@ class LedgerClient:
                 continue
             key = self._keys.get(event.signing_key_id)
             if key is None:
-                self._keys = {k.key_id: k for k in await self._log.list_keys(self._ledger_id)}
+                self._keys = {k.key_id: k for k in await self._event_log.list_keys(self._ledger_id)}
                 key = self._keys.get(event.signing_key_id)
             if key is None or event.event_id is None or agent_id is None:
                 continue  # the database refuses it with the precise reason
@@ -119,14 +120,14 @@ class LedgerClient:
     async def read_stream(
         self, stream_id: str, *, from_version: int = 1, limit: int | None = None
     ) -> list[RecordedEvent]:
-        return await self._log.read_stream(self._ledger_id, stream_id,
+        return await self._event_log.read_stream(self._ledger_id, stream_id,
                                            from_version=from_version, limit=limit)
 
     async def read_all(self, *, after: int = 0, limit: int = 1000) -> list[RecordedEvent]:
-        return await self._log.read_all(self._ledger_id, after=after, limit=limit)
+        return await self._event_log.read_all(self._ledger_id, after=after, limit=limit)
 
     async def head(self) -> Head:
-        return await self._log.head(self._ledger_id)
+        return await self._event_log.head(self._ledger_id)
 
     async def subscribe(
         self, *, after: int = 0, page_size: int = 500, poll_interval: float = 1.0
@@ -139,7 +140,7 @@ class LedgerClient:
         """
         position = after
         while True:
-            page = await self._log.read_all(self._ledger_id, after=position, limit=page_size)
+            page = await self._event_log.read_all(self._ledger_id, after=position, limit=page_size)
             for event in page:
                 yield event
                 position = event.sequence

@@ -19,7 +19,7 @@ from canonlog.application.verification import check_against_checkpoints, verify_
 from canonlog.domain.errors import UnsafeDurability, WriterInconsistency
 from canonlog.domain.events import Head
 
-log = structlog.get_logger("canonlog.writer")
+logger = structlog.get_logger("canonlog.writer")
 
 _LAST_KNOWN: Final = "last known head"
 
@@ -45,7 +45,7 @@ async def verify_before_writing(
     if inspector is not None:
         problems = await inspector.durability_problems()
         if problems:
-            log.critical("unsafe durability settings", ledger_id=ledger_id, problems=problems)
+            logger.critical("unsafe durability settings", ledger_id=ledger_id, problems=problems)
             raise UnsafeDurability(
                 "PostgreSQL could lose acknowledged writes: " + "; ".join(problems)
             )
@@ -91,8 +91,8 @@ async def verify_before_writing(
             f"the chain's tail is broken at sequence {broken.sequence}: {broken.message}",
             sequence=broken.sequence, expected=broken.expected, found=broken.found)
     db_head = comparison.database_head
-    log.info("startup verification passed", ledger_id=ledger_id, head=db_head.sequence,
-             tail_checked=verification.chain.events_checked)
+    logger.info("startup verification passed", ledger_id=ledger_id, head=db_head.sequence,
+                tail_checked=verification.chain.events_checked)
     return db_head
 
 
@@ -108,8 +108,8 @@ async def _inconsistent(
     message: str,
     **values: object,
 ) -> NoReturn:
-    log.critical("startup verification failed; halting the ledger", ledger_id=ledger_id,
-                 writer_id=writer_id, reason=message, **values)
+    logger.critical("startup verification failed; halting the ledger", ledger_id=ledger_id,
+                    writer_id=writer_id, reason=message, **values)
     reason = ("writer startup verification failed: " + message)[:1000]
     await halt_ledger(event_log, ledger_id, reason, writer_id, halt_channels,
                       missing_ledger_ok=True)

@@ -45,10 +45,9 @@ from canonlog.domain.errors import (
     WriterInconsistency,
     WriterLeaseLost,
     WriterNotVerified,
+    WriterStopped,
 )
 from canonlog.domain.events import AppendRequest, Head, WriterGrant
-
-log = structlog.get_logger("canonlog.writer")
 
 _STOP: Final = object()
 #: A queue at least this long, with no committed batch to resolve meanwhile, is sent
@@ -105,7 +104,7 @@ class EventWriterService:
         inspector: DatabaseInspector | None = None,
         checkpoints: TrustedCheckpoints | None = None,
     ) -> None:
-        self._log = event_log
+        self._event_log = event_log
         self._lease = lease
         self._halt_channels = tuple(halt_channels)
         self._heads = heads
@@ -118,7 +117,7 @@ class EventWriterService:
         self._tasks: list[asyncio.Task[None]] = []
         self._unsaved_head: Head | None = None
         self._head_saved_at = 0.0
-        self._log_context = structlog.get_logger("canonlog.writer").bind(
+        self._logger = structlog.get_logger("canonlog.writer").bind(
             ledger_id=config.ledger_id, writer_id=config.writer_id
         )
 
@@ -154,18 +153,18 @@ class EventWriterService:
             )
         try:
             await verify_before_writing(
-                self._log, config.ledger_id, config.writer_id, self._heads,
+                self._event_log, config.ledger_id, config.writer_id, self._heads,
                 halt_channels=self._halt_channels, inspector=self._inspector,
                 checkpoints=self._checkpoints, tail_events=config.tail_events,
             )
-            self._grant = await self._log.acquire_grant(config.ledger_id, config.writer_id)
+            self._grant = await self._event_log.acquire_grant(config.ledger_id, config.writer_id)
         except BaseException:
             await self._lease.release()
             raise
-        head = await self._log.head(config.ledger_id)
+        head = await self._event_log.head(config.ledger_id)
         self._heads.save(head)
-        self._log_context.warning("writer accepting writes", epoch=self._grant.epoch,
-                                  head=head.sequence)
+        self._logger.warning("writer accepting writes", epoch=self._grant.epoch,
+                             head=head.sequence)
 
     def _require_grant(self) -> WriterGrant:
         if self._grant is None:
@@ -176,8 +175,9 @@ class EventWriterService:
         """Appends one request through the batcher; raises the error that refused it.
 
         Raises WriterNotVerified before start() has finished, WriterLeaseLost while
-        the lease is lost, SystemHalted (never retried) when the ledger is halted or
-        its halt state is unknown, and the request's own errors otherwise.
+        the lease is lost, WriterStopped once the writer has stopped, SystemHalted
+        (never retried) when the ledger is halted or its halt state is unknown, and
+        the request's own errors otherwise.
         """
         if self._state is not WriterState.ACCEPTING:
             raise self._not_accepting()
@@ -193,7 +193,7 @@ class EventWriterService:
                 f"writer {self._config.writer_id} does not hold the lease of ledger "
                 f"{self._config.ledger_id}; writes are refused until it does"
             )
-        return WriterLeaseLost(f"writer {self._config.writer_id} is stopped")
+        return WriterStopped(f"writer {self._config.writer_id} is stopped")
 
     async def stop(self, *, hand_over: bool = False) -> None:
         """Stops writing; queued appends fail. With hand_over, releases the grant so that
@@ -207,20 +207,20 @@ class EventWriterService:
             if task.get_name() == "canonlog-lease":
                 task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._fail_queued(WriterLeaseLost(f"writer {self._config.writer_id} stopped"))
+        self._fail_queued(WriterStopped(f"writer {self._config.writer_id} stopped"))
         self._save_head(None, force=True)
         if hand_over and was_accepting and self._grant is not None:
-            await self._log.release_grant(self._grant)
-            self._heads.save(await self._log.head(self._config.ledger_id))
-            self._log_context.warning("grant released for hand-over", epoch=self._grant.epoch)
+            await self._event_log.release_grant(self._grant)
+            self._heads.save(await self._event_log.head(self._config.ledger_id))
+            self._logger.warning("grant released for hand-over", epoch=self._grant.epoch)
         await self._lease.release()
 
     async def halt(self, reason: str) -> HaltOutcome:
         """Halts the ledger and announces it on every halt channel (see halt_ledger)."""
-        outcome = await halt_ledger(self._log, self._config.ledger_id, reason,
+        outcome = await halt_ledger(self._event_log, self._config.ledger_id, reason,
                                     self._config.writer_id, self._halt_channels)
-        self._log_context.critical("ledger halted", reason=outcome.reason,
-                                   unannounced=len(outcome.unannounced))
+        self._logger.critical("ledger halted", reason=outcome.reason,
+                              unannounced=len(outcome.unannounced))
         return outcome
 
     # -- the flusher -----------------------------------------------------------------
@@ -295,36 +295,36 @@ class EventWriterService:
         try:
             grant = self._check_lease()
             await self._check_halt()
-            return await self._log.append_batch(grant, [item.request for item in live])
+            return await self._event_log.append_batch(grant, [item.request for item in live])
         except CanonlogError as exc:
             return exc
 
     def _resolve(self, live: list[_Pending], result: _Result) -> None:
         if isinstance(result, SystemHalted):
-            self._log_context.warning("write refused: ledger halted", reason=result.reason,
-                                      error=str(result), requests=len(live))
+            self._logger.warning("write refused: ledger halted", reason=result.reason,
+                                 error=str(result), requests=len(live))
             self._fail(live, result)
             self._fail_queued(result)
             return
         if isinstance(result, StaleWriter):
-            self._log_context.critical("write refused by the database: grant lost",
-                                       error=str(result), requests=len(live))
+            self._logger.critical("write refused by the database: grant lost",
+                                  error=str(result), requests=len(live))
             self._fail(live, result)
             self._lose_lease(str(result))
             return
-        if isinstance(result, WriterLeaseLost):
+        if isinstance(result, WriterLeaseLost | WriterStopped):
             self._fail(live, result)
             return
         if isinstance(result, CanonlogError):
-            self._log_context.error("write failed", error=str(result), requests=len(live))
+            self._logger.error("write failed", error=str(result), requests=len(live))
             self._fail(live, result)
             return
         newest: Head | None = None
-        debug = self._log_context.is_enabled_for(logging.DEBUG)
+        debug = self._logger.is_enabled_for(logging.DEBUG)
         for item, outcome in zip(live, result, strict=True):
             if isinstance(outcome, CanonlogError):
-                self._log_context.info("append refused", stream_id=item.request.stream_id,
-                                       error=type(outcome).__name__, reason=str(outcome))
+                self._logger.info("append refused", stream_id=item.request.stream_id,
+                                  error=type(outcome).__name__, reason=str(outcome))
                 if not item.future.done():
                     item.future.set_exception(outcome)
                 continue
@@ -332,10 +332,10 @@ class EventWriterService:
             if not outcome.replayed and (newest is None or last.sequence > newest.sequence):
                 newest = Head(last.ledger_id, last.sequence, last.hash)
             if debug:
-                self._log_context.debug("appended", stream_id=item.request.stream_id,
-                                        event_ids=[str(e.event_id) for e in outcome.events],
-                                        sequence=last.sequence, epoch=last.epoch,
-                                        replayed=outcome.replayed)
+                self._logger.debug("appended", stream_id=item.request.stream_id,
+                                   event_ids=[str(e.event_id) for e in outcome.events],
+                                   sequence=last.sequence, epoch=last.epoch,
+                                   replayed=outcome.replayed)
             if not item.future.done():
                 item.future.set_result(outcome)
         self._save_head(newest)
@@ -391,7 +391,7 @@ class EventWriterService:
         if self._state is not WriterState.ACCEPTING:
             return
         self._state = WriterState.LEASE_LOST
-        self._log_context.critical("writer lease lost; writes refused", why=why)
+        self._logger.critical("writer lease lost; writes refused", why=why)
         self._fail_queued(self._not_accepting())
 
     async def _lease_loop(self) -> None:
@@ -412,18 +412,18 @@ class EventWriterService:
             await self._take_lease_and_grant()
         except WriterInconsistency:
             self._state = WriterState.STOPPED
-            self._fail_queued(WriterLeaseLost("writer stopped: startup verification failed"))
+            self._fail_queued(WriterStopped("writer stopped: startup verification failed"))
             raise
         except GrantUnavailable as exc:
             # Another writer holds the grant (a failover was executed): this writer
             # is fenced for good, and retrying would only hold the lease from it.
             await self._lease.release()
             self._state = WriterState.STOPPED
-            self._fail_queued(WriterLeaseLost(f"writer stopped: {exc}"))
-            self._log_context.critical("writer fenced: the grant belongs to another writer",
-                                       error=str(exc))
+            self._fail_queued(WriterStopped(f"writer stopped: {exc}"))
+            self._logger.critical("writer fenced: the grant belongs to another writer",
+                                  error=str(exc))
             return
         except CanonlogError as exc:
-            self._log_context.info("writer lease not recovered yet", error=str(exc))
+            self._logger.info("writer lease not recovered yet", error=str(exc))
             return
         self._state = WriterState.ACCEPTING

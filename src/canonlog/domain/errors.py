@@ -66,6 +66,11 @@ class WriterLeaseLost(CanonlogError):
     """The writer lost (or never held) its lease; it writes nothing until it holds one again."""
 
 
+class WriterStopped(CanonlogError):
+    """The writer has stopped (shut down, fenced by another writer's grant, or failed to
+    re-verify); it writes nothing more, and a new writer must take over."""
+
+
 class LeaseUnavailable(WriterLeaseLost):
     """Another process holds the writer lease of this ledger."""
 
@@ -160,10 +165,6 @@ class CheckpointConflict(CanonlogError):
 
 class WitnessRefused(CanonlogError):
     """A witness refuses to cosign a checkpoint that does not extend the last one it cosigned."""
-
-
-class SchemaIntegrityError(CanonlogError):
-    """The integrity triggers or functions are missing, disabled or modified."""
 
 
 class MigrationError(CanonlogError):

@@ -80,11 +80,6 @@ class HashedFields(Protocol):
     def prev_hash(self) -> bytes: ...
 
 
-def micros(moment: datetime) -> int:
-    """Microseconds since the Unix epoch, exactly, for a timezone-aware datetime."""
-    return _micros(moment)
-
-
 def frame_bytes(data: bytes) -> bytes:
     return len(data).to_bytes(4, "big") + data
 
@@ -101,7 +96,7 @@ def frame_i64(value: int) -> bytes:
     return value.to_bytes(8, "big", signed=True)
 
 
-_TAG_FRAME: Final = b"\x00\x00\x00\x11canonlog/event/v1"
+_TAG_FRAME: Final = frame_bytes(EVENT_TAG_V1)
 _pack_u32 = struct.Struct(">I").pack
 _pack_i64 = struct.Struct(">q").pack
 #: Frames of texts that repeat from event to event (ledger, writer, stream and type
@@ -184,7 +179,7 @@ def request_digest_v1(
     the event ids, which a retry may generate anew, nor the expected version.
     """
     parts = [
-        frame_text("canonlog/request/v1"),
+        frame_bytes(REQUEST_TAG_V1),
         frame_text(stream_id),
         frame_opt_text(task_id),
         frame_opt_text(correlation_id),

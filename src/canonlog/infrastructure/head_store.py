@@ -10,7 +10,7 @@ import structlog
 
 from canonlog.domain.events import Head
 
-log = structlog.get_logger(__name__)
+logger = structlog.get_logger(__name__)
 
 
 class FileHeadStore:
@@ -35,7 +35,7 @@ class FileHeadStore:
         except FileNotFoundError:
             return None
         except (ValueError, KeyError, TypeError) as exc:
-            log.warning("last known head unreadable; ignoring it", path=str(path), error=str(exc))
+            logger.warning("last known head unreadable; ignoring it", path=str(path), error=str(exc))
             return None
 
     def save(self, head: Head) -> None:
