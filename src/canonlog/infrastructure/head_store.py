@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import structlog
 
 from canonlog.domain.events import Head
+from canonlog.infrastructure.files import file_name, write_file
 
 logger = structlog.get_logger(__name__)
 
@@ -16,16 +16,16 @@ logger = structlog.get_logger(__name__)
 class FileHeadStore:
     """One small JSON file per ledger, replaced atomically (write, then rename).
 
-    The rename is not fsynced: after a power loss the file may hold an older head,
-    which only makes the startup comparison less strict, never wrong.
+    Nothing is fsynced: heads are saved often, and after a power loss the file may
+    hold an older head, which only makes the startup comparison less strict, never
+    wrong.
     """
 
     def __init__(self, directory: Path) -> None:
         self._directory = directory
 
     def _path(self, ledger_id: str) -> Path:
-        safe = "".join(c if c.isalnum() or c in "-_." else f"%{ord(c):x}" for c in ledger_id)
-        return self._directory / f"{safe}.head.json"
+        return self._directory / f"{file_name(ledger_id)}.head.json"
 
     def load(self, ledger_id: str) -> Head | None:
         path = self._path(ledger_id)
@@ -40,11 +40,9 @@ class FileHeadStore:
 
     def save(self, head: Head) -> None:
         self._directory.mkdir(parents=True, exist_ok=True)
-        path = self._path(head.ledger_id)
-        temporary = path.with_suffix(".tmp")
-        temporary.write_text(json.dumps({"ledger_id": head.ledger_id, "sequence": head.sequence,
-                                         "hash": head.hash.hex()}), "utf-8")
-        os.replace(temporary, path)
+        data = json.dumps({"ledger_id": head.ledger_id, "sequence": head.sequence,
+                           "hash": head.hash.hex()})
+        write_file(self._path(head.ledger_id), data.encode("utf-8"), replace=True, durable=False)
 
 
 class MemoryHeadStore:
