@@ -58,6 +58,11 @@ class LedgerClient:
     def writer(self) -> EventWriterService:
         return self._writer
 
+    @property
+    def event_log(self) -> EventReader:
+        """The store this client reads from (and its writer writes to)."""
+        return self._event_log
+
     async def append(
         self,
         stream_id: str,

@@ -1,0 +1,102 @@
+"""The HTTP service: a FastAPI application hosting the canonical writer of one ledger.
+
+The application's lifespan opens the ledger through the composition root (the
+same verified writer the in-process API and the CLI use) and stops it when the
+server shuts down; routes are thin calls into LedgerService.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass, field
+
+import structlog
+from fastapi import FastAPI
+
+from canonlog.application.client import LedgerClient
+from canonlog.infrastructure.http import routes_ledger, routes_operations
+from canonlog.infrastructure.http.auth import AuthConfig, AuthConfigError, Authenticator
+from canonlog.infrastructure.http.errors import install_error_handlers
+from canonlog.infrastructure.http.metrics import ServiceMetrics
+from canonlog.infrastructure.http.middleware import RequestContextMiddleware
+from canonlog.infrastructure.http.service import CheckpointSource, LedgerService
+from canonlog.infrastructure.settings import Settings
+
+log = structlog.get_logger("canonlog.http")
+
+#: Opens the ledger the service hosts: the composition root's open_ledger, or a test's.
+LedgerOpener = Callable[[Settings], AbstractAsyncContextManager[LedgerClient]]
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceConfig:
+    """How the service listens and whom it serves."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    #: Bodies larger than this are refused with a 413 before they are read in full.
+    max_body_bytes: int = 4 * 1024 * 1024
+    checkpoints: CheckpointSource | None = None
+
+    def __post_init__(self) -> None:
+        if not self.auth.required and not is_loopback(self.host):
+            raise AuthConfigError(
+                f"authentication can be off only on a loopback address, not on {self.host!r}")
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def create_app(settings: Settings, config: ServiceConfig, *,
+               open_ledger: LedgerOpener | None = None) -> FastAPI:
+    """Builds the application; the ledger opens when the server starts it (lifespan).
+
+    open_ledger defaults to the composition root's; the writer is verified and
+    accepting before the server takes its first request, and stopped on shutdown.
+    """
+    if open_ledger is None:
+        from canonlog.infrastructure.bootstrap import open_ledger as default_opener
+
+        open_ledger = default_opener
+    opener = open_ledger
+    metrics = ServiceMetrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if not config.auth.required:
+            log.warning("authentication is OFF: every request acts with every scope; "
+                        "allowed only because the service listens on loopback", host=config.host)
+        async with opener(settings) as client:
+            service = LedgerService(client, metrics, writer_id=settings.writer_id,
+                                    checkpoints=config.checkpoints, limits=settings.limits)
+            app.state.service = service
+            log.info("service ready", ledger_id=client.ledger_id, host=config.host,
+                     port=config.port, auth_required=config.auth.required)
+            try:
+                yield
+            finally:
+                await service.close()
+
+    app = FastAPI(
+        title="canonlog",
+        summary="A tamper-evident, append-only event log with a single canonical writer.",
+        version="1",
+        lifespan=lifespan,
+    )
+    app.state.authenticator = Authenticator(config.auth)
+    install_error_handlers(app)
+    app.include_router(routes_ledger.router, tags=["ledger"])
+    app.include_router(routes_operations.router, tags=["operations"])
+    app.include_router(routes_operations.health)
+    app.add_middleware(RequestContextMiddleware, metrics=metrics,
+                       max_body_bytes=config.max_body_bytes)
+    return app

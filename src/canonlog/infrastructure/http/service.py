@@ -1,0 +1,271 @@
+"""What the routes call: one ledger's client, its store, checkpoints and verification runs.
+
+The routes stay thin: they parse, call one method here (which calls the
+application's use cases), and render. Everything here is built once per process
+by the application's lifespan, from the composition root's ledger.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Final
+
+import structlog
+
+from canonlog.application.checkpoints import check_against_checkpoints
+from canonlog.application.client import LedgerClient
+from canonlog.application.ports import AppendResult, CheckpointStore, TrustedCheckpoints
+from canonlog.application.verifier import VerificationReport, verify_chain
+from canonlog.application.writer import WriterState
+from canonlog.domain.checkpoint import TrustedKey, parse_checkpoint, verify_checkpoint
+from canonlog.domain.errors import CanonlogError, CheckpointFormatError
+from canonlog.domain.events import DEFAULT_LIMITS, LedgerState, Limits, NewEvent, StreamState
+from canonlog.infrastructure.http.errors import ApiError, error_code
+from canonlog.infrastructure.http.metrics import ServiceMetrics
+from canonlog.infrastructure.http.models import (
+    AppendIn,
+    ChainBreakOut,
+    CheckpointOut,
+    VerificationOut,
+)
+
+log = structlog.get_logger("canonlog.http")
+
+#: Finished verification runs kept for reading back; older ones are forgotten.
+_KEPT_RUNS: Final = 32
+#: Seconds a readiness probe waits for the database before calling it unreachable.
+_PROBE_TIMEOUT: Final = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointSource:
+    """Where the service reads published checkpoints, and whose signatures it trusts."""
+
+    store: CheckpointStore
+    signers: tuple[TrustedKey, ...]
+    witnesses: tuple[TrustedKey, ...] = ()
+    trusted: TrustedCheckpoints | None = None
+
+
+@dataclass(slots=True)
+class _Run:
+    view: VerificationOut
+    task: asyncio.Task[None] | None = field(default=None, repr=False)
+
+
+class LedgerService:
+    """One ledger as the HTTP API serves it."""
+
+    def __init__(self, client: LedgerClient, metrics: ServiceMetrics, *, writer_id: str,
+                 checkpoints: CheckpointSource | None = None, limits: Limits = DEFAULT_LIMITS) -> None:
+        self.client = client
+        self.limits = limits
+        self.writer_id = writer_id
+        self.ledger_id = client.ledger_id
+        self.metrics = metrics
+        self.checkpoints = checkpoints
+        self._runs: OrderedDict[str, _Run] = OrderedDict()
+
+    # -- writing --------------------------------------------------------------------------
+
+    async def append(self, stream_id: str, body: AppendIn, execution_id: str | None,
+                     agent_id: str | None) -> AppendResult:
+        """Appends through the ledger's writer, counting the outcome and its latency."""
+        started = time.perf_counter()
+        try:
+            events = [NewEvent.create(e.type, e.payload, e.metadata, event_id=e.id,
+                                      limits=self.limits) for e in body.events]
+            expected = (StreamState(body.expected_version) if isinstance(body.expected_version, str)
+                        else body.expected_version)
+            result = await self.client.append(
+                stream_id, events, expected_version=expected, execution_id=execution_id,
+                task_id=body.task_id, correlation_id=body.correlation_id,
+                causation_id=body.causation_id, agent_id=agent_id)
+        except CanonlogError as exc:
+            self.metrics.appends.labels(error_code(exc)).inc()
+            raise
+        self.metrics.appends.labels("replayed" if result.replayed else "ok").inc()
+        self.metrics.append_seconds.observe(time.perf_counter() - started)
+        self.metrics.append_events.observe(len(result.events))
+        return result
+
+    async def halt(self, reason: str, actor: str) -> tuple[bool, LedgerState]:
+        """Halts the ledger (chained event, then every halt channel); returns whether this
+        call recorded the halt and the state after it."""
+        before = await self.client.event_log.ledger_state(self.ledger_id)
+        if not before.halted:
+            await self.client.writer.halt(f"{reason} (by {actor})")
+        after = await self.client.event_log.ledger_state(self.ledger_id)
+        log.critical("ledger halted over HTTP", actor=actor, reason=reason, recorded=not before.halted)
+        return not before.halted, after
+
+    # -- health ---------------------------------------------------------------------------
+
+    async def readiness(self) -> tuple[list[str], dict[str, str]]:
+        """Returns the reasons the service is not ready (none when ready) and each check's result."""
+        checks: dict[str, str] = {}
+        reasons: list[str] = []
+        writer = self.client.writer
+        try:
+            state = await asyncio.wait_for(self.client.event_log.ledger_state(self.ledger_id),
+                                           _PROBE_TIMEOUT)
+        except (CanonlogError, TimeoutError) as exc:
+            checks["database"] = "unreachable"
+            reasons.append(f"database: {exc or 'no answer within the probe timeout'}")
+            state = None
+        else:
+            checks["database"] = "ok"
+        if writer.state is WriterState.ACCEPTING:
+            checks["writer"] = "accepting"
+        else:
+            checks["writer"] = writer.state.value
+            reasons.append(f"writer: {writer.state.value}, not accepting writes")
+        if writer.state is WriterState.LEASE_LOST:
+            checks["lease"] = "lost"
+            reasons.append("lease: the writer does not hold its lease")
+        elif writer.state is WriterState.ACCEPTING:
+            checks["lease"] = "held"
+        else:
+            checks["lease"] = "not held"
+        if state is not None:
+            if state.halted:
+                checks["halt"] = "halted"
+                reasons.append(f"halt: the ledger is halted ({state.halt_reason or 'no reason'})")
+            else:
+                checks["halt"] = "not halted"
+        self._observe(state, writer.state)
+        return reasons, checks
+
+    def _observe(self, state: LedgerState | None, writer_state: WriterState) -> None:
+        self.metrics.halted.set(-1 if state is None else int(state.halted))
+        self.metrics.writer_accepting.set(int(writer_state is WriterState.ACCEPTING))
+        self.metrics.lease_held.set(int(writer_state is WriterState.ACCEPTING))
+
+    async def refresh_gauges(self) -> None:
+        """Updates the state gauges before a scrape; a failing database shows as unknown."""
+        try:
+            state: LedgerState | None = await self.client.event_log.ledger_state(self.ledger_id)
+            head = await self.client.head()
+            self.metrics.head_sequence.set(head.sequence)
+        except CanonlogError:
+            state = None
+        self._observe(state, self.client.writer.state)
+
+    # -- checkpoints ----------------------------------------------------------------------
+
+    def _source(self) -> CheckpointSource:
+        if self.checkpoints is None:
+            raise ApiError(404, "checkpoints_not_configured",
+                           "this service has no checkpoint directory configured")
+        return self.checkpoints
+
+    async def checkpoint_sequences(self) -> list[int]:
+        stored = await self._source().store.list_checkpoints(self.ledger_id)
+        return [s.sequence for s in stored if s.sequence is not None]
+
+    async def checkpoint_note(self, sequence: int | None) -> bytes:
+        """The raw signed note at sequence (the newest when None); ApiError 404 when absent."""
+        source = self._source()
+        if sequence is None:
+            stored = await source.store.list_checkpoints(self.ledger_id)
+            note = stored[0].note if stored else None
+        else:
+            found = await source.store.load(self.ledger_id, sequence)
+            note = found.note if found else None
+        if note is None:
+            where = "" if sequence is None else f" at sequence {sequence}"
+            raise ApiError(404, "checkpoint_not_found",
+                           f"ledger {self.ledger_id} has no published checkpoint{where}")
+        return note
+
+    async def checkpoint(self, sequence: int | None) -> CheckpointOut:
+        source = self._source()
+        note = await self.checkpoint_note(sequence)
+        try:
+            signed = parse_checkpoint(note)
+        except CheckpointFormatError as exc:
+            raise ApiError(502, "checkpoint_unreadable", f"the stored checkpoint is not a note: {exc}",
+                           details={"sequence": sequence}) from exc
+        verification = verify_checkpoint(signed, source.signers, source.witnesses)
+        body = signed.checkpoint
+        return CheckpointOut(
+            ledger_id=body.ledger_id, origin=body.origin, sequence=body.sequence,
+            head_hash=body.head_hash.hex(), time=body.time, signed_by=list(verification.signed_by),
+            cosigned_by=[name for name, _ in verification.cosigned_by],
+            trusted=verification.trusted, problem=verification.problem(),
+        )
+
+    # -- verification ---------------------------------------------------------------------
+
+    def start_verification(self) -> VerificationOut:
+        """Starts a full verification in the background and returns its running view."""
+        run_id = uuid.uuid4().hex
+        view = VerificationOut(id=run_id, ledger_id=self.ledger_id, status="running",
+                               started_at=datetime.now(UTC))
+        run = _Run(view)
+        self._runs[run_id] = run
+        while len(self._runs) > _KEPT_RUNS:
+            oldest_id, oldest = next(iter(self._runs.items()))
+            if oldest.task is not None and not oldest.task.done():
+                break
+            del self._runs[oldest_id]
+        run.task = asyncio.create_task(self._verify(run), name=f"canonlog-verify-{run_id}")
+        return view
+
+    def verification(self, run_id: str) -> VerificationOut:
+        run = self._runs.get(run_id)
+        if run is None:
+            raise ApiError(404, "verification_not_found", f"no verification run {run_id!r} is known")
+        return run.view
+
+    async def _verify(self, run: _Run) -> None:
+        view = run.view
+        try:
+            report = await verify_chain(self.client.event_log, self.ledger_id)
+            mismatches: Sequence[ChainBreakOut] = ()
+            trusted = self.checkpoints.trusted if self.checkpoints else None
+            if trusted is not None:
+                comparison = await check_against_checkpoints(
+                    self.client.event_log, self.ledger_id, await trusted.heads(self.ledger_id))
+                mismatches = [ChainBreakOut(sequence=m.checkpoint.sequence,
+                                            kind=f"checkpoint_{m.kind}", message=m.message,
+                                            expected=m.checkpoint.hash.hex(),
+                                            found=m.database.hash.hex())
+                              for m in comparison.mismatches]
+            run.view = _finished(view, report, mismatches)
+        except CanonlogError as exc:
+            run.view = view.model_copy(update={
+                "status": "error", "finished_at": datetime.now(UTC),
+                "summary": f"verification could not run: {exc}"})
+        self.metrics.verification_ok.set(int(run.view.status == "passed"))
+        self.metrics.verification_time.set(time.time())
+        log.info("verification finished", run=view.id, status=run.view.status)
+
+    async def close(self) -> None:
+        """Cancels verification runs still going."""
+        tasks = [r.task for r in self._runs.values() if r.task is not None and not r.task.done()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _finished(view: VerificationOut, report: VerificationReport,
+              mismatches: Sequence[ChainBreakOut]) -> VerificationOut:
+    breaks = [ChainBreakOut(sequence=b.sequence, kind=b.kind, message=b.message,
+                            expected=b.expected, found=b.found) for b in report.breaks]
+    breaks += mismatches
+    ok = report.ok and not mismatches
+    summary = report.summary() if not mismatches else (
+        f"{report.summary()}; {len(mismatches)} trusted checkpoint(s) contradicted")
+    return view.model_copy(update={
+        "status": "passed" if ok else "failed", "finished_at": datetime.now(UTC),
+        "events_checked": report.events_checked, "last_sequence": report.last_sequence,
+        "head_hash": report.head_hash.hex(), "breaks_total": report.breaks_total + len(mismatches),
+        "breaks": breaks, "summary": summary})
+

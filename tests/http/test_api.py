@@ -1,0 +1,176 @@
+"""Each endpoint of the ledger API, against the real server and database."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import asyncpg
+import pytest
+
+from canonlog.domain.hashing import event_hash_v1
+from canonlog.infrastructure.postgres.asyncpg_log import AsyncpgEventLog
+
+
+def event(kind: str = "placed", **payload: object) -> dict[str, object]:
+    return {"type": kind, "payload": payload}
+
+
+async def stored_count(dsn: str) -> int:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return int(await conn.fetchval("SELECT count(*) FROM canonlog.events"))
+    finally:
+        await conn.close()
+
+
+async def test_an_append_is_answered_201_with_its_receipt_and_reads_back_as_recorded(shared, tokens):
+    stream = f"order-{uuid.uuid4().hex[:8]}"
+    async with shared.client(headers=tokens.bearer()) as client:
+        response = await client.post(f"/v1/streams/{stream}/events", json={
+            "events": [event(amount=120), event("paid", amount=120)],
+            "expected_version": "no_stream", "task_id": "checkout", "correlation_id": "c-1"})
+        assert response.status_code == 201, response.text
+        receipt = response.json()
+        assert receipt["stream_id"] == stream
+        assert receipt["stream_version"] == 2
+        assert [e["stream_version"] for e in receipt["events"]] == [1, 2]
+        assert receipt["sequence"] == receipt["events"][1]["sequence"]
+        assert response.headers["location"] == f"/v1/events/{receipt['sequence']}"
+
+        page = (await client.get(f"/v1/streams/{stream}/events")).json()
+        assert [e["payload"] for e in page["events"]] == [{"amount": 120}, {"amount": 120}]
+        assert page["events"][1]["hash"] == receipt["hash"]
+        assert page["events"][0]["task_id"] == "checkout"
+        assert page["next_from_version"] is None
+
+        one = await client.get(f"/v1/events/{receipt['sequence']}")
+        assert one.status_code == 200
+        assert one.json()["event_type"] == "paid"
+
+    log = await AsyncpgEventLog.connect(shared.app_dsn, max_size=1)
+    try:
+        recorded = await log.read_stream("main", stream)
+    finally:
+        await log.close()
+    assert [e.hash.hex() for e in recorded] == [e["hash"] for e in receipt["events"]]
+    assert all(e.hash == event_hash_v1(e) for e in recorded)
+
+
+async def test_a_retry_with_the_same_idempotency_key_returns_the_original_receipt(shared, tokens):
+    stream = f"pay-{uuid.uuid4().hex[:8]}"
+    key = {"Idempotency-Key": f"exec-{uuid.uuid4()}"}
+    body = {"events": [event(amount=5)]}
+    async with shared.client(headers=tokens.bearer()) as client:
+        first = await client.post(f"/v1/streams/{stream}/events", json=body, headers=key)
+        before = await stored_count(shared.app_dsn)
+        retry = await client.post(f"/v1/streams/{stream}/events", json=body, headers=key)
+        assert first.status_code == 201
+        assert retry.status_code == 200
+        assert retry.headers["idempotent-replayed"] == "true"
+        assert retry.json() == first.json()
+
+        other = await client.post(f"/v1/streams/{stream}/events", json={"events": [event(amount=6)]},
+                                  headers=key)
+        assert other.status_code == 409
+        assert other.json()["error"]["code"] == "idempotency_conflict"
+        assert await stored_count(shared.app_dsn) == before
+
+
+async def test_a_stale_expected_version_is_a_409_naming_the_versions_and_writes_nothing(shared, tokens):
+    stream = f"cart-{uuid.uuid4().hex[:8]}"
+    async with shared.client(headers=tokens.bearer()) as client:
+        await client.post(f"/v1/streams/{stream}/events", json={"events": [event()]})
+        before = await stored_count(shared.app_dsn)
+        response = await client.post(f"/v1/streams/{stream}/events",
+                                     json={"events": [event()], "expected_version": "no_stream"})
+        assert response.status_code == 409
+        error = response.json()["error"]
+        assert error["code"] == "concurrency_conflict"
+        assert error["details"]["stream_id"] == stream
+        assert error["details"]["actual_version"] == 1
+        exact = await client.post(f"/v1/streams/{stream}/events",
+                                  json={"events": [event()], "expected_version": 1})
+        assert exact.status_code == 201
+        assert await stored_count(shared.app_dsn) == before + 1
+
+
+async def test_stream_ids_may_contain_slashes_and_streams_read_in_pages(shared, tokens):
+    stream = f"tenant/{uuid.uuid4().hex[:8]}/orders"
+    async with shared.client(headers=tokens.bearer()) as client:
+        for number in range(5):
+            response = await client.post(f"/v1/streams/{stream}/events",
+                                         json={"events": [event(n=number)]})
+            assert response.status_code == 201
+        first = (await client.get(f"/v1/streams/{stream}/events", params={"limit": 2})).json()
+        assert [e["payload"]["n"] for e in first["events"]] == [0, 1]
+        rest = (await client.get(f"/v1/streams/{stream}/events",
+                                 params={"from_version": first["next_from_version"]})).json()
+        assert [e["payload"]["n"] for e in rest["events"]] == [2, 3, 4]
+        assert rest["events"][0]["stream_id"] == stream
+
+
+async def test_all_events_read_in_pages_after_a_sequence_and_the_head_is_the_last(shared, tokens):
+    async with shared.client(headers=tokens.bearer()) as client:
+        head = (await client.get("/v1/head")).json()
+        for number in range(3):
+            await client.post("/v1/streams/paging/events", json={"events": [event(n=number)]})
+        page = (await client.get("/v1/events", params={"after": head["sequence"], "limit": 2})).json()
+        assert [e["sequence"] for e in page["events"]] == [head["sequence"] + 1, head["sequence"] + 2]
+        assert page["more"] is True
+        rest = (await client.get("/v1/events", params={"after": page["next_after"]})).json()
+        assert rest["more"] is False
+        new_head = (await client.get("/v1/head")).json()
+        assert rest["events"][-1]["sequence"] == new_head["sequence"]
+        assert rest["events"][-1]["hash"] == new_head["hash"]
+        assert all(e["prev_hash"] == p["hash"] for p, e in
+                   zip(page["events"] + rest["events"], (page["events"] + rest["events"])[1:],
+                       strict=False))
+
+
+async def test_the_state_names_the_grant_and_the_writer(shared, tokens):
+    async with shared.client(headers=tokens.bearer("read")) as client:
+        state = (await client.get("/v1/state")).json()
+    assert state == {"ledger_id": "main", "grant_writer_id": "writer-1", "grant_epoch": 1,
+                     "halted": False, "halt_reason": None, "writer_id": "writer-1",
+                     "writer_state": "accepting"}
+
+
+async def test_a_verification_runs_in_the_background_and_reports_the_whole_chain(shared, tokens):
+    async with shared.client(headers=tokens.bearer()) as client:
+        await client.post("/v1/streams/verified/events", json={"events": [event()]})
+        head = (await client.get("/v1/head")).json()
+        started = await client.post("/v1/verifications")
+        assert started.status_code == 202
+        assert started.json()["status"] == "running"
+        location = started.headers["location"]
+        for _ in range(200):
+            run = (await client.get(location)).json()
+            if run["status"] != "running":
+                break
+            await asyncio.sleep(0.05)
+        assert run["status"] == "passed", run
+        assert run["events_checked"] >= head["sequence"]
+        assert run["breaks"] == []
+        assert run["finished_at"] >= run["started_at"]
+        missing = await client.get("/v1/verifications/unknown")
+        assert missing.status_code == 404
+        assert missing.json()["error"]["code"] == "verification_not_found"
+
+
+async def test_checkpoints_are_a_404_when_no_directory_is_configured(shared, tokens):
+    async with shared.client(headers=tokens.bearer()) as client:
+        response = await client.get("/v1/checkpoints/latest")
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "checkpoints_not_configured"
+
+
+@pytest.mark.parametrize("path", ["/openapi.json", "/docs"])
+async def test_the_openapi_document_and_its_docs_are_served(shared, path):
+    async with shared.client() as client:
+        response = await client.get(path)
+    assert response.status_code == 200
+    if path == "/openapi.json":
+        document = response.json()
+        assert "/v1/streams/{stream_id}/events" in document["paths"]
+        assert "HTTPBearer" in document["components"]["securitySchemes"]
