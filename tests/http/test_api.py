@@ -174,3 +174,61 @@ async def test_the_openapi_document_and_its_docs_are_served(shared, path):
         document = response.json()
         assert "/v1/streams/{stream_id}/events" in document["paths"]
         assert "HTTPBearer" in document["components"]["securitySchemes"]
+
+
+async def test_checkpoints_published_by_the_writer_are_served_parsed_and_raw(
+        database, tmp_path, auth_config, tokens):
+    from canonlog.infrastructure.checkpoint_store import (
+        checkpoint_stores,
+        trusted_checkpoints,
+        trusted_signer_keys,
+    )
+    from canonlog.infrastructure.http import ServiceConfig
+    from canonlog.infrastructure.http.service import CheckpointSource
+    from canonlog.infrastructure.keyfiles import generate_key_file
+    from tests.http.conftest import running_service, service_settings
+
+    key_file = tmp_path / "checkpoint.key"
+    generate_key_file(key_file)
+    extra = {"checkpoint_dir": tmp_path / "checkpoints", "checkpoint_key_file": key_file,
+             "checkpoint_every_events": 2, "checkpoint_every_seconds": 0.2}
+    settings = service_settings(database.app, database.admin, tmp_path / "data", **extra)
+    source = CheckpointSource(checkpoint_stores(settings)[0],
+                              tuple(trusted_signer_keys(settings, "main")),
+                              trusted=trusted_checkpoints(settings, "main"))
+    config = ServiceConfig(auth=auth_config, checkpoints=source)
+    async with running_service(database, tmp_path / "data", config, **extra) as service, \
+            service.client(headers=tokens.bearer()) as client:
+        for number in range(3):
+            await client.post("/v1/streams/c/events", json={"events": [event(n=number)]})
+        head = (await client.get("/v1/head")).json()
+        for _ in range(100):
+            latest = await client.get("/v1/checkpoints/latest")
+            if latest.status_code == 200 and latest.json()["sequence"] == head["sequence"]:
+                break
+            await asyncio.sleep(0.05)
+        checkpoint = latest.json()
+        assert checkpoint["head_hash"] == head["hash"]
+        assert checkpoint["trusted"] is True
+        assert checkpoint["signed_by"] == ["canonlog/main"]
+        listed = (await client.get("/v1/checkpoints")).json()["sequences"]
+        assert listed[0] == head["sequence"]
+        by_sequence = (await client.get(f"/v1/checkpoints/{head['sequence']}")).json()
+        assert by_sequence == checkpoint
+        note = await client.get(f"/v1/checkpoints/{head['sequence']}/note")
+        assert note.headers["content-type"].startswith("text/plain")
+        assert note.content.startswith(b"canonlog/main\n%d\n" % head["sequence"])
+        stored = await source.store.load("main", head["sequence"])
+        assert stored is not None
+        assert note.content == stored.note
+        missing = await client.get("/v1/checkpoints/999999")
+        assert missing.status_code == 404
+        assert missing.json()["error"]["code"] == "checkpoint_not_found"
+        started = (await client.post("/v1/verifications")).json()
+        for _ in range(200):
+            run = (await client.get(f"/v1/verifications/{started['id']}")).json()
+            if run["status"] != "running":
+                break
+            await asyncio.sleep(0.05)
+        assert run["status"] == "passed", run
+

@@ -6,6 +6,8 @@ import asyncio
 import re
 
 import asyncpg
+from structlog.contextvars import merge_contextvars
+from structlog.testing import capture_logs
 
 from canonlog.infrastructure.http import ServiceConfig
 from canonlog.infrastructure.http.auth import AuthConfig
@@ -35,11 +37,15 @@ async def test_readiness_flips_to_503_naming_the_halt_once_the_ledger_is_halted(
                                           "halt": "not halted"}
         await client.post("/v1/streams/s/events", json={"events": [{"type": "x", "payload": {}}]})
 
-        halted = await client.post("/v1/halt", json={"reason": "suspicious export"},
-                                   headers={"X-Request-ID": "halt-1"})
+        with capture_logs(processors=[merge_contextvars]) as logs:
+            halted = await client.post("/v1/halt", json={"reason": "suspicious export"},
+                                       headers={"X-Request-ID": "halt-1"})
         assert halted.status_code == 200, halted.text
         assert halted.json()["halted"] is True
         assert halted.json()["recorded"] is True
+        # Everything the request logged, in the writer too, carries its request id.
+        assert {"ledger halted", "ledger halted over HTTP"} <= {e["event"] for e in logs}
+        assert all(e["request_id"] == "halt-1" for e in logs), logs
         again = await client.post("/v1/halt", json={"reason": "twice"})
         assert again.json()["recorded"] is False
 
