@@ -24,6 +24,15 @@ async def stored_count(dsn: str) -> int:
         await conn.close()
 
 
+async def finished_run(client, location: str) -> dict:
+    for _ in range(200):
+        run = (await client.get(location)).json()
+        if run["status"] != "running":
+            return run
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"verification still running: {run}")
+
+
 async def test_an_append_is_answered_201_with_its_receipt_and_reads_back_as_recorded(shared, tokens):
     stream = f"order-{uuid.uuid4().hex[:8]}"
     async with shared.client(headers=tokens.bearer()) as client:
@@ -143,12 +152,7 @@ async def test_a_verification_runs_in_the_background_and_reports_the_whole_chain
         started = await client.post("/v1/verifications")
         assert started.status_code == 202
         assert started.json()["status"] == "running"
-        location = started.headers["location"]
-        for _ in range(200):
-            run = (await client.get(location)).json()
-            if run["status"] != "running":
-                break
-            await asyncio.sleep(0.05)
+        run = await finished_run(client, started.headers["location"])
         assert run["status"] == "passed", run
         assert run["events_checked"] >= head["sequence"]
         assert run["breaks"] == []
@@ -225,10 +229,29 @@ async def test_checkpoints_published_by_the_writer_are_served_parsed_and_raw(
         assert missing.status_code == 404
         assert missing.json()["error"]["code"] == "checkpoint_not_found"
         started = (await client.post("/v1/verifications")).json()
-        for _ in range(200):
-            run = (await client.get(f"/v1/verifications/{started['id']}")).json()
-            if run["status"] != "running":
-                break
-            await asyncio.sleep(0.05)
+        run = await finished_run(client, f"/v1/verifications/{started['id']}")
         assert run["status"] == "passed", run
+        assert run["checkpoints_checked"] >= 1
 
+
+
+async def test_a_verification_names_the_first_edited_event_and_the_metrics_show_it(
+        database, tmp_path, auth_config, tokens):
+    from canonlog.infrastructure.http import ServiceConfig
+    from tests.http.conftest import running_service
+    from tests.support.ledgers import as_superuser
+
+    async with running_service(database, tmp_path, ServiceConfig(auth=auth_config)) as service, \
+            service.client(headers=tokens.bearer()) as client:
+        receipts = [(await client.post("/v1/streams/t/events", json={"events": [event(n=n)]})).json()
+                    for n in range(3)]
+        edited = receipts[1]["sequence"]
+        await as_superuser(database.admin.uri(), "UPDATE canonlog.events SET payload = "
+                           f"convert_to('{{\"n\":99}}', 'UTF8') WHERE seq = {edited}")
+        started = await client.post("/v1/verifications")
+        run = await finished_run(client, started.headers["location"])
+        metrics = (await client.get("/metrics")).text
+    assert run["status"] == "failed"
+    assert run["breaks"][0]["sequence"] == edited
+    assert run["breaks"][0]["kind"] == "hash_mismatch"
+    assert "canonlog_last_verification_ok 0.0" in metrics

@@ -209,6 +209,10 @@ class VerificationOut(BaseModel):
     last_sequence: int | None = None
     head_hash: str | None = None
     breaks_total: int | None = None
+    checkpoints_checked: int | None = Field(
+        default=None, description="trusted checkpoints the store was compared with")
+    uncovered_events: int | None = Field(
+        default=None, description="events after the newest trusted checkpoint")
     breaks: list[ChainBreakOut] = Field(default_factory=list)
     summary: str | None = None
 

@@ -11,17 +11,15 @@ import asyncio
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Final
 
 import structlog
 
-from canonlog.application.checkpoints import check_against_checkpoints
 from canonlog.application.client import LedgerClient
 from canonlog.application.ports import AppendResult, CheckpointStore, TrustedCheckpoints
-from canonlog.application.verifier import VerificationReport, verify_chain
+from canonlog.application.verification import VerificationReport, verify_ledger
 from canonlog.application.writer import WriterState
 from canonlog.domain.checkpoint import TrustedKey, parse_checkpoint, verify_checkpoint
 from canonlog.domain.errors import CanonlogError, CheckpointFormatError
@@ -96,14 +94,12 @@ class LedgerService:
         return result
 
     async def halt(self, reason: str, actor: str) -> tuple[bool, LedgerState]:
-        """Halts the ledger (chained event, then every halt channel); returns whether this
-        call recorded the halt and the state after it."""
-        before = await self.client.event_log.ledger_state(self.ledger_id)
-        if not before.halted:
-            await self.client.writer.halt(f"{reason} (by {actor})")
-        after = await self.client.event_log.ledger_state(self.ledger_id)
-        log.critical("ledger halted over HTTP", actor=actor, reason=reason, recorded=not before.halted)
-        return not before.halted, after
+        """Halts the ledger through its writer (the chained event, then every halt channel);
+        returns whether this call recorded the halt, and the state after it."""
+        outcome = await self.client.writer.halt(f"{reason} (by {actor})")
+        log.critical("ledger halted over HTTP", actor=actor, reason=reason,
+                     recorded=outcome.recorded, unannounced=len(outcome.unannounced))
+        return outcome.recorded, await self.client.event_log.ledger_state(self.ledger_id)
 
     # -- health ---------------------------------------------------------------------------
 
@@ -227,18 +223,11 @@ class LedgerService:
     async def _verify(self, run: _Run) -> None:
         view = run.view
         try:
-            report = await verify_chain(self.client.event_log, self.ledger_id)
-            mismatches: Sequence[ChainBreakOut] = ()
             trusted = self.checkpoints.trusted if self.checkpoints else None
-            if trusted is not None:
-                comparison = await check_against_checkpoints(
-                    self.client.event_log, self.ledger_id, await trusted.heads(self.ledger_id))
-                mismatches = [ChainBreakOut(sequence=m.checkpoint.sequence,
-                                            kind=f"checkpoint_{m.kind}", message=m.message,
-                                            expected=m.checkpoint.hash.hex(),
-                                            found=m.database.hash.hex())
-                              for m in comparison.mismatches]
-            run.view = _finished(view, report, mismatches)
+            heads = await trusted.heads(self.ledger_id) if trusted is not None else []
+            report = await verify_ledger(self.client.event_log, self.ledger_id, trusted=heads,
+                                         from_genesis=True)
+            run.view = _finished(view, report)
         except CanonlogError as exc:
             run.view = view.model_copy(update={
                 "status": "error", "finished_at": datetime.now(UTC),
@@ -255,17 +244,21 @@ class LedgerService:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-def _finished(view: VerificationOut, report: VerificationReport,
-              mismatches: Sequence[ChainBreakOut]) -> VerificationOut:
+def _finished(view: VerificationOut, report: VerificationReport) -> VerificationOut:
+    chain = report.chain
     breaks = [ChainBreakOut(sequence=b.sequence, kind=b.kind, message=b.message,
-                            expected=b.expected, found=b.found) for b in report.breaks]
-    breaks += mismatches
-    ok = report.ok and not mismatches
-    summary = report.summary() if not mismatches else (
-        f"{report.summary()}; {len(mismatches)} trusted checkpoint(s) contradicted")
+                            expected=b.expected, found=b.found) for b in chain.breaks]
+    mismatches = report.checkpoints.mismatches
+    breaks += [ChainBreakOut(sequence=m.checkpoint.sequence, kind=f"checkpoint_{m.kind}",
+                             message=m.message, expected=m.checkpoint.hash.hex(),
+                             found=m.database.hash.hex()) for m in mismatches]
+    summary = chain.summary()
+    if mismatches:
+        summary += f"; {len(mismatches)} trusted checkpoint(s) contradicted"
     return view.model_copy(update={
-        "status": "passed" if ok else "failed", "finished_at": datetime.now(UTC),
-        "events_checked": report.events_checked, "last_sequence": report.last_sequence,
-        "head_hash": report.head_hash.hex(), "breaks_total": report.breaks_total + len(mismatches),
+        "status": "passed" if report.ok else "failed", "finished_at": datetime.now(UTC),
+        "events_checked": chain.events_checked, "last_sequence": chain.last_sequence,
+        "head_hash": chain.head_hash.hex(), "breaks_total": chain.breaks_total + len(mismatches),
+        "checkpoints_checked": report.checkpoints.checked,
+        "uncovered_events": report.coverage.uncovered,
         "breaks": breaks, "summary": summary})
-
