@@ -9,7 +9,12 @@ import asyncpg
 import pytest
 
 from canonlog.domain.hashing import event_hash_v1
+from canonlog.infrastructure.bootstrap import service_config
+from canonlog.infrastructure.http import ServiceConfig
+from canonlog.infrastructure.keyfiles import generate_key_file
 from canonlog.infrastructure.postgres.asyncpg_log import AsyncpgEventLog
+from tests.http.conftest import running_service, service_settings
+from tests.support.ledgers import as_superuser
 
 
 def event(kind: str = "placed", **payload: object) -> dict[str, object]:
@@ -182,24 +187,14 @@ async def test_the_openapi_document_and_its_docs_are_served(shared, path):
 
 async def test_checkpoints_published_by_the_writer_are_served_parsed_and_raw(
         database, tmp_path, auth_config, tokens):
-    from canonlog.infrastructure.checkpoint_store import (
-        checkpoint_stores,
-        trusted_checkpoints,
-        trusted_signer_keys,
-    )
-    from canonlog.infrastructure.http import ServiceConfig
-    from canonlog.infrastructure.http.service import CheckpointSource
-    from canonlog.infrastructure.keyfiles import generate_key_file
-    from tests.http.conftest import running_service, service_settings
 
     key_file = tmp_path / "checkpoint.key"
     generate_key_file(key_file)
     extra = {"checkpoint_dir": tmp_path / "checkpoints", "checkpoint_key_file": key_file,
              "checkpoint_every_events": 2, "checkpoint_every_seconds": 0.2}
     settings = service_settings(database.app, database.admin, tmp_path / "data", **extra)
-    source = CheckpointSource(checkpoint_stores(settings)[0],
-                              tuple(trusted_signer_keys(settings, "main")),
-                              trusted=trusted_checkpoints(settings, "main"))
+    source = service_config(settings.model_copy(update={"auth_required": False})).checkpoints
+    assert source is not None
     config = ServiceConfig(auth=auth_config, checkpoints=source)
     async with running_service(database, tmp_path / "data", config, **extra) as service, \
             service.client(headers=tokens.bearer()) as client:
@@ -237,9 +232,6 @@ async def test_checkpoints_published_by_the_writer_are_served_parsed_and_raw(
 
 async def test_a_verification_names_the_first_edited_event_and_the_metrics_show_it(
         database, tmp_path, auth_config, tokens):
-    from canonlog.infrastructure.http import ServiceConfig
-    from tests.http.conftest import running_service
-    from tests.support.ledgers import as_superuser
 
     async with running_service(database, tmp_path, ServiceConfig(auth=auth_config)) as service, \
             service.client(headers=tokens.bearer()) as client:

@@ -129,3 +129,22 @@ def test_authentication_cannot_be_off_beyond_loopback_nor_accept_alg_none(jwks_f
                    keys=load_jwks(jwks_file.read_text()))
     with pytest.raises(AuthConfigError, match="issuer and an audience"):
         AuthConfig(keys=load_jwks(jwks_file.read_text()))
+
+
+def test_the_service_configuration_from_settings_fails_closed(jwks_file, tmp_path):
+    from canonlog.infrastructure.bootstrap import service_config
+    from canonlog.infrastructure.settings import Settings
+
+    base = {"data_dir": tmp_path}
+    with pytest.raises(AuthConfigError, match="CANONLOG_JWKS_FILE"):
+        service_config(Settings(**base))
+    with pytest.raises(AuthConfigError, match="issuer and an audience"):
+        service_config(Settings(**base, jwks_file=jwks_file))
+    with pytest.raises(AuthConfigError, match="loopback"):
+        service_config(Settings(**base, auth_required=False, http_host="0.0.0.0"))
+    config = service_config(Settings(**base, jwks_file=jwks_file, jwt_issuer=ISSUER,
+                                     jwt_audience=AUDIENCE, jwt_algorithms="RS256, HS256"))
+    assert config.auth.algorithms == ("RS256", "HS256")
+    assert {k.kid for k in config.auth.keys} == {"rsa-1", "hmac-1"}
+    assert config.checkpoints is None
+    assert service_config(Settings(**base, auth_required=False)).auth.required is False

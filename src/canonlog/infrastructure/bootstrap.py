@@ -39,6 +39,8 @@ from canonlog.infrastructure.settings import Settings
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
+    from canonlog.infrastructure.http.app import ServiceConfig
+
 #: Seconds a command waits for Redis before giving up (the writer uses its renew interval).
 _COMMAND_REDIS_TIMEOUT = 2.0
 
@@ -293,3 +295,38 @@ async def open_ledger(settings: Settings | None = None) -> AsyncIterator[LedgerC
             if publisher is not None:
                 await publisher.stop()
             await notifier.close()
+
+
+def service_config(settings: Settings) -> ServiceConfig:
+    """The HTTP service's configuration: where it listens, how tokens are checked (keys
+    from the JWKS file), its body limit, and where it reads checkpoints.
+
+    Raises AuthConfigError when authentication is required but not configured, or is
+    off on an address that is not loopback.
+    """
+    # Imported here so that `import canonlog` does not load the web stack.
+    from canonlog.infrastructure.http.app import ServiceConfig
+    from canonlog.infrastructure.http.auth import AuthConfig, AuthConfigError, load_jwks_file
+    from canonlog.infrastructure.http.service import CheckpointSource
+
+    if settings.auth_required:
+        if settings.jwks_file is None:
+            raise AuthConfigError(
+                "authentication is required: set CANONLOG_JWKS_FILE, CANONLOG_JWT_ISSUER and "
+                "CANONLOG_JWT_AUDIENCE, or CANONLOG_AUTH_REQUIRED=false on a loopback address")
+        keys = load_jwks_file(settings.jwks_file, min_hmac_key_bytes=settings.jwt_min_hmac_key_bytes)
+    else:
+        keys = ()
+    auth = AuthConfig(
+        required=settings.auth_required, issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience, keys=keys,
+        algorithms=tuple(a.strip() for a in settings.jwt_algorithms.split(",") if a.strip()),
+    )
+    stores = checkpoint_stores(settings)
+    checkpoints = CheckpointSource(
+        stores[0], tuple(trusted_signer_keys(settings, settings.ledger)),
+        witnesses=tuple(trusted_witness_keys(settings)),
+        trusted=trusted_checkpoints(settings, settings.ledger),
+    ) if stores else None
+    return ServiceConfig(host=settings.http_host, port=settings.http_port, auth=auth,
+                         max_body_bytes=settings.http_max_body_bytes, checkpoints=checkpoints)

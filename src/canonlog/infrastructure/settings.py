@@ -84,6 +84,22 @@ class Settings(BaseSettings):
     max_payload_bytes: int = Field(default=1_048_576, ge=2)
     max_metadata_bytes: int = Field(default=65_536, ge=2)
     max_events_per_append: int = Field(default=10_000, ge=1)
+    # -- the HTTP service (docs/how-to/service.md) --
+    http_host: str = Field(default="127.0.0.1", min_length=1, description="address `serve` binds")
+    http_port: int = Field(default=8080, ge=0, le=65535)
+    http_max_body_bytes: int = Field(
+        default=4 * 1024 * 1024, ge=1024, description="larger request bodies are refused (413)"
+    )
+    auth_required: bool = Field(
+        default=True, description="require a bearer JWT; off only on a loopback address"
+    )
+    jwks_file: Path | None = Field(default=None, description="JSON Web Key Set of the token keys")
+    jwt_issuer: str | None = Field(default=None, description="the required iss claim")
+    jwt_audience: str | None = Field(default=None, description="the required aud claim")
+    jwt_algorithms: str = Field(
+        default="RS256,ES256,EdDSA", description="accepted token algorithms, comma-separated"
+    )
+    jwt_min_hmac_key_bytes: int = Field(default=32, ge=32, description="shortest HMAC key accepted")
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
     log_format: Literal["console", "json"] = "console"
 

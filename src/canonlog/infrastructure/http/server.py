@@ -1,0 +1,46 @@
+"""Running the service under uvicorn, as `canonlog serve` does."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import uvicorn
+
+from canonlog.infrastructure.http.app import ServiceConfig, create_app
+from canonlog.infrastructure.settings import Settings
+
+
+def service_urls(config: ServiceConfig) -> dict[str, str]:
+    """Where the API, its interactive docs, its OpenAPI document and its probes are."""
+    host = f"[{config.host}]" if ":" in config.host else config.host
+    base = f"http://{host}:{config.port}"
+    return {"api": f"{base}/v1", "docs": f"{base}/docs", "openapi": f"{base}/openapi.json",
+            "health": f"{base}/healthz", "readiness": f"{base}/readyz", "metrics": f"{base}/metrics"}
+
+
+async def serve(settings: Settings, config: ServiceConfig,
+                announce: Callable[[str], None] = print) -> None:
+    """Serves until interrupted (SIGINT or SIGTERM stop it cleanly, the writer included).
+
+    announce receives one line per address once the writer is accepting writes.
+    """
+    app = create_app(settings, config)
+    server = uvicorn.Server(uvicorn.Config(
+        app, host=config.host, port=config.port, lifespan="on", log_config=None,
+        access_log=False, server_header=False, proxy_headers=False,
+    ))
+
+    # uvicorn marks the server started once the lifespan (and so the writer's
+    # startup verification) has finished and the socket is bound; it offers a flag only.
+    async def announce_when_started() -> None:
+        while not server.started:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        for name, url in service_urls(config).items():
+            announce(f"{name:<10} {url}")
+
+    announcer = asyncio.create_task(announce_when_started())
+    try:
+        await server.serve()
+    finally:
+        announcer.cancel()
