@@ -14,7 +14,7 @@ import json
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -26,6 +26,7 @@ import pytest
 import uvicorn
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from fastapi import FastAPI
 
 from canonlog.infrastructure.http import ServiceConfig, create_app
 from canonlog.infrastructure.http.auth import AuthConfig, load_jwks_file
@@ -125,10 +126,15 @@ class RunningService:
 
 
 @contextmanager
-def serve(settings: Settings, config: ServiceConfig) -> Iterator[str]:
-    """Runs the service under uvicorn in a thread; yields its base URL once it serves."""
+def serve(settings: Settings, config: ServiceConfig,
+          extend: Callable[[FastAPI], None] | None = None) -> Iterator[str]:
+    """Runs the service under uvicorn in a thread; yields its base URL once it serves.
+
+    extend may add routes of the test's own to the application first."""
     port = _free_port()
     app = create_app(settings, replace(config, port=port))
+    if extend is not None:
+        extend(app)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
                                            lifespan="on", ws="none", http="h11"))
     thread = threading.Thread(target=server.run, name="canonlog-http-test", daemon=True)
@@ -154,9 +160,10 @@ def service_settings(app: PgTarget, admin: PgTarget, data_dir: Path, **extra: An
 
 @asynccontextmanager
 async def running_service(database: TestDatabase, data_dir: Path, config: ServiceConfig,
+                          extend: Callable[[FastAPI], None] | None = None,
                           **extra: Any) -> AsyncIterator[RunningService]:
     settings = service_settings(database.app, database.admin, data_dir, **extra)
-    with serve(settings, config) as url:
+    with serve(settings, config, extend) as url:
         yield RunningService(url, settings, database.app.uri())
 
 

@@ -6,7 +6,10 @@ from __future__ import annotations
 import re
 
 import pytest
+from fastapi import FastAPI
 
+from canonlog.infrastructure.http import ServiceConfig
+from tests.http.conftest import running_service
 from tests.http.test_api import stored_count
 
 
@@ -116,3 +119,21 @@ async def test_query_parameters_out_of_range_are_422(shared, tokens):
         assert error["details"]["errors"][0]["location"] == ["query", "limit"]
         assert_standard_error(await client.get("/v1/events", params={"after": "x"}), 422,
                               "invalid_request")
+
+
+async def test_an_unexpected_exception_is_a_500_in_the_standard_body_without_a_trace(
+        database, tmp_path, auth_config):
+    def add_failing_route(app: FastAPI) -> None:
+        async def fail() -> None:
+            raise RuntimeError("secret internals: password=hunter2")
+
+        app.add_api_route("/v1/fail", fail)
+
+    config = ServiceConfig(auth=auth_config)
+    async with running_service(database, tmp_path, config, add_failing_route) as service, \
+            service.client() as client:
+        response = await client.get("/v1/fail", headers={"X-Request-ID": "boom-1"})
+    error = assert_standard_error(response, 500, "internal_error")
+    assert "boom-1" in error["message"]
+    assert "hunter2" not in response.text
+    assert "RuntimeError" not in response.text
