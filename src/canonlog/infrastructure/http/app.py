@@ -16,7 +16,7 @@ import structlog
 from fastapi import FastAPI
 
 from canonlog.application.client import LedgerClient
-from canonlog.infrastructure.http import routes_ledger, routes_operations
+from canonlog.infrastructure.http import routes_ledger, routes_operations, routes_tail
 from canonlog.infrastructure.http.auth import AuthConfig, AuthConfigError, Authenticator
 from canonlog.infrastructure.http.errors import install_error_handlers
 from canonlog.infrastructure.http.metrics import ServiceMetrics
@@ -95,6 +95,7 @@ def create_app(settings: Settings, config: ServiceConfig, *,
     app.state.authenticator = Authenticator(config.auth)
     install_error_handlers(app)
     app.include_router(routes_ledger.router, tags=["ledger"])
+    app.include_router(routes_tail.router, tags=["ledger"])
     app.include_router(routes_operations.router, tags=["operations"])
     app.include_router(routes_operations.health)
     app.add_middleware(RequestContextMiddleware, metrics=metrics,

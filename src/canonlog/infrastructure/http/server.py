@@ -10,6 +10,8 @@ import uvicorn
 from canonlog.infrastructure.http.app import ServiceConfig, create_app
 from canonlog.infrastructure.settings import Settings
 
+_GRACEFUL_SHUTDOWN_SECONDS = 10
+
 
 def service_urls(config: ServiceConfig) -> dict[str, str]:
     """Where the API, its interactive docs, its OpenAPI document and its probes are."""
@@ -29,6 +31,8 @@ async def serve(settings: Settings, config: ServiceConfig,
     server = uvicorn.Server(uvicorn.Config(
         app, host=config.host, port=config.port, lifespan="on", log_config=None,
         access_log=False, server_header=False, proxy_headers=False,
+        # Live tails never end on their own; they get this long to drain on shutdown.
+        timeout_graceful_shutdown=_GRACEFUL_SHUTDOWN_SECONDS,
     ))
 
     # uvicorn marks the server started once the lifespan (and so the writer's
