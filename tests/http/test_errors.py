@@ -31,6 +31,10 @@ async def test_unknown_paths_and_methods_are_404_and_405_in_the_standard_body(sh
     async with shared.client(headers=tokens.bearer()) as client:
         assert_standard_error(await client.get("/v1/nothing-here"), 404, "not_found")
         assert_standard_error(await client.delete("/v1/head"), 405, "method_not_allowed")
+        # Two routes serve this path, one per method: Allow names both.
+        not_allowed = await client.delete("/v1/streams/s/events")
+        assert_standard_error(not_allowed, 405, "method_not_allowed")
+        assert not_allowed.headers["allow"] == "GET, POST"
         assert_standard_error(await client.get("/v1/events/999999"), 404, "event_not_found")
 
 
@@ -48,6 +52,8 @@ BAD_BODIES = [
     ("no events", b'{"events": []}', 422, "invalid_request", "events"),
     ("a bad expected version", b'{"events": [{"type": "x", "payload": {}}], "expected_version": '
      b'"later"}', 422, "invalid_request", "expected_version"),
+    ("expected version 0", b'{"events": [{"type": "x", "payload": {}}], "expected_version": 0}',
+     422, "invalid_request", "expected_version"),
     ("U+0000 in a payload", b'{"events": [{"type": "x", "payload": {"a": "\\u0000"}}]}', 422,
      "invalid_event", "U+0000"),
     ("an integer out of range", b'{"events": [{"type": "x", "payload": {"a": 9223372036854775808}}]}',

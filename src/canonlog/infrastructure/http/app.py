@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import structlog
 from fastapi import FastAPI
+from fastapi.routing import APIRoute
 
 from canonlog.application.client import LedgerClient
 from canonlog.infrastructure.http import routes_ledger, routes_operations, routes_tail
@@ -94,10 +95,12 @@ def create_app(settings: Settings, config: ServiceConfig, *,
     )
     app.state.authenticator = Authenticator(config.auth)
     install_error_handlers(app)
-    app.include_router(routes_ledger.router, tags=["ledger"])
-    app.include_router(routes_tail.router, tags=["ledger"])
-    app.include_router(routes_operations.router, tags=["operations"])
-    app.include_router(routes_operations.health)
+    routers = [(routes_ledger.router, "ledger"), (routes_tail.router, "ledger"),
+               (routes_operations.router, "operations"), (routes_operations.health, "health")]
+    for router, tag in routers:
+        app.include_router(router, tags=[tag])
+    app.state.api_routes = [r for router, _ in routers for r in router.routes
+                            if isinstance(r, APIRoute)]
     app.add_middleware(RequestContextMiddleware, metrics=metrics,
                        max_body_bytes=config.max_body_bytes)
     return app

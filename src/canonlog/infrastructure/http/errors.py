@@ -18,6 +18,7 @@ import structlog
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from canonlog.domain import errors as canonlog_errors
@@ -140,10 +141,20 @@ async def _on_api_error(request: Request, exc: Exception) -> JSONResponse:
         message = exc.detail
     if exc.status_code == 404:
         message = f"no resource at {request.url.path}"
-    elif exc.status_code == 405:
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
         message = f"{request.method} is not allowed on {request.url.path}"
+        headers["Allow"] = ", ".join(_allowed_methods(request))
     code = _CODE_BY_STATUS.get(exc.status_code, f"http_{exc.status_code}")
-    return error_response(exc.status_code, code, message, None, exc.headers)
+    return error_response(exc.status_code, code, message, None, headers)
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    # Routing stops at the first route whose path matches, so a path served by one
+    # route per method would otherwise name only that route's methods.
+    routes: list[APIRoute] = request.app.state.api_routes
+    path = request.url.path
+    return sorted({m for r in routes if r.path_regex.match(path) for m in r.methods or ()})
 
 
 async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse:

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 from canonlog.application.ports import AppendResult
+from canonlog.domain.canonical import INT_MAX
 from canonlog.domain.events import Head, LedgerState, RecordedEvent
 
 
@@ -35,13 +36,14 @@ class AppendIn(_Request):
     """Events appended atomically to one stream, under one expected version."""
 
     events: list[EventIn] = Field(min_length=1)
-    expected_version: int | Literal["any", "no_stream", "stream_exists"] = Field(
+    expected_version: Annotated[int, Field(ge=1, le=INT_MAX)] | Literal[
+            "any", "no_stream", "stream_exists"] = Field(
         default="any",
         description="the stream's current version (its last event's), or any, no_stream, "
                     "stream_exists")
-    task_id: str | None = Field(default=None, max_length=256)
-    correlation_id: str | None = Field(default=None, max_length=256)
-    causation_id: str | None = Field(default=None, max_length=256)
+    task_id: str | None = Field(default=None, min_length=1, max_length=256)
+    correlation_id: str | None = Field(default=None, min_length=1, max_length=256)
+    causation_id: str | None = Field(default=None, min_length=1, max_length=256)
 
 
 class HaltIn(_Request):

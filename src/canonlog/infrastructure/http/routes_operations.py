@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Response
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse
 
 from canonlog.domain.canonical import INT_MAX
 from canonlog.infrastructure.http.errors import error_response
@@ -43,8 +43,9 @@ async def checkpoint(sequence: Sequence, service: Service, principal: Reader) ->
     return await service.checkpoint(sequence)
 
 
-@router.get("/checkpoints/{sequence}/note", response_class=PlainTextResponse,
-            summary="The raw signed note", responses=errors(404))
+@router.get("/checkpoints/{sequence}/note", response_class=Response, summary="The raw signed note",
+            responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}},
+                             "description": "the signed note"}, **errors(404)})
 async def checkpoint_note(sequence: Sequence, service: Service, principal: Reader) -> Response:
     """The note exactly as published, cosignatures included (text/plain; C2SP signed note)."""
     return Response(await service.checkpoint_note(sequence), media_type="text/plain; charset=utf-8")
@@ -69,7 +70,7 @@ async def verification(
     return service.verification(run_id)
 
 
-health = APIRouter(tags=["health"])
+health = APIRouter()
 
 
 @health.get("/healthz", response_model=HealthOut, summary="The process serves")
@@ -89,7 +90,9 @@ async def readyz(service: Service) -> HealthOut | JSONResponse:
     return HealthOut(status="ready", checks=checks)
 
 
-@health.get("/metrics", response_class=PlainTextResponse, summary="Prometheus metrics")
+@health.get("/metrics", response_class=Response, summary="Prometheus metrics",
+            responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}},
+                             "description": "the Prometheus text exposition format"}})
 async def metrics(service: Service) -> Response:
     await service.refresh_gauges()
     return Response(service.metrics.render(),
