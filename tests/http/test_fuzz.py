@@ -25,7 +25,7 @@ def test_every_operation_answers_as_documented(shared, tokens):
     for operation in fuzzed:
         @given(case=operation.as_strategy())
         @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck),
-                  database=None)
+                  derandomize=True, database=None)
         def answers_as_documented(case) -> None:
             response = case.call_and_validate(base_url=shared.url, headers=headers,
                                               excluded_checks=ACCEPTANCE_NOT_CHECKED)

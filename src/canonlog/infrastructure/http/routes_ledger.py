@@ -42,9 +42,9 @@ Service = Annotated[LedgerService, Depends(ledger_service)]
 Reader = Annotated[Principal, Depends(requires("read"))]
 Appender = Annotated[Principal, Depends(requires("append"))]
 Operator = Annotated[Principal, Depends(requires("operate"))]
-StreamId = Annotated[str, Path(description="the stream's id (may contain '/')")]
+StreamId = Annotated[str, Path(min_length=1, description="the stream's id (may contain '/')")]
 
-router = APIRouter(prefix="/v1", route_class=StrictJsonRoute, responses=errors(401, 403, 422))
+router = APIRouter(prefix="/v1", route_class=StrictJsonRoute, responses=errors(401, 403, 404, 422))
 
 
 @router.post(

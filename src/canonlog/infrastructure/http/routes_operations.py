@@ -21,7 +21,7 @@ from canonlog.infrastructure.http.strict_json import StrictJsonRoute
 
 Sequence = Annotated[int, Path(ge=0, le=INT_MAX)]
 
-router = APIRouter(prefix="/v1", route_class=StrictJsonRoute, responses=errors(401, 403, 422))
+router = APIRouter(prefix="/v1", route_class=StrictJsonRoute, responses=errors(401, 403, 404, 422))
 
 
 @router.get("/checkpoints", response_model=CheckpointList, summary="Published checkpoints",
