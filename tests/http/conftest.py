@@ -109,7 +109,7 @@ def auth_config(jwks_file: Path) -> AuthConfig:
                       algorithms=("RS256", "HS256"), keys=load_jwks_file(jwks_file))
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -131,7 +131,7 @@ def serve(settings: Settings, config: ServiceConfig,
     """Runs the service under uvicorn in a thread; yields its base URL once it serves.
 
     extend may add routes of the test's own to the application first."""
-    port = _free_port()
+    port = free_port()
     app = create_app(settings, replace(config, port=port))
     if extend is not None:
         extend(app)

@@ -1,6 +1,6 @@
 """The `canonlog` command: thin commands that parse, call the application, and render.
 
-One module per group of commands: db (db, dev, demo), ledger (head, read, export),
+One module per group of commands: db (db, dev, demo), serve, ledger (head, read, export),
 verify, checkpoints (checkpoint ...), governance (halt, resume, failover), keys,
 append. support holds the exit codes and the one mapping of errors to them.
 
@@ -17,7 +17,16 @@ import sys
 from collections.abc import Sequence
 
 from canonlog.infrastructure.bootstrap import configure_logging
-from canonlog.infrastructure.cli import append, checkpoints, db, governance, keys, ledger, verify
+from canonlog.infrastructure.cli import (
+    append,
+    checkpoints,
+    db,
+    governance,
+    keys,
+    ledger,
+    serve,
+    verify,
+)
 from canonlog.infrastructure.cli.support import EXIT_OK, exit_status, usage_error
 from canonlog.infrastructure.settings import Settings
 
@@ -36,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     # In the order `canonlog --help` lists them.
-    for group in (db, ledger, verify, checkpoints, governance, keys, append):
+    for group in (db, serve, ledger, verify, checkpoints, governance, keys, append):
         group.register(sub)
     return parser
 
@@ -49,7 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                           if not args.json and settings.log_level == "info" else settings)
         code: int = asyncio.run(args.handler(settings, args))
     except KeyboardInterrupt:
-        return EXIT_OK if args.command == "dev" else 130
+        return EXIT_OK if args.command in ("dev", "serve") else 130
     except Exception as exc:
         status = exit_status(exc, args.failed_verification)
         if status is None:

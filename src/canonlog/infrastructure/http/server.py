@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 
 import uvicorn
+from fastapi import FastAPI
 
+from canonlog.application.client import LedgerClient
 from canonlog.infrastructure.http.app import ServiceConfig, create_app
 from canonlog.infrastructure.settings import Settings
 
@@ -25,9 +28,23 @@ async def serve(settings: Settings, config: ServiceConfig,
                 announce: Callable[[str], None] = print) -> None:
     """Serves until interrupted (SIGINT or SIGTERM stop it cleanly, the writer included).
 
-    announce receives one line per address once the writer is accepting writes.
+    The ledger is opened before the port is: a writer that cannot start (lease
+    held elsewhere, verification failed, database unreachable) raises its error
+    here, and nothing listens. announce receives one line per address once the
+    server accepts connections.
     """
-    app = create_app(settings, config)
+    from canonlog.infrastructure.bootstrap import open_ledger
+
+    async with open_ledger(settings) as client:
+
+        @asynccontextmanager
+        async def already_open(_: Settings) -> AsyncIterator[LedgerClient]:
+            yield client
+
+        await _serve(create_app(settings, config, open_ledger=already_open), config, announce)
+
+
+async def _serve(app: FastAPI, config: ServiceConfig, announce: Callable[[str], None]) -> None:
     server = uvicorn.Server(uvicorn.Config(
         app, host=config.host, port=config.port, lifespan="on", log_config=None,
         access_log=False, server_header=False, proxy_headers=False,
