@@ -302,11 +302,13 @@ def service_config(settings: Settings) -> ServiceConfig:
     from the JWKS file), its body limit, and where it reads checkpoints.
 
     Raises AuthConfigError when authentication is required but not configured, or is
-    off on an address that is not loopback.
+    off on an address that is not loopback, and PolicyError for an authorization
+    policy that cannot be read or compiled.
     """
     # Imported here so that `import canonlog` does not load the web stack.
     from canonlog.infrastructure.http.app import ServiceConfig
     from canonlog.infrastructure.http.auth import AuthConfig, AuthConfigError, load_jwks_file
+    from canonlog.infrastructure.http.authz import PolicyAuthorizer, load_policy
     from canonlog.infrastructure.http.service import CheckpointSource
 
     if settings.auth_required:
@@ -328,5 +330,8 @@ def service_config(settings: Settings) -> ServiceConfig:
         witnesses=tuple(trusted_witness_keys(settings)),
         trusted=trusted_checkpoints(settings, settings.ledger),
     ) if stores else None
+    authorizer = (PolicyAuthorizer(*load_policy(settings.authz_policy_file))
+                  if settings.authz_required else None)
     return ServiceConfig(host=settings.http_host, port=settings.http_port, auth=auth,
-                         max_body_bytes=settings.http_max_body_bytes, checkpoints=checkpoints)
+                         max_body_bytes=settings.http_max_body_bytes, checkpoints=checkpoints,
+                         authorizer=authorizer)

@@ -100,6 +100,12 @@ class Settings(BaseSettings):
         default="RS256,ES256,EdDSA", description="accepted token algorithms, comma-separated"
     )
     jwt_min_hmac_key_bytes: int = Field(default=32, ge=32, description="shortest HMAC key accepted")
+    authz_required: bool = Field(
+        default=False, description="decide every request by the Rego policy as well as by scopes"
+    )
+    authz_policy_file: Path | None = Field(
+        default=None, description="the Rego policy (default: the shipped default.rego)"
+    )
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
     log_format: Literal["console", "json"] = "console"
 

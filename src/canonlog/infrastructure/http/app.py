@@ -19,6 +19,7 @@ from fastapi.routing import APIRoute
 from canonlog.application.client import LedgerClient
 from canonlog.infrastructure.http import routes_ledger, routes_operations, routes_tail
 from canonlog.infrastructure.http.auth import AuthConfig, AuthConfigError, Authenticator
+from canonlog.infrastructure.http.authz import PolicyAuthorizer
 from canonlog.infrastructure.http.errors import install_error_handlers
 from canonlog.infrastructure.http.metrics import ServiceMetrics
 from canonlog.infrastructure.http.middleware import RequestContextMiddleware
@@ -41,6 +42,8 @@ class ServiceConfig:
     #: Bodies larger than this are refused with a 413 before they are read in full.
     max_body_bytes: int = 4 * 1024 * 1024
     checkpoints: CheckpointSource | None = None
+    #: Decides every authenticated request by a Rego policy; None: scopes alone decide.
+    authorizer: PolicyAuthorizer | None = None
 
     def __post_init__(self) -> None:
         if not self.auth.required and not is_loopback(self.host):
@@ -73,6 +76,9 @@ def create_app(settings: Settings, config: ServiceConfig, *,
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if config.authorizer is not None:
+            log.info("authorization by policy", policy=config.authorizer.name,
+                     policy_digest=config.authorizer.digest)
         if not config.auth.required:
             log.warning("authentication is OFF: every request acts with every scope; "
                         "allowed only because the service listens on loopback", host=config.host)
@@ -94,6 +100,8 @@ def create_app(settings: Settings, config: ServiceConfig, *,
         lifespan=lifespan,
     )
     app.state.authenticator = Authenticator(config.auth)
+    app.state.authorizer = config.authorizer
+    app.state.ledger_id = settings.ledger
     install_error_handlers(app)
     routers = [(routes_ledger.router, "ledger"), (routes_tail.router, "ledger"),
                (routes_operations.router, "operations"), (routes_operations.health, "health")]

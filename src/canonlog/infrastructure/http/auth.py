@@ -20,6 +20,7 @@ import jwt
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from canonlog.infrastructure.http.authz import PolicyAuthorizer
 from canonlog.infrastructure.http.errors import ApiError
 
 #: Scopes a token can carry: read the ledger, append to it, operate it (halt, verify).
@@ -209,15 +210,37 @@ def requires(scope: str) -> Callable[..., Awaitable[Principal]]:
     ) -> Principal:
         authenticator: Authenticator = request.app.state.authenticator
         if not authenticator.config.required:
-            return ANONYMOUS
-        if credentials is None:
+            found = ANONYMOUS
+        elif credentials is None:
             raise _unauthorized("a bearer token is required")
-        found = authenticator.authenticate(credentials.credentials)
+        else:
+            found = authenticator.authenticate(credentials.credentials)
         if scope not in found.scopes:
             raise ApiError(403, "insufficient_scope", f"the token does not grant the {scope!r} scope",
                            details={"required_scope": scope},
                            headers={"WWW-Authenticate": f'Bearer error="insufficient_scope", '
                                                         f'scope="{scope}"'})
+        authorizer: PolicyAuthorizer | None = request.app.state.authorizer
+        if authorizer is not None:
+            decision = authorizer.decide(await _policy_input(request, found))
+            if not decision.allow:
+                raise ApiError(403, "forbidden_by_policy",
+                               "; ".join(decision.reasons) or "the authorization policy denies this",
+                               details={"reasons": list(decision.reasons),
+                                        "policy_digest": authorizer.digest})
         return found
 
     return principal
+
+
+async def _policy_input(request: Request, principal: Principal) -> dict[str, Any]:
+    """The input a policy decides on: who, with which scopes, doing what, where."""
+    task = None
+    if request.method == "POST" and await request.body():
+        body = await request.json()
+        task = body.get("task_id") if isinstance(body, dict) else None
+    stream = request.path_params.get("stream_id")
+    return {"subject": principal.subject, "scopes": sorted(principal.scopes),
+            "ledger": request.app.state.ledger_id, "stream": stream,
+            "task": task if isinstance(task, str) else None,
+            "action": getattr(request.scope.get("route"), "name", "unknown")}
