@@ -136,7 +136,7 @@ def serve(settings: Settings, config: ServiceConfig,
     if extend is not None:
         extend(app)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                           lifespan="on", ws="none", http="h11"))
+                                           lifespan="on", ws="wsproto", http="h11"))
     thread = threading.Thread(target=server.run, name="canonlog-http-test", daemon=True)
     thread.start()
     deadline = time.monotonic() + 60

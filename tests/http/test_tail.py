@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 
+import aiohttp
+import pytest
+
 
 async def read_events(lines, count: int) -> list[dict]:
     """The data of the next count `event` frames from an SSE stream's lines."""
@@ -57,3 +60,38 @@ async def test_the_tail_needs_the_read_scope(shared, tokens):
         anonymous = await client.get("/v1/tail")
     assert refused.status_code == 403
     assert anonymous.status_code == 401
+
+
+async def test_the_websocket_tail_subscribes_from_a_sequence_receives_appends_and_answers_pings(
+        shared, tokens):
+    async with shared.client(headers=tokens.bearer()) as client, aiohttp.ClientSession() as session:
+        first = (await client.post("/v1/streams/ws/events",
+                                   json={"events": [{"type": "a", "payload": {"n": 1}}]})).json()
+        async with session.ws_connect(f"{shared.url.replace('http', 'ws')}/v1/ws",
+                                      headers=tokens.bearer("read")) as socket:
+            await socket.send_json({"type": "ping"})
+            assert await socket.receive_json(timeout=10) == {"type": "pong"}
+            await socket.send_json({"type": "subscribe", "after": first["sequence"] - 1})
+            assert await socket.receive_json(timeout=10) == {
+                "type": "subscribed", "after": first["sequence"] - 1}
+            existing = await socket.receive_json(timeout=10)
+            assert existing["type"] == "event"
+            assert existing["event"]["hash"] == first["hash"]
+            appended = (await client.post("/v1/streams/ws/events",
+                                          json={"events": [{"type": "b", "payload": {"n": 2}}]})).json()
+            new = await socket.receive_json(timeout=10)
+            assert new["event"]["sequence"] == appended["sequence"]
+            await socket.send_str("not json")
+            assert (await socket.receive_json(timeout=10))["error"]["code"] == "invalid_message"
+            await socket.send_json({"type": "subscribe", "after": -1})
+            assert (await socket.receive_json(timeout=10))["error"]["code"] == "invalid_message"
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer not-a-jwt"}, "append-only"])
+async def test_the_websocket_refuses_the_handshake_without_a_reading_token(shared, tokens, headers):
+    if headers == "append-only":
+        headers = tokens.bearer("append")
+    async with aiohttp.ClientSession() as session:
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await session.ws_connect(f"{shared.url.replace('http', 'ws')}/v1/ws", headers=headers)
+    assert refused.value.status == 403

@@ -199,8 +199,42 @@ def _scopes(claims: Mapping[str, Any]) -> Iterable[str]:
     return ()
 
 
+def principal_for(state: Any, token: str | None, scope: str) -> Principal:
+    """Who a token acts as, refused (ApiError 401 or 403) unless it holds scope.
+
+    state is the application's: its authenticator decides; with authentication
+    off every caller is ANONYMOUS, holding every scope.
+    """
+    authenticator: Authenticator = state.authenticator
+    if not authenticator.config.required:
+        found = ANONYMOUS
+    elif token is None:
+        raise _unauthorized("a bearer token is required")
+    else:
+        found = authenticator.authenticate(token)
+    if scope not in found.scopes:
+        raise ApiError(403, "insufficient_scope", f"the token does not grant the {scope!r} scope",
+                       details={"required_scope": scope},
+                       headers={"WWW-Authenticate": f'Bearer error="insufficient_scope", '
+                                                    f'scope="{scope}"'})
+    return found
+
+
+def check_policy(state: Any, policy_input: dict[str, Any]) -> None:
+    """Refuses (ApiError 403) what the application's policy denies; no policy allows."""
+    authorizer: PolicyAuthorizer | None = state.authorizer
+    if authorizer is None:
+        return
+    decision = authorizer.decide(policy_input)
+    if not decision.allow:
+        raise ApiError(403, "forbidden_by_policy",
+                       "; ".join(decision.reasons) or "the authorization policy denies this",
+                       details={"reasons": list(decision.reasons), "policy_digest": authorizer.digest})
+
+
 def requires(scope: str) -> Callable[..., Awaitable[Principal]]:
-    """A route dependency: the request's Principal, refused unless it holds scope."""
+    """A route dependency: the request's Principal, refused unless it holds scope and,
+    when a policy is configured, the policy allows the request."""
     if scope not in SCOPES:
         raise ValueError(f"unknown scope {scope!r}")
 
@@ -208,39 +242,27 @@ def requires(scope: str) -> Callable[..., Awaitable[Principal]]:
         request: Request,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
     ) -> Principal:
-        authenticator: Authenticator = request.app.state.authenticator
-        if not authenticator.config.required:
-            found = ANONYMOUS
-        elif credentials is None:
-            raise _unauthorized("a bearer token is required")
-        else:
-            found = authenticator.authenticate(credentials.credentials)
-        if scope not in found.scopes:
-            raise ApiError(403, "insufficient_scope", f"the token does not grant the {scope!r} scope",
-                           details={"required_scope": scope},
-                           headers={"WWW-Authenticate": f'Bearer error="insufficient_scope", '
-                                                        f'scope="{scope}"'})
-        authorizer: PolicyAuthorizer | None = request.app.state.authorizer
-        if authorizer is not None:
-            decision = authorizer.decide(await _policy_input(request, found))
-            if not decision.allow:
-                raise ApiError(403, "forbidden_by_policy",
-                               "; ".join(decision.reasons) or "the authorization policy denies this",
-                               details={"reasons": list(decision.reasons),
-                                        "policy_digest": authorizer.digest})
+        found = principal_for(request.app.state,
+                              credentials.credentials if credentials else None, scope)
+        check_policy(request.app.state, await _policy_input(request, found))
         return found
 
     return principal
 
 
-async def _policy_input(request: Request, principal: Principal) -> dict[str, Any]:
+def policy_input(state: Any, principal: Principal, action: str, *, stream: str | None = None,
+                 task: str | None = None) -> dict[str, Any]:
     """The input a policy decides on: who, with which scopes, doing what, where."""
+    return {"subject": principal.subject, "scopes": sorted(principal.scopes),
+            "ledger": state.ledger_id, "stream": stream, "task": task, "action": action}
+
+
+async def _policy_input(request: Request, principal: Principal) -> dict[str, Any]:
     task = None
     if request.method == "POST" and await request.body():
         body = await request.json()
         task = body.get("task_id") if isinstance(body, dict) else None
-    stream = request.path_params.get("stream_id")
-    return {"subject": principal.subject, "scopes": sorted(principal.scopes),
-            "ledger": request.app.state.ledger_id, "stream": stream,
-            "task": task if isinstance(task, str) else None,
-            "action": getattr(request.scope.get("route"), "name", "unknown")}
+    return policy_input(request.app.state, principal,
+                        getattr(request.scope.get("route"), "name", "unknown"),
+                        stream=request.path_params.get("stream_id"),
+                        task=task if isinstance(task, str) else None)

@@ -46,7 +46,7 @@ async def serve(settings: Settings, config: ServiceConfig,
 
 async def _serve(app: FastAPI, config: ServiceConfig, announce: Callable[[str], None]) -> None:
     server = uvicorn.Server(uvicorn.Config(
-        app, host=config.host, port=config.port, lifespan="on", log_config=None,
+        app, host=config.host, port=config.port, lifespan="on", log_config=None, ws="wsproto",
         access_log=False, server_header=False, proxy_headers=False,
         # Live tails never end on their own; they get this long to drain on shutdown.
         timeout_graceful_shutdown=_GRACEFUL_SHUTDOWN_SECONDS,
