@@ -16,10 +16,10 @@ from canonlog.application.checkpoints import (
     CheckpointPublisher,
     CheckpointSigner,
     SignedCheckpoints,
-    check_against_checkpoints,
     publish_checkpoint,
 )
 from canonlog.application.ports import append_one
+from canonlog.application.verification import check_against_checkpoints
 from canonlog.application.witness import CheckpointWitness
 from canonlog.domain.checkpoint import Checkpoint, TrustedKey, cosign, parse_checkpoint, sign_checkpoint
 from canonlog.domain.errors import (
@@ -78,7 +78,7 @@ async def test_a_published_checkpoint_is_never_replaced(tmp_path, log_key):
     assert (await store.load("main", 10)).note == first
 
 
-async def test_the_store_lists_newest_first_and_merges_cosignatures_on_read(tmp_path, log_key):
+async def test_the_store_lists_newest_first_and_hands_cosignatures_over_apart(tmp_path, log_key):
     store = DirectoryCheckpointStore(tmp_path)
     for sequence in (9, 100, 10):
         await store.publish("main", sequence, note_for(log_key, sequence))
@@ -90,9 +90,11 @@ async def test_the_store_lists_newest_first_and_merges_cosignatures_on_read(tmp_
     assert await store.add_cosignature("main", 10, "w.example/1", line)
     assert not await store.add_cosignature("main", 10, "w.example/1", line)
     (tmp_path / "main" / "00000000000000000010.junk.cosignature").write_bytes(b"not a line")
-    merged = (await store.load("main", 10)).note
-    assert merged == note_for(log_key, 10) + line
-    assert parse_checkpoint(merged).signatures[-1].key_name == "w.example/1"
+    stored = await store.load("main", 10)
+    assert stored.note == note_for(log_key, 10)
+    assert [(Path(location).name, content) for location, content in stored.cosignatures] == [
+        ("00000000000000000010.junk.cosignature", b"not a line"),
+        ("00000000000000000010.w.example%2f1.cosignature", line)]
     with pytest.raises(CheckpointConflict, match="no checkpoint #11"):
         await store.add_cosignature("main", 11, "w.example/1", line)
     with pytest.raises(CheckpointFormatError):
@@ -133,8 +135,10 @@ async def test_only_verifying_checkpoints_of_the_ledger_are_trusted_the_rest_rep
         "11": "it is filed under sequence 11 but vouches for sequence 6",
         "9": f"not signed by a trusted checkpoint key (signed by {ORIGIN} (key ID {stranger_id}))",
         "8": "it is a checkpoint of ledger 'other', not 'main'",
-        "7": "it is filed under sequence 7 but vouches for sequence 70",
     }
+    # An edited note still names the trusted key, whose signature no longer verifies.
+    assert [(Path(f.location).name, f.reason) for f in review.forged] == [
+        ("00000000000000000007.checkpoint", f"signature by {ORIGIN} does not verify")]
     assert await trusted.newest("main") == review.trusted[0].head
     assert await trusted.heads("main") == [review.trusted[0].head]
 
@@ -153,8 +157,9 @@ async def test_a_broken_signature_by_a_trusted_key_or_missing_witnesses_mean_no_
                                witnesses_required=1)
     review = await quorum.review("main")
     assert review.trusted == ()
-    assert sorted((Path(i.location).name, i.reason) for i in review.ignored) == [
-        ("00000000000000000005.checkpoint", "it is cosigned by 0 of the 1 witnesses required"),
+    assert [(Path(i.location).name, i.reason) for i in review.ignored] == [
+        ("00000000000000000005.checkpoint", "it is cosigned by 0 of the 1 witnesses required")]
+    assert [(Path(i.location).name, i.reason) for i in review.forged] == [
         ("00000000000000000007.checkpoint", f"signature by {ORIGIN} does not verify")]
     line = cosign(parse_checkpoint(note), "w1", witness, 1).line().encode()
     await store.add_cosignature("main", 5, "w1", line)

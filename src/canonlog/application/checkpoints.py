@@ -13,14 +13,15 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 import structlog
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from canonlog.application.ports import CheckpointStore, EventReader, HeadStore
-from canonlog.application.verification import check_against_checkpoints
+from canonlog.application.ports import CheckpointStore, EventReader, HeadStore, StoredCheckpoint
+from canonlog.application.verification import verify_ledger
 from canonlog.domain.checkpoint import (
     Checkpoint,
     CheckpointVerification,
@@ -29,6 +30,7 @@ from canonlog.domain.checkpoint import (
     parse_checkpoint,
     sign_checkpoint,
     verify_checkpoint,
+    verify_cosignature,
 )
 from canonlog.domain.errors import CanonlogError, CheckpointConflict, CheckpointFormatError, TamperDetected
 from canonlog.domain.events import Head
@@ -52,22 +54,38 @@ class CheckpointSigner:
     key_name: str
     private_key: Ed25519PrivateKey
 
+    def trusted_key(self) -> TrustedKey:
+        """The public half, as a verifier trusts it."""
+        return TrustedKey(self.key_name, self.private_key.public_key().public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw))
+
 
 # -- creating and publishing -----------------------------------------------------------
 
 
 async def create_checkpoint(reader: EventReader, ledger_id: str, signer: CheckpointSigner, *,
                             origin: str, now: datetime | None = None,
-                            trusted: Iterable[Head] = ()) -> SignedCheckpoint:
-    """Signs a checkpoint of the database's current head of the ledger.
+                            trusted: Iterable[Head] = (),
+                            verified: Head | None = None) -> SignedCheckpoint:
+    """Verifies the ledger, then signs a checkpoint of the head it verified.
 
-    Raises TamperDetected, signing nothing, when the database contradicts one of
-    the trusted checkpoints given: a signature must not launder a rewritten history.
+    Every hash is recomputed from genesis, unless verified names a head this
+    signer already vouched for (its own last checkpoint): then from there on, the
+    store required to still hold it. Raises TamperDetected, signing nothing, when
+    the chain is broken or the store contradicts a trusted checkpoint: a signature
+    must not launder an edited history.
     """
-    comparison = await check_against_checkpoints(reader, ledger_id, trusted)
-    if not comparison.ok:
-        raise TamperDetected("no checkpoint signed: " + comparison.mismatches[0].message)
-    head = comparison.database_head
+    trusted = [*trusted, *([verified] if verified is not None else [])]
+    verification = await verify_ledger(reader, ledger_id, trusted=trusted, anchor=verified)
+    if not verification.checkpoints.ok:
+        raise TamperDetected("no checkpoint signed: "
+                             + verification.checkpoints.mismatches[0].message)
+    broken = verification.chain.first_break
+    if broken is not None:
+        raise TamperDetected(f"no checkpoint signed: the chain is broken at sequence "
+                             f"{broken.sequence}: {broken.message}")
+    chain = verification.chain
+    head = Head(ledger_id, chain.last_sequence, chain.head_hash)
     checkpoint = Checkpoint.of(head, origin, now or datetime.now(UTC))
     return sign_checkpoint(checkpoint, signer.key_name, signer.private_key)
 
@@ -84,18 +102,19 @@ class PublishedCheckpoint:
 async def publish_checkpoint(
     reader: EventReader, ledger_id: str, signer: CheckpointSigner,
     stores: Sequence[CheckpointStore], *, origin: str, now: datetime | None = None,
-    trusted: Iterable[Head] = (),
+    trusted: Iterable[Head] = (), verified: Head | None = None,
 ) -> PublishedCheckpoint:
-    """Signs a checkpoint of the current head and publishes it to every store.
+    """Verifies the ledger (create_checkpoint), signs its head and publishes it to every store.
 
     A store that already holds a checkpoint at that sequence keeps it; when that
     one vouches for a different hash, raises TamperDetected naming both. So does
-    a database that contradicts one of the trusted checkpoints given.
+    a broken chain or a database that contradicts one of the trusted checkpoints
+    given, before anything is signed.
     """
     if not stores:
         raise CheckpointConflict("no checkpoint location is configured")
     signed = await create_checkpoint(reader, ledger_id, signer, origin=origin, now=now,
-                                     trusted=trusted)
+                                     trusted=trusted, verified=verified)
     head = signed.checkpoint.head
     locations: list[str] = []
     new = False
@@ -149,6 +168,7 @@ class CheckpointPublisher:
         self._poll_interval = min(poll_interval, every_seconds)
         self._clock = clock
         self._published = 0
+        self._published_head: Head | None = None
         self._published_at = float("-inf")
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -168,12 +188,18 @@ class CheckpointPublisher:
         return _NoticingHeadStore(heads, self)
 
     async def load_published(self) -> None:
-        """Learns the newest sequence already published, so a restart does not publish it again."""
+        """Learns the newest checkpoint already published, so a restart does not publish it again.
+
+        Only checkpoints of this ledger that verify under the publisher's own key,
+        filed under their own sequence, count: nothing anyone else puts there
+        moves it.
+        """
+        own = [self._signer.trusted_key()]
         for store in self._stores:
             for stored in await store.list_checkpoints(self._ledger_id):
-                if stored.sequence is not None:
-                    self._published = max(self._published, stored.sequence)
-                    break
+                head = _own_head(stored, self._ledger_id, own)
+                if head is not None and head.sequence > self._published:
+                    self._published, self._published_head = head.sequence, head
 
     async def publish_if_due(self) -> PublishedCheckpoint | None:
         """Publishes a checkpoint of the current head if enough events or time have passed."""
@@ -185,9 +211,12 @@ class CheckpointPublisher:
             return None
         if moved < self._every_events and now - self._published_at < self._every_seconds:
             return None
+        # Recomputed from this publisher's own last checkpoint on, not from genesis.
         published = await publish_checkpoint(self._reader, self._ledger_id, self._signer,
-                                              self._stores, origin=self._origin)
-        self._published = published.checkpoint.checkpoint.sequence
+                                              self._stores, origin=self._origin,
+                                              verified=self._published_head)
+        self._published_head = published.checkpoint.checkpoint.head
+        self._published = self._published_head.sequence
         self._published_at = now
         logger.info("checkpoint published", ledger_id=self._ledger_id, sequence=self._published,
                     locations=list(published.locations), new=published.new)
@@ -239,6 +268,21 @@ class CheckpointPublisher:
             self._wake.clear()
 
 
+def _own_head(stored: StoredCheckpoint, ledger_id: str, own: list[TrustedKey]) -> Head | None:
+    """The head a stored checkpoint vouches for when it is one of the publisher's own."""
+    if stored.unreadable is not None:
+        return None
+    try:
+        signed = parse_checkpoint(stored.note)
+    except CheckpointFormatError:
+        return None
+    head = signed.checkpoint.head
+    if (head.ledger_id != ledger_id or head.sequence != stored.sequence
+            or not verify_checkpoint(signed, own).trusted):
+        return None
+    return head
+
+
 class _NoticingHeadStore:
     def __init__(self, inner: HeadStore, publisher: CheckpointPublisher) -> None:
         self._inner = inner
@@ -275,10 +319,15 @@ class IgnoredCheckpoint:
 @dataclass(frozen=True, slots=True)
 class CheckpointReview:
     """What the configured locations hold for a ledger: trusted checkpoints, newest first,
-    and the ones ignored, each with its reason."""
+    the ones ignored, each with its reason, and the tamper evidence.
+
+    ``forged`` are notes that name a trusted key whose signature does not verify:
+    not noise but evidence that someone tampered with a checkpoint.
+    """
 
     trusted: tuple[TrustedCheckpoint, ...]
     ignored: tuple[IgnoredCheckpoint, ...]
+    forged: tuple[IgnoredCheckpoint, ...] = ()
 
     @property
     def newest(self) -> TrustedCheckpoint | None:
@@ -290,6 +339,10 @@ class CheckpointReview:
             seen.setdefault((item.head.sequence, item.head.hash), item.head)
         return list(seen.values())
 
+    def tamper_evidence(self) -> list[str]:
+        """One line per forged note: where it is and what fails."""
+        return [f"checkpoint {item.location}: {item.reason}" for item in self.forged]
+
 
 class SignedCheckpoints:
     """The TrustedCheckpoints of the configured stores and keys.
@@ -297,8 +350,11 @@ class SignedCheckpoints:
     A checkpoint is trusted when it parses, belongs to the ledger (and origin,
     when one is expected), is filed under its own sequence, carries a verifying
     signature by a trusted checkpoint key, no failing signature by a trusted key,
-    and at least witnesses_required verifying witness cosignatures. Every other
-    checkpoint found is ignored and reported. Only the given stores are read.
+    and at least witnesses_required verifying witness cosignatures. Each
+    cosignature kept beside a note is judged on its own: one that does not verify
+    is ignored and never makes the note untrusted. A note whose own lines carry a
+    failing signature by a trusted key is forged; every other checkpoint found is
+    ignored; both are reported with their reason. Only the given stores are read.
     """
 
     def __init__(self, stores: Sequence[CheckpointStore], signers: Iterable[TrustedKey], *,
@@ -311,24 +367,45 @@ class SignedCheckpoints:
         self._origin = origin
 
     async def review(self, ledger_id: str) -> CheckpointReview:
-        """Reads every checkpoint of the ledger and sorts them into trusted and ignored."""
+        """Reads every checkpoint of the ledger and sorts them into trusted, ignored and forged."""
         trusted: list[TrustedCheckpoint] = []
         ignored: list[IgnoredCheckpoint] = []
+        forged: list[IgnoredCheckpoint] = []
         for store in self._stores:
             for stored in await store.list_checkpoints(ledger_id):
+                if stored.unreadable is not None:
+                    ignored.append(IgnoredCheckpoint(stored.location, stored.unreadable))
+                    continue
                 try:
                     signed = parse_checkpoint(stored.note)
                 except CheckpointFormatError as exc:
                     ignored.append(IgnoredCheckpoint(stored.location, f"not a checkpoint note: {exc}"))
                     continue
                 verification = verify_checkpoint(signed, self._signers, self._witnesses)
+                if verification.failed:
+                    forged.append(IgnoredCheckpoint(stored.location, str(verification.problem())))
+                    continue
+                verification = self._with_cosignatures(signed, stored, verification, ignored)
                 reason = self._problem(ledger_id, stored.sequence, signed.checkpoint, verification)
                 if reason is None:
                     trusted.append(TrustedCheckpoint(stored.location, signed, verification))
                 else:
                     ignored.append(IgnoredCheckpoint(stored.location, reason))
         trusted.sort(key=lambda t: t.head.sequence, reverse=True)
-        return CheckpointReview(tuple(trusted), tuple(ignored))
+        return CheckpointReview(tuple(trusted), tuple(ignored), tuple(forged))
+
+    def _with_cosignatures(self, signed: SignedCheckpoint, stored: StoredCheckpoint,
+                           verification: CheckpointVerification,
+                           ignored: list[IgnoredCheckpoint]) -> CheckpointVerification:
+        cosigned = dict(verification.cosigned_by)
+        for location, line in stored.cosignatures:
+            try:
+                name, timestamp = verify_cosignature(signed, line, self._witnesses)
+            except CheckpointFormatError as exc:
+                ignored.append(IgnoredCheckpoint(location, str(exc)))
+                continue
+            cosigned.setdefault(name, timestamp)
+        return replace(verification, cosigned_by=tuple(cosigned.items()))
 
     def _problem(self, ledger_id: str, filed_under: int | None, checkpoint: Checkpoint,
                  verification: CheckpointVerification) -> str | None:
@@ -360,4 +437,7 @@ class SignedCheckpoints:
         for item in review.ignored:
             logger.warning("checkpoint ignored", ledger_id=ledger_id, location=item.location,
                            reason=item.reason)
+        for item in review.forged:
+            logger.critical("checkpoint forged: a signature by a trusted key does not verify",
+                            ledger_id=ledger_id, location=item.location, reason=item.reason)
         return review

@@ -347,15 +347,21 @@ class EventStore(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class StoredCheckpoint:
-    """A checkpoint note as one location holds it, cosignatures merged in.
+    """A checkpoint note as one location holds it, and the cosignatures kept beside it.
 
     ``sequence`` is the one the location files it under (None when that cannot be
-    told); only the note's own signed body says what it vouches for.
+    told); only the note's own signed body says what it vouches for. Each
+    cosignature is (its location, its content), unparsed: it is judged on its
+    own and can never make the note unreadable. ``unreadable`` says why the
+    location holds no note that could be read (not a regular file, too large),
+    with note empty; None when the note was read.
     """
 
     location: str
     sequence: int | None
     note: bytes
+    cosignatures: tuple[tuple[str, bytes], ...] = ()
+    unreadable: str | None = None
 
 
 class CheckpointStore(Protocol):

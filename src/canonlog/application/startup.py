@@ -15,7 +15,12 @@ from canonlog.application.ports import (
     HeadStore,
     TrustedCheckpoints,
 )
-from canonlog.application.verification import check_against_checkpoints, verify_ledger
+from canonlog.application.verification import (
+    UNPROTECTED,
+    VerificationReport,
+    check_against_checkpoints,
+    verify_ledger,
+)
 from canonlog.domain.errors import UnsafeDurability, WriterInconsistency
 from canonlog.domain.events import Head
 
@@ -36,6 +41,10 @@ async def verify_before_writing(
     tail_events: int = 1000,
 ) -> Head:
     """Checks the database against everything the writer trusts; returns the verified head.
+
+    Incremental: the last tail_events are recomputed and every trusted checkpoint
+    compared, not the history before them; the log line saying it passed names
+    what was not checked (a full `canonlog verify` recomputes it).
 
     Raises UnsafeDurability when PostgreSQL could lose acknowledged commits. On any
     mismatch (schema modified, head behind a known head, a hash that differs, a
@@ -92,8 +101,19 @@ async def verify_before_writing(
             sequence=broken.sequence, expected=broken.expected, found=broken.found)
     db_head = comparison.database_head
     logger.info("startup verification passed", ledger_id=ledger_id, head=db_head.sequence,
-                tail_checked=verification.chain.events_checked)
+                tail_checked=verification.chain.events_checked,
+                checkpoints_compared=comparison.checked,
+                not_checked=_not_checked(verification))
     return db_head
+
+
+def _not_checked(verification: VerificationReport) -> str:
+    """What a startup check leaves to a full `canonlog verify`."""
+    gap = verification.coverage.not_recomputed()
+    unchecked = [gap] if gap else []
+    if verification.unprotected:
+        unchecked.append(UNPROTECTED)
+    return "; ".join(unchecked) or "nothing: every hash was recomputed"
 
 
 def _show(head: Head) -> str:

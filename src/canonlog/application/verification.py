@@ -13,16 +13,25 @@ covered:
   the end, naming every break.
 
 Where the recomputation starts is the caller's choice, and the report says which
-one ran: from genesis (everything recomputed), from the newest trusted
-checkpoint the store still matches (the checkpoint vouches for what comes
-before), from a head the caller vouches for itself (a witness's last cosigned
-checkpoint), or over the last events only, linked to the store's own hash
-before them (a writer's quick check of recent history at startup).
+one ran and which range it did not recompute: from genesis (everything
+recomputed, the default), from the newest trusted checkpoint the store still
+matches (incremental, asked for by name: the rows before it are not re-read, so
+an edit or a deletion there goes unseen), from a head the caller vouches for
+itself (a witness's last cosigned checkpoint), or over the last events only,
+linked to the store's own hash before them (a writer's quick check of recent
+history at startup).
+
+A verification is only as strong as its evidence. A checkpoint note that names a
+trusted key but whose signature does not verify is tamper evidence and fails it;
+with no trusted checkpoint at all, a rewrite with recomputed hashes, a cut-off
+tail or a restored older copy cannot be detected, which the report says and which
+fails it when checkpoints are required. An export is verified the same way
+(verify_exported), its last line standing for the store's head.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -31,7 +40,9 @@ from canonlog.application.verifier import (
     DEFAULT_PAGE_SIZE,
     ChainReport,
     SignaturePolicy,
+    VerifiableEvent,
     verify_chain,
+    verify_events,
 )
 from canonlog.domain.events import GENESIS_HASH, Head
 
@@ -63,21 +74,58 @@ class Coverage:
         """How many sequences had their hash recomputed."""
         return max(0, self.end - self.start.sequence)
 
+    def not_recomputed(self) -> str | None:
+        """The range whose hashes were not recomputed and what stands for it, or None."""
+        if self.mode == "genesis" or self.start.sequence == 0:
+            return None
+        since = f"sequences 1..{self.start.sequence} were not recomputed"
+        if self.mode == "checkpoint":
+            return (f"{since}: checkpoint #{self.start.sequence} vouches only for the hash "
+                    f"stored there, so an edit or a deletion before it is not detected")
+        if self.mode == "anchor":
+            return f"{since}: the caller vouched for #{self.start.sequence} itself"
+        return (f"{since}: only the last {self.recomputed} events were recomputed, linked to "
+                f"the store's own hash at #{self.start.sequence}")
+
+
+#: What a verification without a trusted checkpoint cannot see.
+UNPROTECTED = ("no trusted checkpoint: a rewrite with recomputed hashes, a cut-off tail or a "
+               "restored older copy cannot be detected")
+
 
 @dataclass(frozen=True, slots=True)
 class VerificationReport:
     """A ledger verified: its chain, its store against trusted heads, and what was covered.
 
-    ok only when the chain has no break and the store contradicts no trusted head.
+    ok only when the chain has no break, the store contradicts no trusted head, no
+    tamper evidence was given, and, when checkpoints are required, at least one
+    trusted checkpoint was compared.
     """
 
     chain: ChainReport
     checkpoints: CheckpointComparison
     coverage: Coverage
+    #: Reasons of the checkpoint notes that name a trusted key whose signature fails.
+    tamper_evidence: tuple[str, ...] = ()
+    checkpoints_required: bool = False
+
+    @property
+    def unprotected(self) -> bool:
+        """True when no trusted checkpoint was compared: rewrites and rollbacks go unseen."""
+        return self.checkpoints.checked == 0
 
     @property
     def ok(self) -> bool:
-        return self.chain.ok and self.checkpoints.ok
+        return (self.chain.ok and self.checkpoints.ok and not self.tamper_evidence
+                and not (self.checkpoints_required and self.unprotected))
+
+    def problems(self) -> list[str]:
+        """Why the verification failed, beyond the chain's breaks: one line each."""
+        found = [m.message for m in self.checkpoints.mismatches]
+        found += [f"tamper evidence: {reason}" for reason in self.tamper_evidence]
+        if self.checkpoints_required and self.unprotected:
+            found.append(f"checkpoints are required but none is trusted; {UNPROTECTED}")
+        return found
 
     @property
     def ledger_id(self) -> str:
@@ -93,6 +141,8 @@ async def verify_ledger(
     anchor: Head | None = None,
     tail: int | None = None,
     until: int | None = None,
+    tamper_evidence: Sequence[str] = (),
+    require_checkpoints: bool = False,
     signatures: SignaturePolicy = "check",
     progress: ProgressCallback | None = None,
     page_size: int = DEFAULT_PAGE_SIZE,
@@ -106,7 +156,8 @@ async def verify_ledger(
     link to anchor.hash; with tail it covers only the last tail events up to until
     (the store's head when None). Events past until are not recomputed. Raises
     ValueError when both anchor and tail are given; every problem found in the
-    ledger is reported, not raised.
+    ledger is reported, not raised. tamper_evidence and require_checkpoints are
+    carried into the report's verdict (see VerificationReport.ok).
     """
     if anchor is not None and tail is not None:
         raise ValueError("verify_ledger takes an anchor or a tail, not both")
@@ -128,7 +179,43 @@ async def verify_ledger(
     chain = await verify_chain(reader, ledger_id, after=start, until=until, page_size=page_size,
                                signatures=signatures, progress=progress)
     return VerificationReport(chain, comparison,
-                              Coverage(mode, start, chain.last_sequence, comparison.uncovered))
+                              Coverage(mode, start, chain.last_sequence, comparison.uncovered),
+                              tuple(tamper_evidence), require_checkpoints)
+
+
+def verify_exported(
+    events: Iterable[VerifiableEvent],
+    ledger_id: str,
+    *,
+    trusted: Iterable[Head] = (),
+    tamper_evidence: Sequence[str] = (),
+    require_checkpoints: bool = False,
+    signatures: SignaturePolicy = "check",
+    progress: ProgressCallback | None = None,
+) -> VerificationReport:
+    """verify_ledger for an export: every hash recomputed from genesis, every trusted head
+    compared with the export's hash at its sequence, the last event standing for the head.
+
+    An export cut short is "behind" a later checkpoint; a rewritten one differs at a
+    checkpointed sequence.
+    """
+    heads = _sorted_heads(trusted)
+    wanted = {h.sequence for h in heads}
+    seen: dict[int, bytes] = {}
+
+    def watched() -> Iterator[VerifiableEvent]:
+        for event in events:
+            if event.sequence in wanted:
+                seen[event.sequence] = event.hash
+            yield event
+
+    chain = verify_events(watched(), ledger_id, signatures=signatures, progress=progress)
+    head = Head(ledger_id, chain.last_sequence, chain.head_hash)
+    comparison = _compare(head, heads, seen, "export")
+    return VerificationReport(chain, comparison,
+                              Coverage("genesis", Head(ledger_id, 0, GENESIS_HASH),
+                                       chain.last_sequence, comparison.uncovered),
+                              tuple(tamper_evidence), require_checkpoints)
 
 
 async def _stored_head(reader: EventReader, ledger_id: str, sequence: int) -> Head:
@@ -194,33 +281,50 @@ async def check_against_checkpoints(reader: EventReader, ledger_id: str,
     the last checkpointed sequence that still matches (0 when none does).
     """
     database_head = await reader.head(ledger_id)
-    heads = sorted({(h.sequence, h.hash): h for h in checkpoints
-                    if h.sequence > 0}.values(), key=lambda h: h.sequence)
+    heads = _sorted_heads(checkpoints)
+    stored: dict[int, bytes] = {}
+    for checkpoint in heads:
+        if checkpoint.sequence <= database_head.sequence:
+            rows = await reader.read_all(ledger_id, after=checkpoint.sequence - 1, limit=1)
+            if rows and rows[0].sequence == checkpoint.sequence:
+                stored[checkpoint.sequence] = rows[0].hash
+    return _compare(database_head, heads, stored, "database")
+
+
+def _sorted_heads(checkpoints: Iterable[Head]) -> list[Head]:
+    return sorted({(h.sequence, h.hash): h for h in checkpoints if h.sequence > 0}.values(),
+                  key=lambda h: h.sequence)
+
+
+def _compare(head: Head, heads: list[Head], stored: dict[int, bytes],
+             source: str) -> CheckpointComparison:
+    """The comparison of a store (its head, its hash at each checkpointed sequence) with heads."""
     matching: list[Head] = []
     found: list[tuple[str, Head, Head]] = []
     for checkpoint in heads:
-        if checkpoint.sequence > database_head.sequence:
-            found.append(("behind", checkpoint, database_head))
-            continue
-        rows = await reader.read_all(ledger_id, after=checkpoint.sequence - 1, limit=1)
-        stored = rows[0].hash if rows and rows[0].sequence == checkpoint.sequence else b""
-        if stored == checkpoint.hash:
+        if checkpoint.sequence > head.sequence:
+            found.append(("behind", checkpoint, head))
+        elif stored.get(checkpoint.sequence) == checkpoint.hash:
             matching.append(checkpoint)
         else:
-            found.append(("hash", checkpoint, Head(ledger_id, checkpoint.sequence, stored)))
+            found.append(("hash", checkpoint, Head(head.ledger_id, checkpoint.sequence,
+                                                   stored.get(checkpoint.sequence, b""))))
     last = matching[-1].sequence if matching else 0
-    mismatches = tuple(CheckpointMismatch(kind, cp, db, _mismatch_message(kind, cp, db, last))
+    mismatches = tuple(CheckpointMismatch(kind, cp, db, _mismatch_message(kind, cp, db, last,
+                                                                          source))
                        for kind, cp, db in found)
-    return CheckpointComparison(database_head, len(heads), heads[-1] if heads else None,
+    return CheckpointComparison(head, len(heads), heads[-1] if heads else None,
                                 tuple(matching), mismatches)
 
 
-def _mismatch_message(kind: str, checkpoint: Head, database: Head, last: int) -> str:
+def _mismatch_message(kind: str, checkpoint: Head, database: Head, last: int,
+                      source: str) -> str:
     tail = f"; the last checkpointed sequence that still matches is {last}"
     if kind == "behind":
-        return (f"database head #{database.sequence} {database.hash.hex()} is behind checkpoint "
-                f"#{checkpoint.sequence} {checkpoint.hash.hex()}: events were removed or an older "
-                f"copy of the database was restored" + tail)
+        why = ("events were removed or an older copy of the database was restored"
+               if source == "database" else f"the {source} was cut short or taken earlier")
+        return (f"{source} head #{database.sequence} {database.hash.hex()} is behind checkpoint "
+                f"#{checkpoint.sequence} {checkpoint.hash.hex()}: {why}" + tail)
     return (f"hash at sequence {checkpoint.sequence} is {database.hash.hex() or '(missing)'} in "
-            f"the database but {checkpoint.hash.hex()} in checkpoint #{checkpoint.sequence}: "
+            f"the {source} but {checkpoint.hash.hex()} in checkpoint #{checkpoint.sequence}: "
             f"the chain was rewritten or replaced" + tail)

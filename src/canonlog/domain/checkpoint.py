@@ -376,11 +376,8 @@ def verify_checkpoint(signed: SignedCheckpoint, signers: Iterable[TrustedKey],
         if key is None:
             unknown.append(f"{signature.key_name} (key ID {signature.key_id.hex()})")
         elif key.signature_type == SIGNATURE_COSIGNATURE_V1:
-            stamp, raw = signature.signature[:8], signature.signature[8:]
-            timestamp = int.from_bytes(stamp, "big")
-            if (len(stamp) == 8 and timestamp <= _MAX_SEQUENCE and signature_is_valid(
-                    key.public_key, raw, cosignature_message(body, timestamp))):
-                cosigned_by.append((key.name, timestamp))
+            if _cosignature_valid(key, signature, body):
+                cosigned_by.append((key.name, signature.timestamp))
             else:
                 failed.append(f"witness {key.name}")
         elif signature_is_valid(key.public_key, signature.signature, body):
@@ -389,3 +386,38 @@ def verify_checkpoint(signed: SignedCheckpoint, signers: Iterable[TrustedKey],
             failed.append(key.name)
     return CheckpointVerification(tuple(signed_by), tuple(cosigned_by), tuple(unknown),
                                   tuple(failed))
+
+
+def _cosignature_valid(key: TrustedKey, signature: NoteSignature, body: bytes) -> bool:
+    stamp, raw = signature.signature[:8], signature.signature[8:]
+    timestamp = int.from_bytes(stamp, "big")
+    return (len(stamp) == 8 and timestamp <= _MAX_SEQUENCE
+            and signature_is_valid(key.public_key, raw, cosignature_message(body, timestamp)))
+
+
+def verify_cosignature(signed: SignedCheckpoint, line: bytes,
+                       witnesses: Iterable[TrustedKey]) -> tuple[str, int]:
+    """Judges one witness's cosignature, kept apart from the note, on its own.
+
+    Returns the trusted witness's name and the cosignature's timestamp; raises
+    CheckpointFormatError saying why it does not count (not one signature line, a
+    key no one trusts as a witness, a signature that does not verify). Whatever it
+    holds, it says nothing about the note's own signatures.
+    """
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError:
+        raise CheckpointFormatError("cosignature is not valid UTF-8") from None
+    if not text.endswith("\n") or text.count("\n") != 1:
+        raise CheckpointFormatError("cosignature is not exactly one newline-terminated line")
+    if any(ord(c) < 0x20 or c == "\x7f" for c in text[:-1]):
+        raise CheckpointFormatError("cosignature holds a control character")
+    signature = parse_signature_line(text[:-1], 1)
+    key = next((k for k in witnesses if (k.name, k.key_id) == (signature.key_name,
+                                                                signature.key_id)), None)
+    if key is None or key.signature_type != SIGNATURE_COSIGNATURE_V1:
+        raise CheckpointFormatError(f"cosignature by {signature.key_name} (key ID "
+                                    f"{signature.key_id.hex()}), not a trusted witness")
+    if not _cosignature_valid(key, signature, signed.body):
+        raise CheckpointFormatError(f"cosignature by witness {key.name} does not verify")
+    return key.name, signature.timestamp

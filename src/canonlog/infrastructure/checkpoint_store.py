@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
+import stat
 from pathlib import Path
 
 from canonlog.application.ports import StoredCheckpoint
@@ -24,6 +26,41 @@ from canonlog.infrastructure.files import file_name, write_file
 
 _CHECKPOINT = re.compile(r"([0-9]{20})\.checkpoint")
 _MAX_NOTE_BYTES = 64 * 1024
+_MAX_COSIGNATURE_BYTES = 4 * 1024
+
+
+def read_regular_file(path: Path, limit: int) -> bytes:
+    """The content of path when it is a regular file of at most limit bytes.
+
+    Opened without blocking (a FIFO or a device never stalls the reader) and checked
+    on the open descriptor, so a file swapped in between cannot slip past; raises
+    FileNotFoundError when nothing is there and CheckpointFormatError, naming what it
+    is, otherwise.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise CheckpointFormatError(f"it cannot be opened: {exc.strerror}") from None
+    try:
+        status = os.fstat(fd)
+        if not stat.S_ISREG(status.st_mode):
+            kind = "a directory" if stat.S_ISDIR(status.st_mode) else (
+                "a FIFO" if stat.S_ISFIFO(status.st_mode) else "not a regular file")
+            raise CheckpointFormatError(f"it is {kind}" + ("" if kind.startswith("not") else
+                                                 ", not a regular file"))
+        if status.st_size > limit:
+            raise CheckpointFormatError(f"it is {status.st_size} bytes; at most {limit} are read")
+        with os.fdopen(os.dup(fd), "rb") as source:
+            content = source.read(limit + 1)
+    except OSError as exc:
+        raise CheckpointFormatError(f"it cannot be read: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+    if len(content) > limit:
+        raise CheckpointFormatError(f"it is more than {limit} bytes")
+    return content
 
 
 class DirectoryCheckpointStore:
@@ -56,32 +93,28 @@ class DirectoryCheckpointStore:
 
     def _load(self, path: Path) -> StoredCheckpoint | None:
         match = _CHECKPOINT.fullmatch(path.name)
+        sequence = int(match.group(1)) if match else None
         try:
-            with path.open("rb") as source:
-                note = source.read(_MAX_NOTE_BYTES + 1)
+            note = read_regular_file(path, _MAX_NOTE_BYTES)
         except FileNotFoundError:
             return None
-        if len(note) <= _MAX_NOTE_BYTES:
-            note += self._cosignatures(path, note)
-        return StoredCheckpoint(str(path), int(match.group(1)) if match else None, note)
+        except CheckpointFormatError as exc:
+            return StoredCheckpoint(str(path), sequence, b"", unreadable=str(exc))
+        return StoredCheckpoint(str(path), sequence, note, self._cosignatures(path))
 
-    def _cosignatures(self, path: Path, note: bytes) -> bytes:
-        # Lines merged into the note only when each is a single signature line, so
-        # a stray file cannot make the checkpoint unreadable; the parser and the
-        # signature check judge them like any other line.
+    @staticmethod
+    def _cosignatures(path: Path) -> tuple[tuple[str, bytes], ...]:
+        # Each one handed over as it is, to be judged on its own; one that cannot be
+        # read is handed over empty, which no judge accepts.
         prefix = path.name.removesuffix(".checkpoint") + "."
-        lines = note.splitlines(keepends=True)
-        extra = b""
+        found: list[tuple[str, bytes]] = []
         for cosignature in sorted(path.parent.glob(f"{prefix}*.cosignature")):
             try:
-                line = cosignature.read_bytes()[:_MAX_NOTE_BYTES]
-            except OSError:
-                continue
-            if (line.startswith(EM_DASH.encode() + b" ") and line.endswith(b"\n")
-                    and line.count(b"\n") == 1 and line not in lines):
-                extra += line
-                lines.append(line)
-        return extra
+                content = read_regular_file(cosignature, _MAX_COSIGNATURE_BYTES)
+            except (CheckpointFormatError, FileNotFoundError):
+                content = b""
+            found.append((str(cosignature), content))
+        return tuple(found)
 
     async def list_checkpoints(self, ledger_id: str) -> list[StoredCheckpoint]:
         return await asyncio.to_thread(self._list, ledger_id)
@@ -90,7 +123,7 @@ class DirectoryCheckpointStore:
         directory = self._directory / file_name(ledger_id)
         try:
             paths = [p for p in directory.iterdir() if p.name.endswith(".checkpoint")]
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return []
         stored = [s for s in (self._load(p) for p in paths) if s is not None]
         stored.sort(key=lambda s: (s.sequence is not None, s.sequence or 0, s.location),

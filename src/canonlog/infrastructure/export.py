@@ -146,14 +146,12 @@ def read_export(path: Path) -> Iterator[RecordedEvent]:
                 yield event_from_json(line, number)
 
 
-def verify_export(
-    path: Path,
-    *,
-    ledger_id: str | None = None,
-    signatures: SignaturePolicy = "check",
-    progress: ProgressCallback | None = None,
-) -> ChainReport:
-    """Verifies an export with no database; the ledger is the first line's unless given."""
+def export_events(path: Path) -> tuple[str, Iterator[ExportedEvent]]:
+    """The ledger of an export (its first line's) and its events, read one line at a time.
+
+    Raises ExportFormatError when the file holds no events or its first line is
+    malformed; a later malformed line raises it while iterating.
+    """
     def lines() -> Iterator[ExportedEvent]:
         with path.open("rb") as source:
             for number, line in enumerate(source, 1):
@@ -164,10 +162,23 @@ def verify_export(
     first = next(events, None)
     if first is None:
         raise ExportFormatError(f"{path} holds no events")
-    ledger = ledger_id or first.ledger_id
 
     def all_events() -> Iterator[ExportedEvent]:
         yield first
         yield from events
 
-    return verify_events(all_events(), ledger, signatures=signatures, progress=progress)
+    return first.ledger_id, all_events()
+
+
+def verify_export(
+    path: Path,
+    *,
+    ledger_id: str | None = None,
+    signatures: SignaturePolicy = "check",
+    progress: ProgressCallback | None = None,
+) -> ChainReport:
+    """Verifies an export's chain alone, with no database; the ledger is the first line's
+    unless given. verify_exported holds it to trusted checkpoints too."""
+    first_ledger, events = export_events(path)
+    return verify_events(events, ledger_id or first_ledger, signatures=signatures,
+                         progress=progress)

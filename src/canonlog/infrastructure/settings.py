@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     checkpoint_witnesses_required: int = Field(
         default=0, ge=0, description="witness cosignatures a checkpoint needs to be trusted"
     )
+    require_checkpoints: bool = Field(
+        default=False, description="verify fails when no trusted checkpoint is found"
+    )
     checkpoint_every_events: int = Field(default=1000, ge=1, description="publish after N events")
     checkpoint_every_seconds: float = Field(
         default=60.0, gt=0, description="publish after T seconds when the head moved"

@@ -13,7 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from canonlog.application.checkpoints import CheckpointReview, create_checkpoint, publish_checkpoint
-from canonlog.application.verification import CheckpointComparison, check_against_checkpoints
+from canonlog.application.verification import (
+    UNPROTECTED,
+    CheckpointComparison,
+    check_against_checkpoints,
+)
 from canonlog.domain.checkpoint import parse_checkpoint, verify_checkpoint
 from canonlog.domain.errors import CheckpointFormatError
 from canonlog.domain.events import Head
@@ -113,7 +117,8 @@ async def cmd_verify_checkpoints(settings: Settings, args: argparse.Namespace) -
                   f"by {', '.join(item.verification.signed_by)}"
                   + (f"; cosigned by {cosigners}" if cosigners else ""))
         print_review(review, comparison)
-    return EXIT_OK if comparison is None or comparison.ok else EXIT_VERIFY_FAILED
+    ok = (comparison is None or comparison.ok) and not review.forged
+    return EXIT_OK if ok else EXIT_VERIFY_FAILED
 
 
 def _verify_files(settings: Settings, ledger: str, paths: list[Path], as_json: bool) -> int:
@@ -202,6 +207,8 @@ def review_json(review: CheckpointReview,
             for t in review.trusted],
         "ignored_checkpoints": [{"location": i.location, "reason": i.reason}
                                 for i in review.ignored],
+        "forged_checkpoints": [{"location": i.location, "reason": i.reason}
+                               for i in review.forged],
     }
     if comparison is not None:
         data.update({
@@ -225,6 +232,8 @@ def print_review(review: CheckpointReview, comparison: CheckpointComparison | No
     """Prints the checkpoints ignored, how the database compares, and what is not covered."""
     for item in review.ignored:
         print(f"  ignored checkpoint {item.location}: {item.reason}")
+    for item in review.forged:
+        print(f"FORGED checkpoint {item.location}: {item.reason}")
     if comparison is None:
         print(f"checkpoints: {len(review.trusted)} trusted, {len(review.ignored)} ignored")
         return
@@ -235,8 +244,7 @@ def print_review(review: CheckpointReview, comparison: CheckpointComparison | No
     for mismatch in comparison.mismatches:
         print(f"checkpoint mismatch: {mismatch.message}")
     if newest is None:
-        print(f"  no trusted checkpoint: {comparison.uncovered} events are not yet covered "
-              f"by a checkpoint")
+        print(f"  {UNPROTECTED} ({comparison.uncovered} events are not covered by a checkpoint)")
     elif comparison.uncovered:
         print(f"  {comparison.uncovered} events after checkpoint #{newest.sequence} are not yet "
               f"covered by a checkpoint")

@@ -1,9 +1,12 @@
-"""`canonlog verify`: the chain of a database (held to signed checkpoints) or of an export.
+"""`canonlog verify`: the chain of a database or of an export, held to signed checkpoints.
 
-The database is verified by the verify_ledger use case: from the newest trusted
-checkpoint the database still matches when checkpoints are configured (from
-genesis with --full), else from genesis. Exits 1 when a hash, a link or a
-checkpoint does not match, naming the first break.
+Both are verified the same way (verify_ledger, verify_exported): every hash
+recomputed from genesis and compared with every trusted checkpoint on the way.
+--from-checkpoint starts at the newest trusted checkpoint the database still
+matches instead, and the output names the range it did not recompute. Exits 1
+when a hash, a link or a checkpoint does not match (naming the first break), when
+a checkpoint note names a trusted key whose signature fails, or when checkpoints
+are required (--require-checkpoints, CANONLOG_REQUIRE_CHECKPOINTS) and none is trusted.
 """
 
 from __future__ import annotations
@@ -13,7 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from canonlog.application.checkpoints import CheckpointReview
-from canonlog.application.verification import VerificationReport, verify_ledger
+from canonlog.application.verification import (
+    UNPROTECTED,
+    VerificationReport,
+    verify_exported,
+    verify_ledger,
+)
 from canonlog.application.verifier import ChainReport
 from canonlog.infrastructure.bootstrap import trusted_checkpoints
 from canonlog.infrastructure.cli.checkpoints import print_review, review_json
@@ -27,34 +35,46 @@ from canonlog.infrastructure.cli.support import (
     print_json,
     with_checkpoint_dir,
 )
-from canonlog.infrastructure.export import verify_export
+from canonlog.infrastructure.export import export_events
 from canonlog.infrastructure.settings import Settings
 
 
 async def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
-    if args.export:
-        progress = Progress("verifying export")
-        chain = verify_export(Path(args.export), progress=progress)
-        progress.finish()
-        return _show_chain(args, chain)
     settings = with_checkpoint_dir(settings, args)
+    required = args.require_checkpoints or settings.require_checkpoints
+    if args.export:
+        exported_ledger, events = export_events(Path(args.export))
+        ledger = args.ledger or exported_ledger
+        review = await _review(settings, args, ledger)
+        progress = Progress("verifying export")
+        verification = verify_exported(
+            events, ledger, trusted=review.heads() if review else (),
+            tamper_evidence=review.tamper_evidence() if review else (),
+            require_checkpoints=required, progress=progress)
+        progress.finish()
+        return _show(args, verification, review)
     ledger = ledger_of(settings, args)
-    trusted = None if args.no_checkpoints else trusted_checkpoints(settings, ledger)
-    review = await trusted.review(ledger) if trusted is not None else None
-    from_genesis = args.full or review is None
+    review = await _review(settings, args, ledger)
     async with ledger_log(settings, args, must_exist=True) as (log, _):
         total = None
-        if from_genesis:  # every event up to the head (or --until) is recomputed
+        if not args.from_checkpoint:  # every event up to the head (or --until) is recomputed
             head = (await log.head(ledger)).sequence
             total = head if args.until is None else min(head, args.until)
         progress = Progress("verifying", total)
-        verification = await verify_ledger(log, ledger, trusted=review.heads() if review else (),
-                                           from_genesis=from_genesis, until=args.until,
-                                           progress=progress)
+        verification = await verify_ledger(
+            log, ledger, trusted=review.heads() if review else (),
+            tamper_evidence=review.tamper_evidence() if review else (),
+            require_checkpoints=required, from_genesis=not args.from_checkpoint,
+            until=args.until, progress=progress)
         progress.finish()
-    if review is None:
-        return _show_chain(args, verification.chain)
-    return _show_verification(args, verification, review)
+    return _show(args, verification, review)
+
+
+async def _review(settings: Settings, args: argparse.Namespace,
+                  ledger: str) -> CheckpointReview | None:
+    """The configured checkpoints of the ledger, or None when none are consulted."""
+    trusted = None if args.no_checkpoints else trusted_checkpoints(settings, ledger)
+    return await trusted.review(ledger) if trusted is not None else None
 
 
 def chain_json(report: ChainReport) -> dict[str, Any]:
@@ -83,28 +103,32 @@ def print_chain(report: ChainReport) -> None:
         print(line)
 
 
-def _show_chain(args: argparse.Namespace, report: ChainReport) -> int:
-    if args.json:
-        print_json(chain_json(report))
-    else:
-        print_chain(report)
-    return EXIT_OK if report.ok else EXIT_VERIFY_FAILED
-
-
-def _show_verification(args: argparse.Namespace, verification: VerificationReport,
-                       review: CheckpointReview) -> int:
+def _show(args: argparse.Namespace, verification: VerificationReport,
+          review: CheckpointReview | None) -> int:
     chain, comparison, coverage = (verification.chain, verification.checkpoints,
                                    verification.coverage)
     if args.json:
         print_json({**chain_json(chain), "ok": verification.ok,
                     "verified_from": coverage.start.sequence,
-                    **review_json(review, comparison)})
-    else:
-        print_chain(chain)
-        if coverage.mode == "checkpoint":
-            print(f"  chain verified from checkpoint #{coverage.start.sequence} "
-                  f"{coverage.start.hash.hex()} on (--full verifies from genesis)")
+                    "not_recomputed": coverage.not_recomputed(),
+                    "checkpoints_consulted": review is not None,
+                    "checkpoints_required": verification.checkpoints_required,
+                    "unprotected": UNPROTECTED if verification.unprotected else None,
+                    "problems": verification.problems(),
+                    **(review_json(review, comparison) if review is not None else {})})
+        return EXIT_OK if verification.ok else EXIT_VERIFY_FAILED
+    print_chain(chain)
+    gap = coverage.not_recomputed()
+    if gap is not None:
+        print(f"  NOT RECOMPUTED: {gap} (verify without --from-checkpoint recomputes them)")
+    if review is not None:
         print_review(review, comparison)
+    elif verification.unprotected:
+        print(f"checkpoints: not consulted; {UNPROTECTED}")
+    for reason in verification.tamper_evidence:
+        print(f"tamper evidence: {reason}")
+    if verification.checkpoints_required and verification.unprotected:
+        print("checkpoints are required: verification fails")
     return EXIT_OK if verification.ok else EXIT_VERIFY_FAILED
 
 
@@ -114,9 +138,14 @@ def register(sub: Any) -> None:
                     "recompute every hash and name the first broken link (database or export)")
     p.add_argument("--ledger")
     p.add_argument("--until", type=int, help="verify up to this sequence only")
-    p.add_argument("--export", help="verify this JSON Lines export, with no database")
-    p.add_argument("--full", action="store_true",
-                   help="verify the whole chain, not only from the newest trusted checkpoint")
+    p.add_argument("--export", help="verify this JSON Lines export instead of the database, "
+                                    "held to the same checkpoints")
+    p.add_argument("--from-checkpoint", action="store_true",
+                   help="incremental: recompute only from the newest trusted checkpoint the "
+                        "database still matches (the output names the range not recomputed)")
     p.add_argument("--no-checkpoints", action="store_true",
                    help="check the chain alone, not against signed checkpoints")
+    p.add_argument("--require-checkpoints", action="store_true",
+                   help="fail when no trusted checkpoint is found "
+                        "(default: CANONLOG_REQUIRE_CHECKPOINTS)")
     p.add_argument("--checkpoint-dir", help="checkpoint directory (default: CANONLOG_CHECKPOINT_DIR)")
