@@ -10,17 +10,13 @@ checkpointed sequence that still matches.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from pathlib import Path
-
-import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from canonlog.domain.checkpoint import Checkpoint, sign_checkpoint
 from canonlog.domain.events import Head
 from canonlog.infrastructure.keyfiles import generate_key_file, load_private_key
-from canonlog.infrastructure.postgres.asyncpg_log import AsyncpgEventLog
-from tests.support.cli import Cli, Result
+from tests.acceptance.conftest import ORIGIN, WHEN, hash_at, publish
+from tests.support.cli import Cli
 from tests.support.ledgers import (
     EDIT_PAYLOADS,
     REWRITE_CHAIN,
@@ -29,45 +25,6 @@ from tests.support.ledgers import (
     copy_database,
 )
 from tests.support.servers import drop
-
-ORIGIN = "canonlog/main"
-WHEN = datetime(2025, 1, 1, tzinfo=UTC)
-
-
-@pytest.fixture
-def checkpoint_dir(tmp_path: Path) -> Path:
-    return tmp_path / "checkpoints"
-
-
-@pytest.fixture
-def key_file(tmp_path: Path) -> tuple[Path, str]:
-    path = tmp_path / "checkpoint.key"
-    return path, generate_key_file(path).hex()
-
-
-@pytest.fixture
-def cli(database, tmp_path, checkpoint_dir, key_file) -> Cli:
-    """Publishes with the private key; verifies trusting only its public key, as set up."""
-    public = key_file[1]
-    return Cli(database.app.uri(), database.admin.uri(), {
-        "CANONLOG_DATA_DIR": str(tmp_path / "data"),
-        "CANONLOG_CHECKPOINT_DIR": str(checkpoint_dir),
-        "CANONLOG_CHECKPOINT_PUBLIC_KEYS": f"{ORIGIN}={public}",
-    })
-
-
-async def publish(cli: Cli, key_file: tuple[Path, str]) -> Result:
-    return await cli.ok("checkpoint", "publish",
-                        env={"CANONLOG_CHECKPOINT_KEY_FILE": str(key_file[0])})
-
-
-async def hash_at(dsn: str, sequence: int) -> bytes:
-    log = await AsyncpgEventLog.connect(dsn, max_size=1)
-    try:
-        (event,) = await log.read_all("main", after=sequence - 1, limit=1)
-        return event.hash
-    finally:
-        await log.close()
 
 
 def behind(database: Head, checkpoint: Head, last: int) -> str:
@@ -108,9 +65,9 @@ async def test_a_cut_off_tail_is_caught_against_checkpoints(database, tmp_path, 
     assert "  4 events after checkpoint #14 are not yet covered by a checkpoint" in before.lines()
     incremental = await cli.ok("verify", "--from-checkpoint")
     assert "ledger main: 4 events verified, head 18 " in incremental.stdout
-    assert (f"  NOT RECOMPUTED: sequences 1..14 were not recomputed: checkpoint #14 vouches only "
-            f"for the hash stored there, so an edit or a deletion before it is not detected "
-            f"(verify without --from-checkpoint recomputes them)") in incremental.lines()
+    assert ("  NOT RECOMPUTED: sequences 1..14 were not recomputed: checkpoint #14 vouches only "
+            "for the hash stored there, so an edit or a deletion before it is not detected "
+            "(verify without --from-checkpoint recomputes them)") in incremental.lines()
 
     await as_superuser(database.admin.uri(),
                        "DELETE FROM canonlog.events WHERE ledger_id = 'main' AND seq > 10")
