@@ -153,6 +153,14 @@ async def test_an_export_is_held_to_the_same_checkpoints(database, tmp_path, cli
             f"{second.hash.hex()}: the export was cut short or taken earlier; the last "
             f"checkpointed sequence that still matches is 7") in result.lines()
     assert (await cli.ok("verify", "--export", str(cut), "--no-checkpoints")).code == 0
+    retyped = tmp_path / "retyped.jsonl"
+    lines = export.read_text().splitlines(keepends=True)
+    lines[4] = lines[4].replace('"sequence":5,', '"sequence":"5",')
+    retyped.write_text("".join(lines))
+    malformed = await cli("verify", "--export", str(retyped))
+    assert (malformed.code, malformed.stderr.splitlines()[-1]) == (
+        1, "canonlog: line 5: field 'sequence' is a string, expected an integer"), malformed
+    assert "Traceback" not in malformed.stderr
 
     await as_superuser(database.admin.uri(), EDIT_PAYLOADS, REWRITE_CHAIN)
     rewritten = tmp_path / "rewritten.jsonl"

@@ -9,10 +9,10 @@ ISO 8601 UTC with microseconds.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import NamedTuple, TextIO
+from typing import Any, NamedTuple, TextIO, TypeVar
 
 import orjson
 
@@ -22,6 +22,7 @@ from canonlog.domain.errors import ExportFormatError
 from canonlog.domain.events import RecordedEvent
 
 FORMAT_VERSION = 1
+T = TypeVar("T")
 
 
 def event_to_json(event: RecordedEvent) -> str:
@@ -92,29 +93,96 @@ class ExportedEvent(NamedTuple):
 
 _fromiso = datetime.fromisoformat
 _fromhex = bytes.fromhex
+_MAX_INT = 2**63 - 1
+_FIELDS = tuple(ExportedEvent._fields)
+#: Fields that may be null, and the integer fields (all others are strings).
+_NULLABLE = frozenset({"task_id", "execution_id", "correlation_id", "causation_id", "agent_id",
+                       "writer_time", "signing_key_id", "signature"})
+_INTEGERS = frozenset({"sequence", "stream_version", "epoch", "hash_version"})
+_KINDS: tuple[tuple[str, Any, bool], ...] = tuple(
+    (name, int if name in _INTEGERS else str, name in _NULLABLE) for name in _FIELDS)
+_TYPE_NAMES = {int: "an integer", str: "a string", float: "a number that is not a 64-bit integer",
+               bool: "a boolean", list: "an array", dict: "an object", type(None): "null"}
 
 
 def exported_event(line: bytes | str, line_number: int = 0) -> ExportedEvent:
-    """Parses one export line for verification; raises ExportFormatError naming the line."""
+    """Parses one export line for verification.
+
+    Every field is checked for its JSON type and range before anything uses it;
+    raises ExportFormatError naming the line and the field at fault.
+    """
     try:
         d = orjson.loads(line)
-        if d["format"] != FORMAT_VERSION:
-            raise ExportFormatError(f"line {line_number}: unknown export format {d['format']!r}")
-        writer_time = d["writer_time"]
-        signature = d["signature"]
-        return ExportedEvent(
-            d["ledger_id"], d["sequence"], uuid.UUID(d["event_id"]), d["stream_id"],
-            d["stream_version"], d["event_type"], d["payload"].encode(), d["metadata"].encode(),
-            d["task_id"], d["execution_id"], d["correlation_id"], d["causation_id"],
-            d["agent_id"], d["writer_id"], d["epoch"],
-            None if writer_time is None else _fromiso(writer_time), _fromiso(d["recorded_at"]),
-            d["hash_version"], _fromhex(d["prev_hash"]), _fromhex(d["hash"]),
-            d["signing_key_id"], None if signature is None else _fromhex(signature),
-        )
-    except ExportFormatError:
-        raise
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise ExportFormatError(f"line {line_number}: not a canonlog export line: {exc!r}") from exc
+    except ValueError as exc:
+        raise ExportFormatError(f"line {line_number}: not JSON: {exc}") from None
+    if type(d) is not dict:
+        raise ExportFormatError(f"line {line_number}: {_TYPE_NAMES.get(type(d), 'a value')} "
+                                f"where a JSON object was expected")
+    version = d.get("format")
+    if type(version) is not int or version != FORMAT_VERSION:
+        raise ExportFormatError(f"line {line_number}: unknown export format {version!r}")
+    for name, kind, nullable in _KINDS:
+        value: Any = d.get(name, _MISSING)
+        if type(value) is not kind and not (nullable and value is None):
+            raise _field_error(line_number, name, value, kind)
+        if kind is int and not 0 <= value <= _MAX_INT:
+            raise ExportFormatError(f"line {line_number}: field {name!r} is {value}, out of "
+                                    f"range (0..{_MAX_INT})")
+    writer_time = d["writer_time"]
+    signature = d["signature"]
+    return ExportedEvent(
+        d["ledger_id"], d["sequence"], _parsed(line_number, "event_id", uuid.UUID, d),
+        d["stream_id"], d["stream_version"], d["event_type"], _utf8(line_number, "payload", d),
+        _utf8(line_number, "metadata", d), d["task_id"], d["execution_id"], d["correlation_id"],
+        d["causation_id"], d["agent_id"], d["writer_id"], d["epoch"],
+        None if writer_time is None else _moment(line_number, "writer_time", d),
+        _moment(line_number, "recorded_at", d), d["hash_version"],
+        _digest(line_number, "prev_hash", d, 32), _digest(line_number, "hash", d, 32),
+        d["signing_key_id"], None if signature is None else _digest(line_number, "signature", d, 64),
+    )
+
+
+_MISSING = object()
+
+
+def _field_error(line_number: int, name: str, value: object, kind: type) -> ExportFormatError:
+    if value is _MISSING:
+        return ExportFormatError(f"line {line_number}: field {name!r} is missing")
+    found = _TYPE_NAMES.get(type(value), "a value")
+    return ExportFormatError(f"line {line_number}: field {name!r} is {found}, expected "
+                             f"{_TYPE_NAMES[kind]}")
+
+
+def _parsed(line_number: int, name: str, parse: Callable[[str], T], d: dict[str, Any]) -> T:
+    try:
+        return parse(d[name])
+    except ValueError as exc:
+        raise ExportFormatError(f"line {line_number}: field {name!r} is not valid: {exc}") from None
+
+
+def _utf8(line_number: int, name: str, d: dict[str, Any]) -> bytes:
+    try:
+        return d[name].encode()  # type: ignore[no-any-return]
+    except UnicodeEncodeError:
+        raise ExportFormatError(f"line {line_number}: field {name!r} is not valid "
+                                f"UTF-8 text") from None
+
+
+def _moment(line_number: int, name: str, d: dict[str, Any]) -> datetime:
+    moment = _parsed(line_number, name, _fromiso, d)
+    if moment.tzinfo is None:
+        raise ExportFormatError(f"line {line_number}: field {name!r} is a time without a UTC "
+                                f"offset")
+    return moment
+
+
+def _digest(line_number: int, name: str, d: dict[str, Any], size: int) -> bytes:
+    text = d[name]
+    raw = _parsed(line_number, name, _fromhex, d) if len(text) == 2 * size else b""
+    if len(raw) != size:
+        raise ExportFormatError(f"line {line_number}: field {name!r} is not {size} bytes "
+                                f"as {2 * size} hex digits")
+    return raw
 
 
 async def export_ledger(
