@@ -252,3 +252,17 @@ async def test_append_from_arguments_and_from_json_lines(cli, app_log):
     clean = await cli.ok("append", stdin=json.dumps(
         {"stream": "order-3", "type": "placed", "payload": {}}) + "\n")
     assert clean.stdout.startswith("#") and "order-3 v1 placed" in clean.stdout
+
+
+async def test_append_refuses_a_key_twice_in_one_object_storing_nothing(cli, app_log):
+    twice = await cli("append", "--stream", "order-9", "--type", "placed",
+                      "--payload", '{"amount":1,"amount":1000000}')
+    assert twice.code == 3, twice
+    assert twice.stderr.splitlines()[-1] == ("canonlog: InvalidEvent: --payload has the key 'amount' "
+                                    "twice in one object")
+    nested = await cli("append", "--json", stdin='{"stream": "order-9", "type": "placed", '
+                       '"payload": {"a": {"b": 1, "b": 2}}}\n')
+    assert nested.code == 3, nested
+    assert nested.json()["refused"][0]["error"] == "InvalidEvent"
+    assert "has the key 'b' twice in one object" in nested.json()["refused"][0]["message"]
+    assert await app_log.read_stream("main", "order-9") == []

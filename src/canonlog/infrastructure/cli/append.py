@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 import uuid
 from collections.abc import Iterator
@@ -20,6 +19,7 @@ from typing import Any, TextIO
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from canonlog.application.client import LedgerClient
+from canonlog.domain.canonical import parse_json
 from canonlog.domain.errors import CanonlogError, InvalidEvent
 from canonlog.domain.events import ExpectedVersion, NewEvent, RecordedEvent, StreamState, WriteContext
 from canonlog.domain.signing import sign_event
@@ -106,11 +106,8 @@ def _submission(line: int, data: dict[str, Any], signer: _Signer | None,
 
 def _argument_submission(args: argparse.Namespace, signer: _Signer | None,
                          ledger: str) -> _Submission:
-    try:
-        payload = json.loads(args.payload)
-        metadata = json.loads(args.metadata) if args.metadata else None
-    except ValueError as exc:
-        raise InvalidEvent(f"--payload and --metadata must be JSON: {exc}") from exc
+    payload = parse_json(args.payload, "--payload")
+    metadata = parse_json(args.metadata, "--metadata") if args.metadata else None
     data = {"stream": args.stream, "type": args.type, "payload": payload, "metadata": metadata,
             "expected_version": args.expected_version.value
             if isinstance(args.expected_version, StreamState) else args.expected_version,
@@ -166,7 +163,7 @@ def _parse(args: argparse.Namespace, chunk: list[tuple[int, str]], signer: _Sign
         try:
             submissions.append(_argument_submission(args, signer, ledger)
                                if args.stream is not None else
-                               _submission(number, json.loads(text), signer, ledger))
+                               _submission(number, parse_json(text, f"line {number}"), signer, ledger))
         except ValueError as exc:  # InvalidEvent and JSON errors
             submissions.append(InvalidEvent(str(exc)))
     return submissions
