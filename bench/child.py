@@ -17,8 +17,8 @@ from typing import Any
 from bench.measure import Stopwatch, rss_bytes
 from bench.peers import ASYNC_SYSTEMS, LEDGER, THREADED_SYSTEMS, CanonlogSystem, Stream, Target
 from bench.workloads import Plan, drive_async, drive_threads
-from canonlog.application.verifier import verify_chain
-from canonlog.infrastructure.export import export_ledger, verify_export
+from canonlog.application.verification import verify_exported, verify_ledger
+from canonlog.infrastructure.export import export_events, export_ledger
 from canonlog.infrastructure.postgres.asyncpg_log import AsyncpgEventLog
 
 #: Callers and events per call that fill a ledger quickly (build and memory jobs).
@@ -127,7 +127,7 @@ async def _verify_db(job: dict[str, Any]) -> dict[str, Any]:
         trail = _RssTrail()
         watch = Stopwatch(target.postmaster_pid)
         watch.start()
-        report = await verify_chain(log, LEDGER, progress=trail)
+        report = (await verify_ledger(log, LEDGER, progress=trail)).chain  # from genesis
         watch.stop()
     finally:
         await log.close()
@@ -141,7 +141,8 @@ async def _verify_export(job: dict[str, Any]) -> dict[str, Any]:
     trail = _RssTrail()
     watch = Stopwatch(None)  # no database involved
     watch.start()
-    report = verify_export(Path(job["export"]), progress=trail)
+    ledger, events = export_events(Path(job["export"]))
+    report = verify_exported(events, ledger, progress=trail).chain  # from genesis
     watch.stop()
     if not report.ok:
         raise SystemExit(f"verification failed: {report.summary()}")

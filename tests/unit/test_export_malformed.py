@@ -16,9 +16,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from canonlog.domain.errors import ExportFormatError
 from canonlog.domain.events import AppendRequest, NewEvent
 from canonlog.infrastructure.cli import main
-from canonlog.infrastructure.export import event_to_json
+from canonlog.infrastructure.export import _checked_event, event_to_json, exported_event
 from canonlog.infrastructure.memory import MemoryEventLog
 
 
@@ -114,3 +115,17 @@ def test_mutated_exports_never_end_in_a_traceback(line, field, value, cut, drop)
     errors = [message for message in err.splitlines() if message.startswith("canonlog: ")]
     # Either the chain was judged (breaks on stdout) or one line names the line at fault.
     assert errors == [] or (len(errors) == 1 and errors[0].startswith("canonlog: line ")), err
+
+
+def _outcome(parse: Any, line: str) -> Any:
+    try:
+        return parse(line, 7)
+    except ExportFormatError:
+        return "refused"
+
+
+@settings(max_examples=500, deadline=None)
+@given(field=st.sampled_from(FIELDS), value=VALUES)
+def test_the_fast_path_accepts_exactly_what_the_field_by_field_check_accepts(field, value):
+    line = mutated(1, field, value)[1]
+    assert _outcome(exported_event, line) == _outcome(_checked_event, line)

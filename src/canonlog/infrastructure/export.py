@@ -111,6 +111,55 @@ def exported_event(line: bytes | str, line_number: int = 0) -> ExportedEvent:
     Every field is checked for its JSON type and range before anything uses it;
     raises ExportFormatError naming the line and the field at fault.
     """
+    # The fast path accepts only what _checked_event accepts: the integers and the
+    # strings nothing below would refuse are checked here, the other fields by
+    # what parses them (a non-string fails encode, fromhex, fromisoformat, UUID).
+    # A line it does not accept goes to _checked_event, which names what is wrong.
+    try:
+        d = orjson.loads(line)
+        version, sequence, stream_version = d["format"], d["sequence"], d["stream_version"]
+        epoch, hash_version = d["epoch"], d["hash_version"]
+        ledger_id, stream_id, event_type, writer_id = (d["ledger_id"], d["stream_id"],
+                                                       d["event_type"], d["writer_id"])
+        task_id, execution_id, correlation_id = d["task_id"], d["execution_id"], d["correlation_id"]
+        causation_id, agent_id, signing_key_id = (d["causation_id"], d["agent_id"],
+                                                  d["signing_key_id"])
+        writer_time, prev_hash, hash_, signature = (d["writer_time"], d["prev_hash"], d["hash"],
+                                                    d["signature"])
+        if (type(version) is int and version == FORMAT_VERSION
+                and type(sequence) is int and 0 <= sequence <= _MAX_INT
+                and type(stream_version) is int and 0 <= stream_version <= _MAX_INT
+                and type(epoch) is int and 0 <= epoch <= _MAX_INT
+                and type(hash_version) is int and 0 <= hash_version <= _MAX_INT
+                and type(ledger_id) is str and type(stream_id) is str
+                and type(event_type) is str and type(writer_id) is str
+                and (task_id is None or type(task_id) is str)
+                and (execution_id is None or type(execution_id) is str)
+                and (correlation_id is None or type(correlation_id) is str)
+                and (causation_id is None or type(causation_id) is str)
+                and (agent_id is None or type(agent_id) is str)
+                and (signing_key_id is None or type(signing_key_id) is str)
+                and len(prev_hash) == 64 and len(hash_) == 64
+                and (signature is None or len(signature) == 128)):
+            event = ExportedEvent(
+                ledger_id, sequence, uuid.UUID(d["event_id"]), stream_id, stream_version,
+                event_type, d["payload"].encode(), d["metadata"].encode(), task_id, execution_id,
+                correlation_id, causation_id, agent_id, writer_id, epoch,
+                None if writer_time is None else _fromiso(writer_time),
+                _fromiso(d["recorded_at"]), hash_version, _fromhex(prev_hash), _fromhex(hash_),
+                signing_key_id, None if signature is None else _fromhex(signature))
+            if (len(event.prev_hash) == 32 and len(event.hash) == 32
+                    and (signature is None or len(event.signature or b"") == 64)
+                    and event.recorded_at.tzinfo is not None
+                    and (event.writer_time is None or event.writer_time.tzinfo is not None)):
+                return event
+    except (ValueError, KeyError, TypeError, AttributeError):
+        pass
+    return _checked_event(line, line_number)
+
+
+def _checked_event(line: bytes | str, line_number: int) -> ExportedEvent:
+    """exported_event field by field, raising ExportFormatError at the first fault."""
     try:
         d = orjson.loads(line)
     except ValueError as exc:
