@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from canonlog.application.ports import append_one
-from canonlog.application.verification import verify_ledger
+from canonlog.application.verification import UNPROTECTED, verify_exported, verify_ledger
 from canonlog.domain.events import GENESIS_HASH, Head
 from canonlog.infrastructure.memory import MemoryEventLog
 from tests.support.ledgers import request
@@ -75,3 +75,48 @@ async def test_a_tail_is_recomputed_from_the_stores_own_hash_before_it(ledger):
     assert longer.coverage.mode == "genesis" and longer.coverage.end == 8
     with pytest.raises(ValueError, match="an anchor or a tail"):
         await verify_ledger(log, "main", tail=4, anchor=Head("main", 6, at[6]))
+
+
+async def test_the_report_names_what_it_did_not_recompute(ledger):
+    log, at = ledger
+    full = await verify_ledger(log, "main", trusted=[Head("main", 6, at[6])])
+    assert full.coverage.not_recomputed() is None
+    incremental = await verify_ledger(log, "main", trusted=[Head("main", 6, at[6])],
+                                      from_genesis=False)
+    assert incremental.coverage.not_recomputed() == (
+        "sequences 1..6 were not recomputed: checkpoint #6 vouches only for the hash stored "
+        "there, so an edit or a deletion before it is not detected")
+    tail = await verify_ledger(log, "main", tail=4)
+    assert tail.coverage.not_recomputed() == (
+        "sequences 1..6 were not recomputed: only the last 4 events were recomputed, linked "
+        "to the store's own hash at #6")
+
+
+async def test_tamper_evidence_and_missing_required_checkpoints_fail_the_verdict(ledger):
+    log, at = ledger
+    bare = await verify_ledger(log, "main")
+    assert bare.ok and bare.unprotected and bare.problems() == []
+    required = await verify_ledger(log, "main", require_checkpoints=True)
+    assert not required.ok
+    assert required.problems() == [f"checkpoints are required but none is trusted; {UNPROTECTED}"]
+    covered = await verify_ledger(log, "main", trusted=[Head("main", 6, at[6])],
+                                  require_checkpoints=True)
+    assert covered.ok and not covered.unprotected
+    forged = await verify_ledger(log, "main", trusted=[Head("main", 6, at[6])],
+                                 tamper_evidence=["checkpoint x: signature by k does not verify"])
+    assert not forged.ok
+    assert forged.problems() == ["tamper evidence: checkpoint x: signature by k does not verify"]
+
+
+async def test_an_export_is_compared_with_every_trusted_head(ledger):
+    log, at = ledger
+    events = await log.read_all("main")
+    whole = verify_exported(events, "main", trusted=[Head("main", 6, at[6])])
+    assert whole.ok and whole.coverage.mode == "genesis" and whole.coverage.uncovered == 4
+    cut = verify_exported(events[:5], "main", trusted=[Head("main", 6, at[6])])
+    assert cut.chain.ok and not cut.ok
+    assert [m.kind for m in cut.checkpoints.mismatches] == ["behind"]
+    assert cut.checkpoints.mismatches[0].message.startswith(
+        f"export head #5 {at[5].hex()} is behind checkpoint #6")
+    other = verify_exported(events, "main", trusted=[Head("main", 6, bytes(32))])
+    assert [m.kind for m in other.checkpoints.mismatches] == ["hash"]
