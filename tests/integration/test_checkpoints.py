@@ -92,7 +92,7 @@ async def test_the_store_lists_newest_first_and_hands_cosignatures_over_apart(tm
     (tmp_path / "main" / "00000000000000000010.junk.cosignature").write_bytes(b"not a line")
     stored = await store.load("main", 10)
     assert stored.note == note_for(log_key, 10)
-    assert [(Path(location).name, content) for location, content in stored.cosignatures] == [
+    assert [(Path(c.location).name, c.content) for c in stored.cosignatures] == [
         ("00000000000000000010.junk.cosignature", b"not a line"),
         ("00000000000000000010.w.example%2f1.cosignature", line)]
     with pytest.raises(CheckpointConflict, match="no checkpoint #11"):

@@ -398,11 +398,14 @@ class SignedCheckpoints:
                            verification: CheckpointVerification,
                            ignored: list[IgnoredCheckpoint]) -> CheckpointVerification:
         cosigned = dict(verification.cosigned_by)
-        for location, line in stored.cosignatures:
+        for cosignature in stored.cosignatures:
+            if cosignature.unreadable is not None:
+                ignored.append(IgnoredCheckpoint(cosignature.location, cosignature.unreadable))
+                continue
             try:
-                name, timestamp = verify_cosignature(signed, line, self._witnesses)
+                name, timestamp = verify_cosignature(signed, cosignature.content, self._witnesses)
             except CheckpointFormatError as exc:
-                ignored.append(IgnoredCheckpoint(location, str(exc)))
+                ignored.append(IgnoredCheckpoint(cosignature.location, str(exc)))
                 continue
             cosigned.setdefault(name, timestamp)
         return replace(verification, cosigned_by=tuple(cosigned.items()))

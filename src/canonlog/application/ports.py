@@ -351,16 +351,26 @@ class StoredCheckpoint:
 
     ``sequence`` is the one the location files it under (None when that cannot be
     told); only the note's own signed body says what it vouches for. Each
-    cosignature is (its location, its content), unparsed: it is judged on its
-    own and can never make the note unreadable. ``unreadable`` says why the
-    location holds no note that could be read (not a regular file, too large),
-    with note empty; None when the note was read.
+    cosignature kept beside it comes unparsed, to be judged on its own: it can
+    never make the note unreadable. ``unreadable`` says why the location holds no
+    note that could be read (not a regular file, too large), with note empty;
+    None when the note was read.
     """
 
     location: str
     sequence: int | None
     note: bytes
-    cosignatures: tuple[tuple[str, bytes], ...] = ()
+    cosignatures: tuple[StoredCosignature, ...] = ()
+    unreadable: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredCosignature:
+    """A witness's cosignature as a location holds it beside a note: its content, or
+    why it could not be read (``unreadable``, content then empty)."""
+
+    location: str
+    content: bytes
     unreadable: str | None = None
 
 

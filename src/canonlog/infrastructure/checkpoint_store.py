@@ -18,7 +18,7 @@ import re
 import stat
 from pathlib import Path
 
-from canonlog.application.ports import StoredCheckpoint
+from canonlog.application.ports import StoredCheckpoint, StoredCosignature
 from canonlog.domain.checkpoint import EM_DASH, check_key_name
 from canonlog.domain.errors import CheckpointConflict, CheckpointFormatError
 from canonlog.domain.events import Head
@@ -29,7 +29,7 @@ _MAX_NOTE_BYTES = 64 * 1024
 _MAX_COSIGNATURE_BYTES = 4 * 1024
 
 
-def read_regular_file(path: Path, limit: int) -> bytes:
+def _read_regular_file(path: Path, limit: int) -> bytes:
     """The content of path when it is a regular file of at most limit bytes.
 
     Opened without blocking (a FIFO or a device never stalls the reader) and checked
@@ -38,20 +38,20 @@ def read_regular_file(path: Path, limit: int) -> bytes:
     is, otherwise.
     """
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0))
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     except FileNotFoundError:
         raise
     except OSError as exc:
         raise CheckpointFormatError(f"it cannot be opened: {exc.strerror}") from None
     try:
-        status = os.fstat(fd)
-        if not stat.S_ISREG(status.st_mode):
-            kind = "a directory" if stat.S_ISDIR(status.st_mode) else (
-                "a FIFO" if stat.S_ISFIFO(status.st_mode) else "not a regular file")
-            raise CheckpointFormatError(f"it is {kind}" + ("" if kind.startswith("not") else
-                                                 ", not a regular file"))
-        if status.st_size > limit:
-            raise CheckpointFormatError(f"it is {status.st_size} bytes; at most {limit} are read")
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = ("a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode)
+                    else "a device, socket or other special file")
+            raise CheckpointFormatError(f"it is {kind}, not a regular file")
+        size = os.fstat(fd).st_size
+        if size > limit:
+            raise CheckpointFormatError(f"it is {size} bytes; at most {limit} are read")
         with os.fdopen(os.dup(fd), "rb") as source:
             content = source.read(limit + 1)
     except OSError as exc:
@@ -95,7 +95,7 @@ class DirectoryCheckpointStore:
         match = _CHECKPOINT.fullmatch(path.name)
         sequence = int(match.group(1)) if match else None
         try:
-            note = read_regular_file(path, _MAX_NOTE_BYTES)
+            note = _read_regular_file(path, _MAX_NOTE_BYTES)
         except FileNotFoundError:
             return None
         except CheckpointFormatError as exc:
@@ -103,17 +103,18 @@ class DirectoryCheckpointStore:
         return StoredCheckpoint(str(path), sequence, note, self._cosignatures(path))
 
     @staticmethod
-    def _cosignatures(path: Path) -> tuple[tuple[str, bytes], ...]:
-        # Each one handed over as it is, to be judged on its own; one that cannot be
-        # read is handed over empty, which no judge accepts.
+    def _cosignatures(path: Path) -> tuple[StoredCosignature, ...]:
         prefix = path.name.removesuffix(".checkpoint") + "."
-        found: list[tuple[str, bytes]] = []
+        found: list[StoredCosignature] = []
         for cosignature in sorted(path.parent.glob(f"{prefix}*.cosignature")):
             try:
-                content = read_regular_file(cosignature, _MAX_COSIGNATURE_BYTES)
-            except (CheckpointFormatError, FileNotFoundError):
-                content = b""
-            found.append((str(cosignature), content))
+                content = _read_regular_file(cosignature, _MAX_COSIGNATURE_BYTES)
+            except FileNotFoundError:
+                continue
+            except CheckpointFormatError as exc:
+                found.append(StoredCosignature(str(cosignature), b"", str(exc)))
+                continue
+            found.append(StoredCosignature(str(cosignature), content))
         return tuple(found)
 
     async def list_checkpoints(self, ledger_id: str) -> list[StoredCheckpoint]:
