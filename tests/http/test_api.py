@@ -228,6 +228,20 @@ async def test_checkpoints_published_by_the_writer_are_served_parsed_and_raw(
         assert run["status"] == "passed", run
         assert run["checkpoints_checked"] >= 1
 
+        # A stray cosignature is not served with the note; a note forged under the
+        # trusted key fails the next verification run.
+        directory = tmp_path / "checkpoints" / "main"
+        (directory / f"{head['sequence']:020d}.junk.cosignature").write_bytes(b"junk\n")
+        again = await client.get(f"/v1/checkpoints/{head['sequence']}/note")
+        assert again.content == stored.note
+        assert (await client.get("/v1/checkpoints/latest")).json()["trusted"] is True
+        forged = stored.note.replace(b"\n%d\n" % head["sequence"], b"\n1\n", 1)
+        (directory / f"{1:020d}.checkpoint").write_bytes(forged)
+        started = (await client.post("/v1/verifications")).json()
+        run = await finished_run(client, f"/v1/verifications/{started['id']}")
+        assert run["status"] == "failed", run
+        assert "tamper evidence: checkpoint " in run["summary"]
+
 
 
 async def test_a_verification_names_the_first_edited_event_and_the_metrics_show_it(

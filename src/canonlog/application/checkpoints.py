@@ -435,6 +435,9 @@ class SignedCheckpoints:
     async def heads(self, ledger_id: str) -> list[Head]:
         return (await self._logged_review(ledger_id)).heads()
 
+    async def tamper_evidence(self, ledger_id: str) -> list[str]:
+        return (await self._logged_review(ledger_id)).tamper_evidence()
+
     async def _logged_review(self, ledger_id: str) -> CheckpointReview:
         review = await self.review(ledger_id)
         for item in review.ignored:

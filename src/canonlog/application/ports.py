@@ -281,6 +281,11 @@ class TrustedCheckpoints(Protocol):
         """Returns every trusted head of the ledger, newest first (one per sequence and hash)."""
         ...
 
+    async def tamper_evidence(self, ledger_id: str) -> list[str]:
+        """Returns one line per checkpoint note that names a trusted key whose signature
+        does not verify (a forged or edited checkpoint)."""
+        ...
+
 
 class DatabaseInspector(Protocol):
     """What the writer checks about its database before it accepts writes."""

@@ -421,3 +421,24 @@ def verify_cosignature(signed: SignedCheckpoint, line: bytes,
     if not _cosignature_valid(key, signature, signed.body):
         raise CheckpointFormatError(f"cosignature by witness {key.name} does not verify")
     return key.name, signature.timestamp
+
+
+def cosigned_note(note: bytes, cosignatures: Iterable[bytes],
+                  witnesses: Iterable[TrustedKey]) -> bytes:
+    """The note with each cosignature (kept apart from it) that verifies under a trusted
+    witness appended as a signature line: what a client can check on its own. A note
+    that does not parse is returned as it is."""
+    try:
+        signed = parse_checkpoint(note)
+    except CheckpointFormatError:
+        return note
+    keys = tuple(witnesses)
+    lines = b""
+    for line in cosignatures:
+        try:
+            verify_cosignature(signed, line, keys)
+        except CheckpointFormatError:
+            continue
+        if line not in note and line not in lines:
+            lines += line
+    return note + lines

@@ -19,9 +19,14 @@ import structlog
 
 from canonlog.application.client import LedgerClient
 from canonlog.application.ports import AppendResult, CheckpointStore, TrustedCheckpoints
-from canonlog.application.verification import VerificationReport, verify_ledger
+from canonlog.application.verification import UNPROTECTED, VerificationReport, verify_ledger
 from canonlog.application.writer import WriterState
-from canonlog.domain.checkpoint import TrustedKey, parse_checkpoint, verify_checkpoint
+from canonlog.domain.checkpoint import (
+    TrustedKey,
+    cosigned_note,
+    parse_checkpoint,
+    verify_checkpoint,
+)
 from canonlog.domain.errors import CanonlogError, CheckpointFormatError
 from canonlog.domain.events import DEFAULT_LIMITS, LedgerState, Limits, NewEvent, StreamState
 from canonlog.infrastructure.http.errors import ApiError, error_code
@@ -169,16 +174,20 @@ class LedgerService:
         """The raw signed note at sequence (the newest when None); ApiError 404 when absent."""
         source = self._source()
         if sequence is None:
-            stored = await source.store.list_checkpoints(self.ledger_id)
-            note = stored[0].note if stored else None
+            listed = await source.store.list_checkpoints(self.ledger_id)
+            found = listed[0] if listed else None
         else:
             found = await source.store.load(self.ledger_id, sequence)
-            note = found.note if found else None
-        if note is None:
+        if found is None:
             where = "" if sequence is None else f" at sequence {sequence}"
             raise ApiError(404, "checkpoint_not_found",
                            f"ledger {self.ledger_id} has no published checkpoint{where}")
-        return note
+        if found.unreadable is not None:
+            raise ApiError(502, "checkpoint_unreadable",
+                           f"the stored checkpoint cannot be read: {found.unreadable}",
+                           details={"sequence": sequence})
+        return cosigned_note(found.note, (c.content for c in found.cosignatures),
+                             source.witnesses)
 
     async def checkpoint(self, sequence: int | None) -> CheckpointOut:
         source = self._source()
@@ -225,8 +234,9 @@ class LedgerService:
         try:
             trusted = self.checkpoints.trusted if self.checkpoints else None
             heads = await trusted.heads(self.ledger_id) if trusted is not None else []
+            evidence = await trusted.tamper_evidence(self.ledger_id) if trusted is not None else []
             report = await verify_ledger(self.client.event_log, self.ledger_id, trusted=heads,
-                                         from_genesis=True)
+                                         tamper_evidence=evidence, from_genesis=True)
             run.view = _finished(view, report)
         except CanonlogError as exc:
             run.view = view.model_copy(update={
@@ -255,6 +265,10 @@ def _finished(view: VerificationOut, report: VerificationReport) -> Verification
     summary = chain.summary()
     if mismatches:
         summary += f"; {len(mismatches)} trusted checkpoint(s) contradicted"
+    summary += "".join(f"; {reason}" for reason in report.problems()
+                       if reason.startswith("tamper evidence"))
+    if report.unprotected:
+        summary += f"; {UNPROTECTED}"
     return view.model_copy(update={
         "status": "passed" if report.ok else "failed", "finished_at": datetime.now(UTC),
         "events_checked": chain.events_checked, "last_sequence": chain.last_sequence,
