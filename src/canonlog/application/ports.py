@@ -19,6 +19,7 @@ from canonlog.domain.events import (
     StreamState,
     WriterGrant,
 )
+from canonlog.domain.governance import GovernancePolicy, PolicyInForce
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +79,11 @@ class EventReader(Protocol):
         oldest first, approvals ordered by key id."""
         ...
 
+    async def policies(self, ledger_id: str) -> list[PolicyInForce]:
+        """Returns the governance policies the store holds for the ledger, oldest first;
+        the last is the one in force (none: the ledger has no policy)."""
+        ...
+
 
 class EventAppender(Protocol):
     """The write path: the ledger's grant, and appends under it (see append_one for one
@@ -128,14 +134,36 @@ class Governance(Protocol):
         self, ledger_id: str, key_id: str, purpose: str, owner_id: str, public_key: bytes,
         actor: str,
     ) -> int:
-        """Registers an agent's or witness's Ed25519 public key with a chained
-        ``canonlog.key_added`` event; returns its sequence. Raises InvalidEvent for a
-        malformed or already registered key."""
+        """Registers an agent's Ed25519 public key with a chained ``canonlog.key_added``
+        event; returns its sequence. Raises InvalidEvent for a malformed or already
+        registered key, and for a witness key: witnesses are the policy's."""
         ...
 
     async def revoke_key(self, ledger_id: str, key_id: str, actor: str, reason: str) -> int:
         """Revokes a key from now on with a chained ``canonlog.key_revoked`` event;
         returns its sequence. Events signed before stay valid; later ones are refused."""
+        ...
+
+    async def establish_policy(self, ledger_id: str, policy: GovernancePolicy, actor: str
+                               ) -> int:
+        """Establishes the ledger's first governance policy with a chained
+        ``canonlog.policy_established`` event, creating the ledger when it does not exist
+        (genesis) or giving an existing one its policy (adoption); returns its sequence.
+        The administrator's step: in PostgreSQL no runtime role may run it. Raises
+        PolicyAlreadyEstablished when the ledger has a policy, InvalidEvent for a policy
+        that is not valid."""
+        ...
+
+    async def propose_policy(self, ledger_id: str, policy: GovernancePolicy, actor: str) -> int:
+        """Opens a policy ceremony to replace the policy in force with policy, with a
+        chained ``canonlog.ceremony_proposed`` event; returns the proposal id."""
+        ...
+
+    async def execute_policy_change(self, ledger_id: str, proposal_id: int, actor: str) -> int:
+        """Replaces the policy in force with the proposal's once the policy threshold of
+        its witnesses approved, with a chained ``canonlog.policy_changed`` event carrying
+        every counted signature; returns its sequence. Other open policy proposals are
+        superseded."""
         ...
 
     async def propose_failover(self, ledger_id: str, target_writer_id: str, actor: str) -> int:
@@ -159,35 +187,31 @@ class Governance(Protocol):
 
         The caller has verified the signature: the store checks that the proposal
         is open and still applies (CeremonyNotFound, CeremonyNotApplicable), and that
-        key_id is an active witness key of the ledger whose owner has not approved
-        this proposal yet (ApprovalRefused).
+        key_id is a witness key of the policy in force that has not approved this
+        proposal yet (ApprovalRefused).
         """
         ...
 
-    async def execute_failover(
-        self, ledger_id: str, proposal_id: int, threshold: int, actor: str
-    ) -> WriterGrant:
+    async def execute_failover(self, ledger_id: str, proposal_id: int, actor: str) -> WriterGrant:
         """Moves the grant to the proposal's target writer at the next epoch, with a
         chained ``canonlog.writer_promoted`` event carrying the old grant and head, the
         new grant and every counted signature; returns the new grant.
 
         Raises CeremonyNotApplicable unless the proposal is an open failover proposal
         and the grant is still the one it was made against, and ThresholdNotMet when
-        fewer than threshold distinct witnesses approved with keys still active.
+        fewer witnesses of the policy in force approved than its failover threshold.
+        Every ceremony step raises NoGovernancePolicy when the ledger has no policy.
         """
         ...
 
-    async def resume_ceremony(
-        self, ledger_id: str, proposal_id: int, threshold: int, min_wait_seconds: int,
-        actor: str,
-    ) -> int:
+    async def resume_ceremony(self, ledger_id: str, proposal_id: int, actor: str) -> int:
         """Resumes the halted ledger through its resume ceremony with a chained
         ``canonlog.resumed`` event whose evidence is the ceremony; returns its sequence.
 
         Raises CeremonyNotApplicable unless the proposal is the open resume proposal
-        of the current halt, WaitingPeriodNotOver (saying how long remains) until
-        min_wait_seconds have passed since the halt was recorded, and ThresholdNotMet
-        as execute_failover does.
+        of the current halt, WaitingPeriodNotOver (saying how long remains) until the
+        policy's waiting period has passed since the halt was recorded, and
+        ThresholdNotMet as execute_failover does, with the policy's resume threshold.
         """
         ...
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Final, Literal, Protocol
 
 from canonlog.application.ports import EventReader, ProgressCallback
-from canonlog.domain.ceremony import governance_event_problems
+from canonlog.domain.ceremony import HaltSeen, governance_event_problems
 from canonlog.domain.events import (
     GENESIS_HASH,
     HASH_VERSION,
@@ -30,6 +30,14 @@ from canonlog.domain.events import (
     Head,
     RecordedEvent,
     RegisteredKey,
+)
+from canonlog.domain.governance import (
+    POLICY_CHANGED,
+    POLICY_ESTABLISHED,
+    GovernancePolicy,
+    PolicyInForce,
+    policy_from_document,
+    policy_in_force_at,
 )
 from canonlog.domain.hashing import HashedFields, event_hash_v1
 from canonlog.domain.signing import signable_content_v1, signature_is_valid
@@ -106,6 +114,10 @@ class ChainVerifier:
     signatures: SignaturePolicy = "check"
     #: Keys registered before after_sequence, for verification that starts mid-chain.
     known_keys: dict[str, RegisteredKey] = field(default_factory=dict)
+    #: The governance policies the chain established so far, by establishing sequence.
+    policies: dict[int, GovernancePolicy] = field(default_factory=dict)
+    #: The newest halt the chain recorded so far.
+    last_halt: HaltSeen | None = None
     _last_sequence: int = field(init=False)
     _last_hash: bytes = field(init=False)
     _first_sequence: int | None = field(init=False, default=None)
@@ -177,8 +189,9 @@ class ChainVerifier:
 
     def _check_signature(self, event: VerifiableEvent) -> None:
         if event.stream_id == SYSTEM_STREAM:
-            self._learn_key(event)
             self._check_ceremony(event)
+            self._learn_key(event)
+            self._learn_governance(event, check=True)
             return
         key_id, signature = event.signing_key_id, event.signature
         if key_id is None or signature is None:
@@ -206,10 +219,42 @@ class ChainVerifier:
             self._report(event.sequence, "unwitnessed", "the ledger was resumed without the "
                          "witnessed resume ceremony")
             return
-        if event.event_type not in ("canonlog.writer_promoted", "canonlog.resumed"):
+        if event.event_type not in ("canonlog.writer_promoted", "canonlog.resumed",
+                                    POLICY_CHANGED):
             return
-        for problem in governance_event_problems(event, self.known_keys):
+        in_force = policy_in_force_at(self.policies, event.sequence)
+        for problem in governance_event_problems(event, self.known_keys, in_force,
+                                                 self.last_halt):
             self._report(event.sequence, "bad_ceremony", problem)
+
+    def _learn_governance(self, event: VerifiableEvent, *, check: bool) -> None:
+        """Follows the policy and the halts along the chain; with check, reports a policy
+        established twice and a witness key registered while a policy is in force."""
+        if event.event_type == "canonlog.halted":
+            self.last_halt = HaltSeen(event.sequence, event.hash, event.recorded_at)
+            return
+        if event.event_type not in (POLICY_ESTABLISHED, POLICY_CHANGED, "canonlog.key_added"):
+            return
+        try:
+            data = json.loads(event.payload)
+            if event.event_type == "canonlog.key_added":
+                if check and data["purpose"] == "witness" and self.policies:
+                    self._report(event.sequence, "bad_ceremony",
+                                 f"witness key {data['key_id']} was registered at sequence "
+                                 f"{event.sequence} outside a policy ceremony")
+                return
+            policy = policy_from_document(data["policy"])
+        except (ValueError, KeyError, TypeError) as exc:
+            if check:
+                self._report(event.sequence, "bad_ceremony",
+                             f"{event.event_type} at sequence {event.sequence} is malformed: "
+                             f"{exc}")
+            return
+        if check and event.event_type == POLICY_ESTABLISHED and self.policies:
+            self._report(event.sequence, "bad_ceremony",
+                         f"a second policy was established at sequence {event.sequence}; a "
+                         "policy changes only through a policy ceremony")
+        self.policies[event.sequence] = policy
 
     def learn_keys_before_start(self, event: VerifiableEvent) -> None:
         """Learns the key an event before after_sequence registers or revokes, when the
@@ -220,6 +265,7 @@ class ChainVerifier:
         if (self.signatures != "ignore" and event.stream_id == SYSTEM_STREAM
                 and event.sequence <= self.after_sequence and event_hash_v1(event) == event.hash):
             self._learn_key(event)
+            self._learn_governance(event, check=False)
 
     def _learn_key(self, event: VerifiableEvent) -> None:
         if event.event_type not in ("canonlog.key_added", "canonlog.key_revoked"):
@@ -239,6 +285,25 @@ class ChainVerifier:
         except (ValueError, KeyError, TypeError):
             self._report(event.sequence, "bad_signature",
                          f"{event.event_type} event does not describe a key")
+
+    def compare_stored_policies(self, stored: Iterable[PolicyInForce]) -> None:
+        """Holds the policies the database enforces against those the chain established,
+        for the sequences checked: a stored policy the chain does not record at its
+        sequence (a forged row) is a break there."""
+        low, high = self.after_sequence, self._last_sequence
+        stored_at = {p.sequence: p.policy for p in stored}
+        for sequence in sorted(set(stored_at) | set(self.policies)):
+            if not low < sequence <= high:
+                continue
+            chained, enforced = self.policies.get(sequence), stored_at.get(sequence)
+            if enforced is not None and chained != enforced:
+                self._report(sequence, "bad_ceremony",
+                             f"the database enforces a governance policy established at sequence "
+                             f"{sequence} that the chain does not record there")
+            elif enforced is None and chained is not None:
+                self._report(sequence, "bad_ceremony",
+                             f"the chain establishes a governance policy at sequence {sequence} "
+                             "that the database does not hold")
 
     def report(self) -> ChainReport:
         return ChainReport(
@@ -354,4 +419,6 @@ async def verify_chain(
         checked += len(page)
         if progress is not None:
             progress(checked)
+    if signatures != "ignore":
+        verifier.compare_stored_policies(await reader.policies(ledger_id))
     return verifier.report()

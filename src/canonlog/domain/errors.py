@@ -151,6 +151,30 @@ class WaitingPeriodNotOver(CeremonyError):
     sqlstate = "CL034"
 
 
+class NoGovernancePolicy(CeremonyError):
+    """The ledger has no governance policy, so it runs no ceremonies; the message says
+    how the administrator establishes one."""
+
+    sqlstate = "CL035"
+
+
+class NotAProposer(CeremonyError):
+    """The session is not a member of a role the policy lets open proposals."""
+
+    sqlstate = "CL036"
+
+
+class PolicyAlreadyEstablished(CeremonyError):
+    """The ledger has a governance policy already; it changes only through a policy
+    ceremony."""
+
+    sqlstate = "CL037"
+
+
+class OperatorLoginMissing(CanonlogError):
+    """A governance step needs the operator's login, and none is configured."""
+
+
 class TamperDetected(CanonlogError):
     """Recorded history does not match its hash chain or a trusted checkpoint."""
 
@@ -198,4 +222,7 @@ ERRORS_BY_SQLSTATE: dict[str, type[CanonlogError]] = {
     "CL032": ApprovalRefused,
     "CL033": ThresholdNotMet,
     "CL034": WaitingPeriodNotOver,
+    "CL035": NoGovernancePolicy,
+    "CL036": NotAProposer,
+    "CL037": PolicyAlreadyEstablished,
 }

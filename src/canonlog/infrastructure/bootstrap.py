@@ -25,7 +25,7 @@ from canonlog.application.ports import EventLog, HaltChannel, HeadStore, WriterL
 from canonlog.application.witness import CheckpointWitness
 from canonlog.application.writer import EventWriterService, WriterConfig
 from canonlog.domain.checkpoint import TrustedKey, check_key_name
-from canonlog.domain.errors import CheckpointFormatError
+from canonlog.domain.errors import CheckpointFormatError, OperatorLoginMissing
 from canonlog.infrastructure.checkpoint_store import DirectoryCheckpointStore, FileWitnessState
 from canonlog.infrastructure.head_store import FileHeadStore
 from canonlog.infrastructure.keyfiles import load_private_key, public_bytes
@@ -71,11 +71,12 @@ def configure_logging(settings: Settings) -> None:
 
 @dataclass(frozen=True, slots=True)
 class Connections:
-    """Where the runtime role and the administrator connect."""
+    """Where the runtime role, the administrator and the operator connect."""
 
     dsn: str
     admin_dsn: str | None
     embedded: EmbeddedServer | None
+    operator_dsn: str | None = None
 
 
 async def _connect(dsn: str) -> asyncpg.Connection:
@@ -88,7 +89,7 @@ async def prepare_database(settings: Settings) -> Connections:
     if settings.embedded:
         server = start_embedded(settings.data_dir / "pgdata", stop_at_exit=True)
         await provision(server)
-        return Connections(server.dsn(), server.admin_dsn, server)
+        return Connections(server.dsn(), server.admin_dsn, server, server.operator_dsn)
     assert settings.dsn is not None
     admin = settings.admin_dsn or settings.dsn
     if settings.migrate_on_start:
@@ -97,7 +98,7 @@ async def prepare_database(settings: Settings) -> Connections:
             await migrate(conn)
         finally:
             await conn.close()
-    return Connections(settings.dsn, admin, None)
+    return Connections(settings.dsn, admin, None, settings.operator_dsn)
 
 
 @asynccontextmanager
@@ -107,6 +108,27 @@ async def open_event_log(settings: Settings) -> AsyncIterator[tuple[AsyncpgEvent
     log = await AsyncpgEventLog.connect(connections.dsn, max_size=settings.pool_size)
     try:
         yield log, connections
+    finally:
+        await log.close()
+
+
+@asynccontextmanager
+async def open_governance_log(settings: Settings, *, as_admin: bool = False
+                              ) -> AsyncIterator[AsyncpgEventLog]:
+    """Yields the asyncpg EventLog as the operator login (operator_dsn; embedded:
+    canonlog_ops), or with as_admin as the administrator, who establishes policies.
+
+    Raises OperatorLoginMissing when no operator login is configured: governance
+    never runs as the application's login."""
+    connections = await prepare_database(settings)
+    dsn = (connections.admin_dsn or connections.dsn) if as_admin else connections.operator_dsn
+    if dsn is None:
+        raise OperatorLoginMissing(
+            "governance commands connect as the operator login: set CANONLOG_OPERATOR_DSN "
+            "(or --operator-dsn); the application's login only writes and reads")
+    log = await AsyncpgEventLog.connect(dsn, max_size=2)
+    try:
+        yield log
     finally:
         await log.close()
 

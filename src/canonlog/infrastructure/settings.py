@@ -26,6 +26,10 @@ class Settings(BaseSettings):
     admin_dsn: str | None = Field(
         default=None, description="connection for migrations and superuser tasks; defaults to dsn"
     )
+    operator_dsn: str | None = Field(
+        default=None, description="the operator login's connection, for governance commands "
+                                  "(embedded: the canonlog_ops role)"
+    )
     data_dir: Path = Field(default=Path(".canonlog"), description="embedded server's directory")
     ledger: str = Field(default=DEFAULT_LEDGER, min_length=1, max_length=256)
     writer_id: str = Field(default="writer-1", min_length=1, max_length=256)
@@ -72,13 +76,7 @@ class Settings(BaseSettings):
     checkpoint_every_seconds: float = Field(
         default=60.0, gt=0, description="publish after T seconds when the head moved"
     )
-    # -- ceremonies (docs/operations.md) --
-    witness_threshold: int = Field(
-        default=2, ge=1, description="distinct witnesses a failover or resume ceremony needs"
-    )
-    resume_wait_seconds: int = Field(
-        default=172_800, ge=0, description="seconds after a halt before it may be resumed"
-    )
+    # -- ceremonies (docs/operations.md); thresholds and waits are the ledger's policy --
     actor: str | None = Field(
         default=None, min_length=1, max_length=256,
         description="who governance commands record as the actor; default: the OS user",

@@ -1,7 +1,8 @@
 """The `canonlog` command: thin commands that parse, call the application, and render.
 
 One module per group of commands: db (db, dev, demo), serve, ledger (head, read, export),
-verify, checkpoints (checkpoint ...), governance (halt, resume, failover), keys,
+verify, checkpoints (checkpoint ...), governance (halt, resume, failover), policy
+(ledger init, ledger adopt-policy, policy ...), keys,
 append. support holds the exit codes and the one mapping of errors to them.
 
 Exit codes: 0 success; 1 verification found a problem; 2 usage error;
@@ -24,6 +25,7 @@ from canonlog.infrastructure.cli import (
     governance,
     keys,
     ledger,
+    policy,
     serve,
     verify,
 )
@@ -40,12 +42,15 @@ def build_parser() -> argparse.ArgumentParser:
                "Exit codes: 0 ok, 1 verification failed, 2 usage, 3 refused, 4 unavailable.",
     )
     parser.add_argument("--dsn", help="runtime connection URI (default: embedded)")
-    parser.add_argument("--admin-dsn", help="connection for migrations (default: --dsn)")
+    parser.add_argument("--admin-dsn", help="connection for migrations and policy genesis "
+                                            "(default: --dsn)")
+    parser.add_argument("--operator-dsn", help="the operator login, for governance commands "
+                                               "(embedded: canonlog_ops)")
     parser.add_argument("--data-dir", help="embedded server directory (default: .canonlog)")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     # In the order `canonlog --help` lists them.
-    for group in (db, serve, ledger, verify, checkpoints, governance, keys, append):
+    for group in (db, serve, ledger, policy, verify, checkpoints, governance, keys, append):
         group.register(sub)
     return parser
 
@@ -70,6 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _settings(args: argparse.Namespace) -> Settings:
     overrides = {key: value for key, value in (("dsn", args.dsn), ("admin_dsn", args.admin_dsn),
+                                               ("operator_dsn", args.operator_dsn),
                                                ("data_dir", args.data_dir)) if value}
     try:
         return Settings(**overrides)

@@ -1,9 +1,10 @@
 """`canonlog halt | resume | failover`: the operator's governance commands.
 
-Ceremony settings: CANONLOG_WITNESS_THRESHOLD (distinct witnesses a ceremony
-needs, default 2), CANONLOG_RESUME_WAIT_SECONDS (default 172800, 48 hours) and
-CANONLOG_ACTOR (who the chain records as acting; default the OS user, or
---actor). docs/operations.md walks through the ceremonies.
+They connect as the operator login (CANONLOG_OPERATOR_DSN; embedded: canonlog_ops).
+The thresholds and the waiting period are the ledger's governance policy, stored
+and enforced by the database; CANONLOG_ACTOR (or --actor, default the OS user)
+names who the chain records as acting. docs/operations.md walks through the
+ceremonies.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from canonlog.application import ceremonies
 from canonlog.application.ceremonies import CeremonyReport, report_ceremony
 from canonlog.application.halting import halt_ledger
-from canonlog.domain.ceremony import FAILOVER
+from canonlog.domain.ceremony import FAILOVER, POLICY
 from canonlog.domain.errors import CeremonyNotFound, InvalidEvent, TamperDetected
+from canonlog.domain.governance import GovernancePolicy
 from canonlog.infrastructure.bootstrap import halt_channels
 from canonlog.infrastructure.cli.support import (
     EXIT_OK,
@@ -28,6 +30,7 @@ from canonlog.infrastructure.cli.support import (
     add_command,
     add_group,
     add_ledger_and_actor,
+    governed_log,
     ledger_log,
     print_json,
     render,
@@ -36,7 +39,15 @@ from canonlog.infrastructure.keyfiles import load_private_key
 from canonlog.infrastructure.settings import Settings
 
 
-def _forged(count: int) -> CommandError:
+def describe_policy(policy: GovernancePolicy) -> str:
+    """One line: the witnesses, thresholds, waiting period and proposers."""
+    witnesses = ", ".join(f"{w.key_id} ({w.owner_id})" for w in policy.witnesses)
+    return (f"witnesses {witnesses}; thresholds failover {policy.failover_threshold}, resume "
+            f"{policy.resume_threshold}, policy {policy.policy_threshold}; resume waits "
+            f"{policy.resume_wait_seconds}s after a halt; proposers {', '.join(policy.proposers)}")
+
+
+def forged(count: int) -> CommandError:
     return CommandError(f"{count} recorded approval signature(s) do not verify", EXIT_VERIFY_FAILED)
 
 
@@ -44,7 +55,7 @@ def _forged(count: int) -> CommandError:
 
 
 async def cmd_halt(settings: Settings, args: argparse.Namespace) -> int:
-    async with ledger_log(settings, args) as (log, ledger), halt_channels(settings) as channels:
+    async with governed_log(settings, args) as (log, ledger), halt_channels(settings) as channels:
         halted = await halt_ledger(log, ledger, args.reason, actor_of(settings, args), channels)
         state = await log.ledger_state(ledger)
         head = await log.head(ledger)
@@ -57,15 +68,16 @@ async def cmd_halt(settings: Settings, args: argparse.Namespace) -> int:
 # -- ceremony output ------------------------------------------------------------------
 
 
-def _ceremony_json(report: CeremonyReport, min_wait: int | None = None) -> dict[str, Any]:
+def ceremony_json(report: CeremonyReport) -> dict[str, Any]:
     c = report.ceremony
-    ready_at = report.ready_at(min_wait) if min_wait is not None else None
+    ready_at = report.ready_at
     return {
         "ledger_id": c.ledger_id, "proposal_id": c.proposal_id, "kind": c.kind,
         "status": c.status, "writer_id": c.writer_id, "epoch": c.epoch,
         "target_writer_id": c.target_writer_id, "head_sequence": c.head_sequence,
         "head_hash": c.head_hash.hex() if c.head_hash else None,
         "halt_sequence": c.halt_sequence, "halt_hash": c.halt_hash.hex() if c.halt_hash else None,
+        "policy": c.policy.document() if c.policy else None, "policy_sequence": c.policy_sequence,
         "halted_at": report.halted_at, "wait_ends_at": ready_at,
         "proposed_by": c.proposed_by, "proposed_seq": c.proposed_seq,
         "proposed_at": c.proposed_at, "closed_seq": c.closed_seq,
@@ -81,9 +93,13 @@ def _ceremony_json(report: CeremonyReport, min_wait: int | None = None) -> dict[
     }
 
 
-def _show_ceremony(report: CeremonyReport, min_wait: int | None = None) -> None:
+def show_ceremony(report: CeremonyReport) -> None:
     c = report.ceremony
-    if c.kind == FAILOVER:
+    if c.kind == POLICY:
+        assert c.policy is not None
+        print(f"proposal {c.proposal_id} (policy, {c.status}): ledger {c.ledger_id}, replacing "
+              f"the policy of sequence {c.policy_sequence} with: {describe_policy(c.policy)}")
+    elif c.kind == FAILOVER:
         assert c.head_hash is not None
         print(f"proposal {c.proposal_id} (failover, {c.status}): ledger {c.ledger_id} from "
               f"{c.writer_id} at epoch {c.epoch} to {c.target_writer_id}; head when proposed "
@@ -92,7 +108,7 @@ def _show_ceremony(report: CeremonyReport, min_wait: int | None = None) -> None:
         assert c.halt_hash is not None
         print(f"proposal {c.proposal_id} (resume, {c.status}): ledger {c.ledger_id}, halt at "
               f"#{c.halt_sequence} {c.halt_hash.hex()}")
-        ready_at = report.ready_at(min_wait) if min_wait is not None else None
+        ready_at = report.ready_at
         if ready_at is not None and c.status == "open":
             print(f"  halted at {report.halted_at:%Y-%m-%d %H:%M:%S %Z}; the waiting period "
                   f"ends at {ready_at:%Y-%m-%d %H:%M:%S %Z}")
@@ -108,7 +124,7 @@ def _show_ceremony(report: CeremonyReport, min_wait: int | None = None) -> None:
         print(f"  statement to sign: {report.statement.hex()}")
 
 
-def _private_key(args: argparse.Namespace) -> tuple[Ed25519PrivateKey | None, bytes | None]:
+def private_key_of(args: argparse.Namespace) -> tuple[Ed25519PrivateKey | None, bytes | None]:
     if args.key:
         return load_private_key(Path(args.key)), None
     try:
@@ -122,34 +138,33 @@ def _private_key(args: argparse.Namespace) -> tuple[Ed25519PrivateKey | None, by
 
 
 async def cmd_failover_propose(settings: Settings, args: argparse.Namespace) -> int:
-    async with ledger_log(settings, args) as (log, ledger):
+    async with governed_log(settings, args) as (log, ledger):
         ceremony = await ceremonies.propose_failover(log, ledger, args.to, actor_of(settings, args))
-        report = await report_ceremony(log, ceremony, settings.witness_threshold)
+        report = await report_ceremony(log, ceremony)
     if args.json:
-        print_json(_ceremony_json(report))
+        print_json(ceremony_json(report))
     else:
-        _show_ceremony(report)
+        show_ceremony(report)
         print(f"each witness approves with: canonlog failover approve --proposal "
               f"{ceremony.proposal_id} --key-id ID --key FILE")
     return EXIT_OK
 
 
 async def cmd_failover_approve(settings: Settings, args: argparse.Namespace) -> int:
-    private_key, signature = _private_key(args)
-    async with ledger_log(settings, args) as (log, ledger):
+    private_key, signature = private_key_of(args)
+    async with governed_log(settings, args) as (log, ledger):
         ceremony = await ceremonies.approve(log, ledger, args.proposal, args.key_id,
                                             actor_of(settings, args), private_key=private_key,
                                             signature=signature)
-        report = await report_ceremony(log, ceremony, settings.witness_threshold)
-    return render(args, _ceremony_json(report),
+        report = await report_ceremony(log, ceremony)
+    return render(args, ceremony_json(report),
                   f"key {args.key_id} approved proposal {args.proposal} of ledger {ledger}: "
                   f"{report.witnesses} of {report.threshold} witnesses")
 
 
 async def cmd_failover_execute(settings: Settings, args: argparse.Namespace) -> int:
-    async with ledger_log(settings, args) as (log, ledger):
+    async with governed_log(settings, args) as (log, ledger):
         grant = await ceremonies.execute_failover(log, ledger, args.proposal,
-                                                  settings.witness_threshold,
                                                   actor_of(settings, args))
         (ceremony,) = await log.ceremonies(ledger, args.proposal)
     return render(args, {"ledger_id": ledger, "proposal_id": args.proposal,
@@ -165,16 +180,16 @@ async def cmd_failover_status(settings: Settings, args: argparse.Namespace) -> i
         found = [c for c in await log.ceremonies(ledger, args.proposal) if c.kind == FAILOVER]
         if args.proposal is not None and not found:
             raise CeremonyNotFound(f"ledger {ledger} has no failover proposal {args.proposal}")
-        reports = [await report_ceremony(log, c, settings.witness_threshold) for c in found]
+        reports = [await report_ceremony(log, c) for c in found]
     if args.json:
-        print_json({"ledger_id": ledger, "ceremonies": [_ceremony_json(r) for r in reports]})
+        print_json({"ledger_id": ledger, "ceremonies": [ceremony_json(r) for r in reports]})
     elif not reports:
         print(f"ledger {ledger} has no failover proposals")
     for report in reports if not args.json else ():
-        _show_ceremony(report)
-    forged = [a for r in reports for a in r.forged]
-    if forged:
-        raise _forged(len(forged))
+        show_ceremony(report)
+    bad = [a for r in reports for a in r.forged]
+    if bad:
+        raise forged(len(bad))
     return EXIT_OK
 
 
@@ -182,38 +197,37 @@ async def cmd_failover_status(settings: Settings, args: argparse.Namespace) -> i
 
 
 async def cmd_resume_approve(settings: Settings, args: argparse.Namespace) -> int:
-    private_key, signature = _private_key(args)
-    async with ledger_log(settings, args) as (log, ledger):
+    private_key, signature = private_key_of(args)
+    async with governed_log(settings, args) as (log, ledger):
         ceremony = await ceremonies.approve_resume(log, ledger, args.key_id,
                                                    actor_of(settings, args),
                                                    private_key=private_key, signature=signature)
-        report = await report_ceremony(log, ceremony, settings.witness_threshold)
-    return render(args, _ceremony_json(report, settings.resume_wait_seconds),
+        report = await report_ceremony(log, ceremony)
+    return render(args, ceremony_json(report),
                   f"key {args.key_id} approved resuming ledger {ledger} after the halt at "
                   f"sequence {ceremony.halt_sequence} (proposal {ceremony.proposal_id}): "
                   f"{report.witnesses} of {report.threshold} witnesses")
 
 
 async def cmd_resume_execute(settings: Settings, args: argparse.Namespace) -> int:
-    async with ledger_log(settings, args) as (log, ledger), halt_channels(settings) as channels:
-        sequence = await ceremonies.execute_resume(
-            log, ledger, settings.witness_threshold, settings.resume_wait_seconds,
-            actor_of(settings, args), channels)
+    async with governed_log(settings, args) as (log, ledger), halt_channels(settings) as channels:
+        sequence = await ceremonies.execute_resume(log, ledger, actor_of(settings, args),
+                                                   channels)
     return render(args, {"ledger_id": ledger, "resumed": True, "sequence": sequence},
                   f"ledger {ledger} resumed (canonlog.resumed at sequence {sequence})")
 
 
 async def cmd_resume_status(settings: Settings, args: argparse.Namespace) -> int:
-    async with ledger_log(settings, args) as (log, ledger):
+    async with ledger_log(settings, args, must_exist=True) as (log, ledger):
         state = await log.ledger_state(ledger)
         ceremony = await ceremonies.current_resume_ceremony(log, ledger)
-        report = (await report_ceremony(log, ceremony, settings.witness_threshold)
-                  if ceremony else None)
-    wait = settings.resume_wait_seconds
+        report = await report_ceremony(log, ceremony) if ceremony else None
+        in_force = await ceremonies.policy_in_force(log, ledger)
+    wait = in_force.policy.resume_wait_seconds if in_force else None
     if args.json:
         print_json({"ledger_id": ledger, "halted": state.halted, "halt_reason": state.halt_reason,
                     "min_wait_seconds": wait,
-                    "ceremony": _ceremony_json(report, wait) if report else None})
+                    "ceremony": ceremony_json(report) if report else None})
     elif not state.halted:
         print(f"ledger {ledger} is not halted")
     else:
@@ -222,16 +236,16 @@ async def cmd_resume_status(settings: Settings, args: argparse.Namespace) -> int
             print("  no witness has approved resuming yet: canonlog resume approve --key-id ID "
                   "--key FILE")
         else:
-            _show_ceremony(report, wait)
+            show_ceremony(report)
     if report is not None and report.forged:
-        raise _forged(len(report.forged))
+        raise forged(len(report.forged))
     return EXIT_OK
 
 
 # -- registration ---------------------------------------------------------------------
 
 
-def _signing(parser: argparse.ArgumentParser) -> None:
+def add_signing(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--key-id", required=True, help="the witness key's registered id")
     how = parser.add_mutually_exclusive_group(required=True)
     how.add_argument("--key", help="the witness's private key file (signs here)")
@@ -253,7 +267,7 @@ def register(sub: Any) -> None:
     group = add_group(sub, "resume", "resume a halted ledger through the witnessed ceremony")
     p = common(add_command(group, "approve", cmd_resume_approve,
                            "a witness signs the resume statement of the current halt"))
-    _signing(p)
+    add_signing(p)
     common(add_command(group, "execute", cmd_resume_execute,
                        "resume, once the waiting period is over and enough witnesses approved",
                        failed_verification=forged))
@@ -267,7 +281,7 @@ def register(sub: Any) -> None:
     p = common(add_command(group, "approve", cmd_failover_approve,
                            "a witness signs a failover proposal's statement"))
     p.add_argument("--proposal", type=int, required=True)
-    _signing(p)
+    add_signing(p)
     p = common(add_command(group, "execute", cmd_failover_execute,
                            "promote the proposed writer once enough witnesses approved",
                            failed_verification=forged))

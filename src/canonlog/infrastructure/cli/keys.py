@@ -1,4 +1,6 @@
-"""`canonlog keys add | revoke | list | generate`: agent and witness keys, and key files.
+"""`canonlog keys add | revoke | list | generate`: agent keys, and key files.
+
+Witness keys are the ledger's governance policy's (`canonlog policy propose`).
 
 `keys generate` and `checkpoint keygen` are one command (add_keygen) under two
 names: both write a new Ed25519 private key file and print its public key; they
@@ -17,6 +19,7 @@ from canonlog.infrastructure.cli.support import (
     add_command,
     add_group,
     add_ledger_and_actor,
+    governed_log,
     ledger_log,
     render,
 )
@@ -43,7 +46,7 @@ def add_keygen(group: Any, name: str, help_text: str, *, out_help: str, next_ste
 
 async def cmd_keys_add(settings: Settings, args: argparse.Namespace) -> int:
     public_key = parse_public_key(args.public_key)
-    async with ledger_log(settings, args) as (log, ledger):
+    async with governed_log(settings, args) as (log, ledger):
         sequence = await log.add_key(ledger, args.key_id, args.purpose, args.owner, public_key,
                                      actor_of(settings, args))
     return render(args, {"ledger_id": ledger, "key_id": args.key_id, "purpose": args.purpose,
@@ -54,7 +57,7 @@ async def cmd_keys_add(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def cmd_keys_revoke(settings: Settings, args: argparse.Namespace) -> int:
-    async with ledger_log(settings, args) as (log, ledger):
+    async with governed_log(settings, args) as (log, ledger):
         sequence = await log.revoke_key(ledger, args.key_id, actor_of(settings, args), args.reason)
     return render(args, {"ledger_id": ledger, "key_id": args.key_id, "sequence": sequence},
                   f"key {args.key_id} revoked in ledger {ledger} at sequence {sequence}")
@@ -74,12 +77,13 @@ async def cmd_keys_list(settings: Settings, args: argparse.Namespace) -> int:
 
 def register(sub: Any) -> None:
     """Adds `canonlog keys add|revoke|list|generate`."""
-    group = add_group(sub, "keys", "agent and witness Ed25519 public keys, each change chained")
+    group = add_group(sub, "keys", "agents' Ed25519 public keys, each change chained")
     p = add_command(group, "add", cmd_keys_add, "register a public key")
     add_ledger_and_actor(p)
     p.add_argument("--key-id", required=True)
-    p.add_argument("--purpose", required=True, choices=["agent", "witness"])
-    p.add_argument("--owner", required=True, help="the agent id or witness name it belongs to")
+    p.add_argument("--purpose", default="agent", choices=["agent", "witness"],
+                   help="agent (witness keys change only through a policy ceremony)")
+    p.add_argument("--owner", required=True, help="the agent id it belongs to")
     p.add_argument("--public-key", required=True, help="32-byte Ed25519 public key as hex")
     p = add_command(group, "revoke", cmd_keys_revoke,
                     "revoke a key: events it signs from now on are refused")

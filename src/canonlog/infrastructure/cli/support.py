@@ -18,7 +18,7 @@ from typing import Any
 
 from canonlog.application.ports import EventLog
 from canonlog.domain.errors import CanonlogError, ExportFormatError, StorageError
-from canonlog.infrastructure.bootstrap import open_event_log
+from canonlog.infrastructure.bootstrap import open_event_log, open_governance_log
 from canonlog.infrastructure.settings import Settings
 
 #: 0 success; 1 verification found a problem; 2 usage error; 3 refused by canonlog
@@ -138,3 +138,11 @@ async def ledger_log(settings: Settings, args: argparse.Namespace, *,
         if must_exist:
             await log.ledger_state(ledger)
         yield log, ledger
+
+
+@asynccontextmanager
+async def governed_log(settings: Settings, args: argparse.Namespace, *, as_admin: bool = False
+                       ) -> AsyncIterator[tuple[EventLog, str]]:
+    """As ledger_log, connected as the operator login (with as_admin, the administrator)."""
+    async with open_governance_log(settings, as_admin=as_admin) as log:
+        yield log, ledger_of(settings, args)

@@ -39,6 +39,7 @@ from canonlog.domain.events import (
     WriterGrant,
     expected_version_code,
 )
+from canonlog.domain.governance import PolicyInForce
 from canonlog.domain.hashing import request_digest_v1
 from canonlog.infrastructure.memory.governance import MemoryGovernance
 from canonlog.infrastructure.memory.pgtext import is_json_object, storable
@@ -282,6 +283,12 @@ class MemoryEventLog(MemoryGovernance):
             return []
         return [c for number, c in sorted(ledger.ceremonies.items())
                 if proposal_id is None or number == proposal_id]
+
+    async def policies(self, ledger_id: str) -> list[PolicyInForce]:
+        self._check_open()
+        storable(ledger_id)
+        ledger = self._ledgers.get(ledger_id)
+        return list(ledger.policies) if ledger is not None else []
 
 
 def _signature_problem(ledger: MemoryLedger, event: NewEvent, agent_id: str | None) -> str | None:

@@ -1,7 +1,8 @@
-"""Governance in memory: halting, keys and witnessed ceremonies.
+"""Governance in memory: halting, keys and witnessed ceremonies under the policy.
 
-Each method mirrors its function of sql/0001_core.sql or sql/0003_ceremonies.sql
-step for step; the ceremony rules themselves are canonlog.domain.ceremony's.
+Each method mirrors its function of sql/0001_core.sql, sql/0003_ceremonies.sql or
+sql/0004_governance_policy.sql step for step; the ceremony rules themselves are
+canonlog.domain.ceremony's and canonlog.domain.governance's.
 canonlog.resume_v1 has no public twin here: in the database only
 resume_ceremony_v1 may call it, so only resume_ceremony calls _resume.
 """
@@ -20,30 +21,27 @@ from canonlog.domain.ceremony import (
     Approval,
     Ceremony,
     CeremonyStatus,
-    approval_standing,
-    obstacle,
-    witnesses_behind,
 )
 from canonlog.domain.errors import (
     ApprovalRefused,
     CeremonyNotApplicable,
-    CeremonyNotFound,
     InvalidEvent,
-    ThresholdNotMet,
     WaitingPeriodNotOver,
 )
-from canonlog.domain.events import SYSTEM_STREAM, RecordedEvent, RegisteredKey, WriterGrant
+from canonlog.domain.events import RegisteredKey, WriterGrant
 from canonlog.infrastructure.memory.pgtext import storable
-from canonlog.infrastructure.memory.store import (
-    MAX_NAME,
-    MAX_REASON,
-    MemoryLedger,
-    MemoryStore,
-    ledger_state_of,
+from canonlog.infrastructure.memory.policy import (
+    MemoryPolicies,
+    check_actor,
+    counted_approvals,
+    last_halt,
+    open_ceremony,
+    policy_in_force,
 )
+from canonlog.infrastructure.memory.store import MAX_NAME, MAX_REASON, MemoryLedger
 
 
-class MemoryGovernance(MemoryStore):
+class MemoryGovernance(MemoryPolicies):
     """The Governance port over a MemoryStore."""
 
     async def halt(self, ledger_id: str, reason: str, actor: str) -> bool:
@@ -76,6 +74,10 @@ class MemoryGovernance(MemoryStore):
         actor: str,
     ) -> int:
         storable(ledger_id, key_id, purpose, owner_id, actor)
+        if purpose == "witness":
+            raise InvalidEvent(
+                f"witness keys of ledger {ledger_id} are part of its governance policy; they "
+                "change only through a policy ceremony (canonlog policy propose)")
         if (not 1 <= len(key_id) <= MAX_NAME or not 1 <= len(owner_id) <= MAX_NAME
                 or purpose not in ("agent", "witness") or len(public_key) != 32):
             raise InvalidEvent("a key needs an id and owner of 1 to 256 characters, purpose "
@@ -109,9 +111,11 @@ class MemoryGovernance(MemoryStore):
 
     async def propose_failover(self, ledger_id: str, target_writer_id: str, actor: str) -> int:
         storable(ledger_id, target_writer_id, actor)
+        async with self._lock(ledger_id):
+            policy_in_force(self._existing(ledger_id))
         if not 1 <= len(target_writer_id) <= MAX_NAME:
             raise InvalidEvent("writer_id must be 1 to 256 characters")
-        _check_actor(actor)
+        check_actor(actor)
         async with self._lock(ledger_id):
             ledger = self._existing(ledger_id)
             if ledger.writer_id is None:
@@ -137,10 +141,12 @@ class MemoryGovernance(MemoryStore):
 
     async def propose_resume(self, ledger_id: str, actor: str) -> int:
         storable(ledger_id, actor)
-        _check_actor(actor)
+        async with self._lock(ledger_id):
+            policy_in_force(self._existing(ledger_id))
+        check_actor(actor)
         async with self._lock(ledger_id):
             ledger = self._existing(ledger_id)
-            halt = _last_halt(ledger)
+            halt = last_halt(ledger)
             if not ledger.halted or halt is None:
                 raise CeremonyNotApplicable(f"ledger {ledger_id} is not halted")
             for ceremony in ledger.ceremonies.values():
@@ -165,40 +171,40 @@ class MemoryGovernance(MemoryStore):
         storable(ledger_id, key_id, actor)
         if len(signature) != 64:
             raise InvalidEvent("an approval needs a 64-byte Ed25519 signature")
-        _check_actor(actor)
+        check_actor(actor)
         async with self._lock(ledger_id):
             ledger = self._existing(ledger_id)
-            ceremony = _open_ceremony(ledger, proposal_id, None)
-            standing = approval_standing(key_id, ledger.keys, at=None)
-            key = standing.key
-            if key is None or not standing.counts:
+            in_force = policy_in_force(ledger)
+            ceremony = open_ceremony(ledger, proposal_id, None, in_force)
+            witness = in_force.policy.witness(key_id)
+            if witness is None:
                 raise ApprovalRefused(
-                    f"key {key_id} is not an active witness key of ledger {ledger_id}")
-            for other in ceremony.approvals:
-                if ledger.keys[other.key_id].owner_id == key.owner_id:
-                    raise ApprovalRefused(
-                        f"witness {key.owner_id} has already approved proposal {proposal_id} "
-                        f"of ledger {ledger_id} (with key {other.key_id})")
+                    f"key {key_id} is not a witness key of the policy of ledger {ledger_id}")
+            if any(a.key_id == key_id for a in ceremony.approvals):
+                raise ApprovalRefused(
+                    f"key {key_id} has already approved proposal {proposal_id} of ledger "
+                    f"{ledger_id}")
             event = self._system_event(ledger, "canonlog.ceremony_approved", {
                 "proposal_id": proposal_id, "kind": ceremony.kind, "key_id": key_id,
-                "owner_id": key.owner_id, "signature": signature.hex(), "actor": actor,
+                "owner_id": witness.owner_id, "signature": signature.hex(), "actor": actor,
             }, ledger.writer_id or "-", ledger.epoch)
             self._store(ledger, [event])
-            approval = Approval(key_id, key.owner_id, bytes(signature), actor, event.sequence)
+            approval = Approval(key_id, witness.owner_id, bytes(signature), actor,
+                                event.sequence, witness.public_key)
             ledger.ceremonies[proposal_id] = replace(ceremony, approvals=tuple(
                 sorted((*ceremony.approvals, approval), key=lambda a: a.key_id.encode())))
             return event.sequence
 
-    async def execute_failover(
-        self, ledger_id: str, proposal_id: int, threshold: int, actor: str
-    ) -> WriterGrant:
+    async def execute_failover(self, ledger_id: str, proposal_id: int, actor: str
+                               ) -> WriterGrant:
         storable(ledger_id, actor)
-        _check_threshold(threshold)
-        _check_actor(actor)
+        check_actor(actor)
         async with self._lock(ledger_id):
             ledger = self._existing(ledger_id)
-            ceremony = _open_ceremony(ledger, proposal_id, FAILOVER)
-            approvals = _counted_approvals(ledger, ceremony, threshold)
+            in_force = policy_in_force(ledger)
+            threshold = in_force.policy.failover_threshold
+            ceremony = open_ceremony(ledger, proposal_id, FAILOVER)
+            approvals = counted_approvals(ledger, ceremony, in_force.policy, threshold)
             assert ceremony.target_writer_id is not None and ceremony.head_hash is not None
             epoch = ledger.epoch + 1
             event = self._system_event(ledger, "canonlog.writer_promoted", {
@@ -207,8 +213,8 @@ class MemoryGovernance(MemoryStore):
                 "previous_head_sequence": ceremony.head_sequence,
                 "previous_head_hash": ceremony.head_hash.hex(),
                 "writer_id": ceremony.target_writer_id, "epoch": epoch, "approvals": approvals,
-                "threshold": threshold, "statement": FAILOVER_STATEMENT_V1,
-                "actor": actor,
+                "threshold": threshold, "policy_sequence": in_force.sequence,
+                "statement": FAILOVER_STATEMENT_V1, "actor": actor,
             }, ceremony.target_writer_id, epoch)
             self._store(ledger, [event])
             ledger.writer_id, ledger.epoch = ceremony.target_writer_id, epoch
@@ -220,35 +226,32 @@ class MemoryGovernance(MemoryStore):
                         other, status=status, closed_seq=event.sequence)
             return WriterGrant(ledger_id, ceremony.target_writer_id, epoch)
 
-    async def resume_ceremony(
-        self, ledger_id: str, proposal_id: int, threshold: int, min_wait_seconds: int,
-        actor: str,
-    ) -> int:
+    async def resume_ceremony(self, ledger_id: str, proposal_id: int, actor: str) -> int:
         storable(ledger_id, actor)
-        _check_threshold(threshold)
-        if min_wait_seconds < 0:
-            raise InvalidEvent("the waiting period must be 0 seconds or more")
-        _check_actor(actor)
+        check_actor(actor)
         async with self._lock(ledger_id):
             ledger = self._existing(ledger_id)
-            ceremony = _open_ceremony(ledger, proposal_id, RESUME)
+            in_force = policy_in_force(ledger)
+            threshold = in_force.policy.resume_threshold
+            wait = in_force.policy.resume_wait_seconds
+            ceremony = open_ceremony(ledger, proposal_id, RESUME)
             assert ceremony.halt_sequence is not None and ceremony.halt_hash is not None
             halted_at = ledger.events[ceremony.halt_sequence - 1].recorded_at
             now = self._clock()
-            ready_at = halted_at + timedelta(seconds=min_wait_seconds)
-            if min_wait_seconds > 0 and now < ready_at:
+            ready_at = halted_at + timedelta(seconds=wait)
+            if wait > 0 and now < ready_at:
                 micros_left = (ready_at - now) // timedelta(microseconds=1)
                 left = max(1, -(-micros_left // 1_000_000))
                 raise WaitingPeriodNotOver(
                     f"ledger {ledger_id} was halted at sequence {ceremony.halt_sequence}; "
-                    f"resuming waits {_duration(min_wait_seconds)} after the halt, and "
+                    f"resuming waits {_duration(wait)} after the halt, and "
                     f"{_duration(left)} remain")
-            approvals = _counted_approvals(ledger, ceremony, threshold)
+            approvals = counted_approvals(ledger, ceremony, in_force.policy, threshold)
             self._resume(ledger, actor, {
                 "proposal_id": proposal_id, "halt_sequence": ceremony.halt_sequence,
                 "halt_hash": ceremony.halt_hash.hex(), "approvals": approvals,
-                "threshold": threshold, "min_wait_seconds": min_wait_seconds,
-                "statement": RESUME_STATEMENT_V1,
+                "threshold": threshold, "min_wait_seconds": wait,
+                "policy_sequence": in_force.sequence, "statement": RESUME_STATEMENT_V1,
             })
             sequence = ledger.events[-1].sequence
             ledger.ceremonies[proposal_id] = replace(ceremony, status="executed",
@@ -256,66 +259,6 @@ class MemoryGovernance(MemoryStore):
             return sequence
 
 
-def _check_actor(actor: str) -> None:
-    if not 1 <= len(actor) <= MAX_NAME:
-        raise InvalidEvent("the actor of a ceremony step must be 1 to 256 characters")
-
-
-def _check_threshold(threshold: int) -> None:
-    if threshold < 1:
-        raise InvalidEvent("a ceremony needs a threshold of at least 1 witness")
-
-
 def _duration(seconds: int) -> str:
     """As canonlog.format_duration_v1 states a duration."""
     return f"{seconds // 3600}h {seconds % 3600 // 60}m {seconds % 60}s"
-
-
-def _last_halt(ledger: MemoryLedger) -> RecordedEvent | None:
-    for event in reversed(ledger.streams.get(SYSTEM_STREAM, [])):
-        if event.event_type == "canonlog.halted":
-            return event
-    return None
-
-
-def _open_ceremony(ledger: MemoryLedger, proposal_id: int, kind: str | None) -> Ceremony:
-    """The checks of canonlog.open_ceremony_v1: known, of the kind, open, still applying."""
-    ledger_id = ledger.ledger_id
-    ceremony = ledger.ceremonies.get(proposal_id)
-    if ceremony is None:
-        raise CeremonyNotFound(f"ledger {ledger_id} has no proposal {proposal_id}")
-    if kind is not None and ceremony.kind != kind:
-        raise CeremonyNotApplicable(
-            f"proposal {proposal_id} of ledger {ledger_id} is a {ceremony.kind} ceremony, "
-            f"not a {kind} ceremony")
-    halt = _last_halt(ledger)
-    match obstacle(ceremony, ledger_state_of(ledger), halt.sequence if halt else None):
-        case "closed":
-            raise CeremonyNotApplicable(
-                f"proposal {proposal_id} of ledger {ledger_id} is {ceremony.status} "
-                f"(at sequence {ceremony.closed_seq})")
-        case "grant_moved":
-            raise CeremonyNotApplicable(
-                f"proposal {proposal_id} of ledger {ledger_id} was made against writer "
-                f"{ceremony.writer_id} at epoch {ceremony.epoch}, but the grant is now held by "
-                f"{ledger.writer_id or 'nobody'} at epoch {ledger.epoch}")
-        case "halt_over":
-            raise CeremonyNotApplicable(
-                f"proposal {proposal_id} of ledger {ledger_id} would end the halt at sequence "
-                f"{ceremony.halt_sequence}, which is over")
-    return ceremony
-
-
-def _counted_approvals(
-    ledger: MemoryLedger, ceremony: Ceremony, threshold: int
-) -> list[dict[str, str]]:
-    """The approvals by keys still active witness keys, as canonlog.counted_approvals_v1
-    lists them; raises ThresholdNotMet when fewer than threshold witnesses are behind them."""
-    standings = [approval_standing(a.key_id, ledger.keys, at=None) for a in ceremony.approvals]
-    witnesses = witnesses_behind(standings)
-    if witnesses < threshold:
-        raise ThresholdNotMet(
-            f"proposal {ceremony.proposal_id} of ledger {ledger.ledger_id} has approvals from "
-            f"{witnesses} of the {threshold} witnesses it needs")
-    return [{"key_id": a.key_id, "owner_id": a.owner_id, "signature": a.signature.hex()}
-            for a, standing in zip(ceremony.approvals, standings, strict=True) if standing.counts]

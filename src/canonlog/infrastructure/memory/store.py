@@ -24,6 +24,7 @@ from canonlog.domain.events import (
     RecordedEvent,
     RegisteredKey,
 )
+from canonlog.domain.governance import PolicyInForce
 from canonlog.domain.hashing import event_hash_v1
 from canonlog.infrastructure.memory.pgtext import canonical_jsonb
 
@@ -41,7 +42,8 @@ class RecordedExecution:
 
 @dataclass(slots=True)
 class MemoryLedger:
-    """One ledger: its grant and halt flag, events, streams, executions, keys, ceremonies."""
+    """One ledger: its grant and halt flag, events, streams, executions, keys, ceremonies
+    and governance policies (oldest first)."""
 
     ledger_id: str
     writer_id: str | None = None
@@ -53,6 +55,7 @@ class MemoryLedger:
     executions: dict[str, RecordedExecution] = field(default_factory=dict)
     keys: dict[str, RegisteredKey] = field(default_factory=dict)
     ceremonies: dict[int, Ceremony] = field(default_factory=dict)
+    policies: list[PolicyInForce] = field(default_factory=list)
 
 
 class MemoryStore:

@@ -21,6 +21,7 @@ from canonlog.domain.events import (
     RegisteredKey,
     WriterGrant,
 )
+from canonlog.domain.governance import GovernancePolicy, PolicyInForce
 from canonlog.infrastructure.postgres.codec import (
     QUERIES,
     AppendHints,
@@ -29,6 +30,8 @@ from canonlog.infrastructure.postgres.codec import (
     ceremonies_from_rows,
     event_from_row,
     key_from_row,
+    policies_from_rows,
+    policy_text,
     replayed_ranges,
     translate_error,
 )
@@ -225,27 +228,45 @@ class AsyncpgEventLog:
             )
         return seq
 
-    async def execute_failover(
-        self, ledger_id: str, proposal_id: int, threshold: int, actor: str
-    ) -> WriterGrant:
+    async def execute_failover(self, ledger_id: str, proposal_id: int, actor: str
+                               ) -> WriterGrant:
         async with translated():
             epoch: int = await self._pool.fetchval(
-                QUERIES["execute_failover"], ledger_id, proposal_id, threshold, actor
+                QUERIES["execute_failover"], ledger_id, proposal_id, actor
             )
         (ceremony,) = await self.ceremonies(ledger_id, proposal_id)
         assert ceremony.target_writer_id is not None
         return WriterGrant(ledger_id, ceremony.target_writer_id, epoch)
 
-    async def resume_ceremony(
-        self, ledger_id: str, proposal_id: int, threshold: int, min_wait_seconds: int,
-        actor: str,
-    ) -> int:
+    async def resume_ceremony(self, ledger_id: str, proposal_id: int, actor: str) -> int:
         async with translated():
             seq: int = await self._pool.fetchval(
-                QUERIES["resume_ceremony"], ledger_id, proposal_id, threshold, min_wait_seconds,
-                actor,
-            )
+                QUERIES["resume_ceremony"], ledger_id, proposal_id, actor)
         return seq
+
+    async def establish_policy(self, ledger_id: str, policy: GovernancePolicy, actor: str
+                               ) -> int:
+        async with translated():
+            seq: int = await self._pool.fetchval(
+                QUERIES["establish_policy"], ledger_id, policy_text(policy), actor)
+        return seq
+
+    async def propose_policy(self, ledger_id: str, policy: GovernancePolicy, actor: str) -> int:
+        async with translated():
+            proposal_id: int = await self._pool.fetchval(
+                QUERIES["propose_policy"], ledger_id, policy_text(policy), actor)
+        return proposal_id
+
+    async def execute_policy_change(self, ledger_id: str, proposal_id: int, actor: str) -> int:
+        async with translated():
+            seq: int = await self._pool.fetchval(
+                QUERIES["execute_policy_change"], ledger_id, proposal_id, actor)
+        return seq
+
+    async def policies(self, ledger_id: str) -> list[PolicyInForce]:
+        async with translated():
+            rows = await self._pool.fetch(QUERIES["policies"], ledger_id)
+        return policies_from_rows(rows)
 
     async def ceremonies(
         self, ledger_id: str, proposal_id: int | None = None

@@ -6,6 +6,7 @@ psycopg dict rows), and errors arrive as (sqlstate, message, detail).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import replace
 from importlib import resources
@@ -29,6 +30,7 @@ from canonlog.domain.events import (
     WriterGrant,
     expected_version_code,
 )
+from canonlog.domain.governance import GovernancePolicy, PolicyInForce, policy_from_document
 
 
 class Row(Protocol):
@@ -270,6 +272,9 @@ def ceremonies_from_rows(rows: Sequence[Row]) -> list[Ceremony]:
                 halt_hash=_optional_bytes(row["halt_hash"]), proposed_by=row["proposed_by"],
                 proposed_seq=row["proposed_seq"], proposed_at=row["proposed_at"],
                 closed_seq=row["closed_seq"],
+                policy=(policy_from_document(json.loads(row["policy"]))
+                        if row["policy"] is not None else None),
+                policy_sequence=row["policy_seq"],
             )
             approvals[proposal_id] = []
         if row["key_id"] is not None:
@@ -277,8 +282,20 @@ def ceremonies_from_rows(rows: Sequence[Row]) -> list[Ceremony]:
                 key_id=row["key_id"], owner_id=row["owner_id"],
                 signature=bytes(row["signature"]), approved_by=row["approved_by"],
                 approved_seq=row["approved_seq"],
+                public_key=_optional_bytes(row["public_key"]),
             ))
     return [replace(c, approvals=tuple(approvals[n])) for n, c in found.items()]
+
+
+def policies_from_rows(rows: Sequence[Row]) -> list[PolicyInForce]:
+    """Builds the policies of the ``policies`` query, oldest first."""
+    return [PolicyInForce(row["policy_seq"], policy_from_document(json.loads(row["policy"])))
+            for row in rows]
+
+
+def policy_text(policy: GovernancePolicy) -> str:
+    """A policy as the text the establish_policy and propose_policy queries take."""
+    return json.dumps(policy.document(), sort_keys=True)
 
 
 def _optional_bytes(value: Any) -> bytes | None:

@@ -2,9 +2,10 @@
 
 With no DSN configured, canonlog runs its own server in a local data directory
 (initialised on first use, reused afterwards), listening on a Unix socket in that
-directory only. The superuser ``postgres`` applies migrations; the application
-connects as ``canonlog_app``, a login role that is a member of the runtime roles
-and owns nothing.
+directory only. The superuser ``postgres`` applies migrations and establishes
+governance policies; the application connects as ``canonlog_app``, a login role
+that writes and reads and owns nothing; governance commands connect as
+``canonlog_ops``, the operator login.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from canonlog.domain.errors import StorageError
 log = structlog.get_logger(__name__)
 
 APP_ROLE = "canonlog_app"
+OPERATOR_ROLE = "canonlog_ops"
 DATABASE = "canonlog"
 
 
@@ -42,6 +44,10 @@ class EmbeddedServer:
     @property
     def admin_dsn(self) -> str:
         return self.dsn(user="postgres")
+
+    @property
+    def operator_dsn(self) -> str:
+        return self.dsn(user=OPERATOR_ROLE)
 
     @property
     def bin_dir(self) -> Path:
@@ -77,7 +83,7 @@ def start_embedded(data_dir: Path, *, stop_at_exit: bool = False) -> EmbeddedSer
 
 
 async def provision(server: EmbeddedServer) -> None:
-    """Creates the canonlog database, applies migrations and the app login role."""
+    """Creates the canonlog database, applies migrations, the app and operator logins."""
     from canonlog.infrastructure.postgres.migrations import migrate
 
     conn = await asyncpg.connect(server.dsn(user="postgres", database="postgres"))
@@ -91,15 +97,29 @@ async def provision(server: EmbeddedServer) -> None:
     try:
         await migrate(conn)
         await ensure_app_role(conn)
+        await ensure_operator_role(conn)
     finally:
         await conn.close()
 
 
+def _quoted(role: str) -> str:
+    return '"' + role.replace('"', '""') + '"'
+
+
 async def ensure_app_role(conn: asyncpg.Connection, role: str = APP_ROLE) -> None:
-    """Creates a login role in the runtime roles (writer, reader, operator) if missing."""
+    """Makes role a login that writes and reads (canonlog_writer, canonlog_reader) and
+    holds no operator rights, creating it if missing; a login of an older installation
+    that was also an operator loses that membership."""
+    quoted = _quoted(role)
     exists = await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", role)
     if not exists:
-        quoted = '"' + role.replace('"', '""') + '"'
+        await conn.execute(f"CREATE ROLE {quoted} LOGIN IN ROLE canonlog_writer, canonlog_reader")
+    elif await conn.fetchval("SELECT pg_has_role($1, 'canonlog_operator', 'MEMBER')", role):
+        await conn.execute(f"REVOKE canonlog_operator FROM {quoted}")
+
+
+async def ensure_operator_role(conn: asyncpg.Connection, role: str = OPERATOR_ROLE) -> None:
+    """Creates the operator login (canonlog_operator, canonlog_reader) if missing."""
+    if not await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", role):
         await conn.execute(
-            f"CREATE ROLE {quoted} LOGIN IN ROLE canonlog_writer, canonlog_reader, canonlog_operator"
-        )
+            f"CREATE ROLE {_quoted(role)} LOGIN IN ROLE canonlog_operator, canonlog_reader")

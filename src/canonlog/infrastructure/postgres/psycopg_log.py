@@ -24,6 +24,7 @@ from canonlog.domain.events import (
     RegisteredKey,
     WriterGrant,
 )
+from canonlog.domain.governance import GovernancePolicy, PolicyInForce
 from canonlog.infrastructure.postgres.codec import (
     QUERIES,
     append_args,
@@ -31,6 +32,8 @@ from canonlog.infrastructure.postgres.codec import (
     ceremonies_from_rows,
     event_from_row,
     key_from_row,
+    policies_from_rows,
+    policy_text,
     replayed_ranges,
     translate_error,
 )
@@ -296,22 +299,32 @@ class PsycopgEventLog:
         seq: int = row["seq"]
         return seq
 
-    async def execute_failover(
-        self, ledger_id: str, proposal_id: int, threshold: int, actor: str
-    ) -> WriterGrant:
-        (row,) = await self._fetch("execute_failover", ledger_id, proposal_id, threshold, actor)
+    async def execute_failover(self, ledger_id: str, proposal_id: int, actor: str
+                               ) -> WriterGrant:
+        (row,) = await self._fetch("execute_failover", ledger_id, proposal_id, actor)
         (ceremony,) = await self.ceremonies(ledger_id, proposal_id)
         assert ceremony.target_writer_id is not None
         return WriterGrant(ledger_id, ceremony.target_writer_id, row["epoch"])
 
-    async def resume_ceremony(
-        self, ledger_id: str, proposal_id: int, threshold: int, min_wait_seconds: int,
-        actor: str,
-    ) -> int:
-        (row,) = await self._fetch("resume_ceremony", ledger_id, proposal_id, threshold,
-                                   min_wait_seconds, actor)
-        seq: int = row["seq"]
-        return seq
+    async def resume_ceremony(self, ledger_id: str, proposal_id: int, actor: str) -> int:
+        (row,) = await self._fetch("resume_ceremony", ledger_id, proposal_id, actor)
+        return int(row["seq"])
+
+    async def establish_policy(self, ledger_id: str, policy: GovernancePolicy, actor: str
+                               ) -> int:
+        (row,) = await self._fetch("establish_policy", ledger_id, policy_text(policy), actor)
+        return int(row["seq"])
+
+    async def propose_policy(self, ledger_id: str, policy: GovernancePolicy, actor: str) -> int:
+        (row,) = await self._fetch("propose_policy", ledger_id, policy_text(policy), actor)
+        return int(row["proposal_id"])
+
+    async def execute_policy_change(self, ledger_id: str, proposal_id: int, actor: str) -> int:
+        (row,) = await self._fetch("execute_policy_change", ledger_id, proposal_id, actor)
+        return int(row["seq"])
+
+    async def policies(self, ledger_id: str) -> list[PolicyInForce]:
+        return policies_from_rows(await self._fetch("policies", ledger_id))
 
     async def ceremonies(
         self, ledger_id: str, proposal_id: int | None = None

@@ -15,7 +15,7 @@ SELECT canonlog.release_grant_v1($1, $2, $3)
 SELECT canonlog.halt_v1($1, $2, $3) AS changed
 
 -- name: add_key
-SELECT canonlog.add_key_v1($1, $2, $3, $4, $5, $6) AS seq
+SELECT canonlog.add_key_v2($1, $2, $3, $4, $5, $6) AS seq
 
 -- name: revoke_key
 SELECT canonlog.revoke_key_v1($1, $2, $3, $4) AS seq
@@ -118,30 +118,45 @@ SELECT EXISTS (
 -- name: lease_unlock
 SELECT pg_advisory_unlock($1::integer, hashtext($2)) AS released
 
+-- name: establish_policy
+SELECT canonlog.establish_policy_v1($1, $2::text::jsonb, $3) AS seq
+
+-- name: propose_policy
+SELECT canonlog.propose_policy_v1($1, $2::text::jsonb, $3) AS proposal_id
+
+-- name: execute_policy_change
+SELECT canonlog.execute_policy_change_v1($1, $2, $3) AS seq
+
+-- name: policies
+SELECT p.policy_seq, p.policy::text AS policy FROM canonlog.policies p
+WHERE p.ledger_id = $1 ORDER BY p.policy_seq
+
 -- name: propose_failover
-SELECT canonlog.propose_failover_v1($1, $2, $3) AS proposal_id
+SELECT canonlog.propose_failover_v2($1, $2, $3) AS proposal_id
 
 -- name: propose_resume
-SELECT canonlog.propose_resume_v1($1, $2) AS proposal_id
+SELECT canonlog.propose_resume_v2($1, $2) AS proposal_id
 
 -- name: approve
-SELECT canonlog.approve_v1($1, $2, $3, $4, $5) AS seq
+SELECT canonlog.approve_v2($1, $2, $3, $4, $5) AS seq
 
 -- name: execute_failover
-SELECT canonlog.execute_failover_v1($1, $2, $3, $4) AS epoch
+SELECT canonlog.execute_failover_v2($1, $2, $3) AS epoch
 
 -- name: resume_ceremony
-SELECT canonlog.resume_ceremony_v1($1, $2, $3, $4, $5) AS seq
+SELECT canonlog.resume_ceremony_v2($1, $2, $3) AS seq
 
 -- name: ceremonies
 -- One row per approval (approval columns NULL for a proposal without any), so
--- proposals and approvals come from one snapshot.
+-- proposals and approvals come from one snapshot. The owner of an approval's key is
+-- the one its chained canonlog.ceremony_approved event names.
 SELECT c.ledger_id, c.proposal_id, c.kind, c.status, c.writer_id, c.epoch, c.target_writer_id,
        c.head_seq, c.head_hash, c.halt_seq, c.halt_hash, c.proposed_by, c.proposed_seq,
-       c.proposed_at, c.closed_seq, a.key_id, k.owner_id, a.signature, a.approved_by,
-       a.approved_seq
+       c.proposed_at, c.closed_seq, c.policy::text AS policy, c.policy_seq, a.key_id,
+       convert_from(e.payload, 'UTF8')::jsonb ->> 'owner_id' AS owner_id, a.signature,
+       a.approved_by, a.approved_seq, a.public_key
 FROM canonlog.ceremonies c
 LEFT JOIN canonlog.approvals a ON a.ledger_id = c.ledger_id AND a.proposal_id = c.proposal_id
-LEFT JOIN canonlog.keys k ON k.ledger_id = a.ledger_id AND k.key_id = a.key_id
+LEFT JOIN canonlog.events e ON e.ledger_id = a.ledger_id AND e.seq = a.approved_seq
 WHERE c.ledger_id = $1 AND ($2::bigint IS NULL OR c.proposal_id = $2::bigint)
 ORDER BY c.proposal_id, a.key_id COLLATE "C"
