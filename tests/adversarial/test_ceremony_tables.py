@@ -1,47 +1,71 @@
-"""Ceremony records change only through the ceremony functions, which only operators run,
-and a halted ledger resumes only through its ceremony."""
+"""Ceremony and policy records change only through the ceremony functions, which only
+operators run (and the administrator, who establishes a policy); the application's
+login runs none of them; a halted ledger resumes only through its ceremony."""
 
 from __future__ import annotations
 
 import asyncpg
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from canonlog.application.ports import EventLog
 from canonlog.infrastructure.memory import MemoryEventLog
 from canonlog.infrastructure.postgres.asyncpg_log import AsyncpgEventLog
 from canonlog.infrastructure.postgres.migrations import check_schema
 from canonlog.infrastructure.postgres.psycopg_log import PsycopgEventLog
-from tests.support.ceremony import resume_by_ceremony
+from tests.support.ceremony import (
+    RESUME_WITNESS_KEY,
+    RESUME_WITNESS_KEY_ID,
+    RESUME_WITNESS_OWNER,
+    policy_of,
+    resume_by_ceremony,
+)
 
 MUTATIONS = {
     "UPDATE canonlog.approvals SET signature = signature": "CL001",
     "DELETE FROM canonlog.approvals": "CL002",
     "TRUNCATE canonlog.approvals": "CL003",
     "UPDATE canonlog.ceremonies SET status = 'executed', closed_seq = 1": "CL004",
+    "UPDATE canonlog.policies SET policy = policy": "CL001",
+    "DELETE FROM canonlog.policies": "CL002",
+    "TRUNCATE canonlog.policies": "CL003",
+    "INSERT INTO canonlog.policies SELECT ledger_id, policy_seq + 1, policy, kind, proposal_id,"
+    " established_by, established_at FROM canonlog.policies": "CL004",
     "DELETE FROM canonlog.ceremonies": "CL002",
     "TRUNCATE canonlog.ceremonies CASCADE": "CL003",
     "INSERT INTO canonlog.approvals SELECT ledger_id, proposal_id, 'w-2', signature,"
     " approved_by, approved_seq, approved_at FROM canonlog.approvals": "CL004",
 }
-OPERATOR_ONLY = [
-    "SELECT canonlog.propose_failover_v1('main', 'writer-b', 'me')",
-    "SELECT canonlog.propose_resume_v1('main', 'me')",
-    "SELECT canonlog.approve_v1('main', 1, 'w-2', '\\x00'::bytea, 'me')",
-    "SELECT canonlog.execute_failover_v1('main', 1, 1, 'me')",
-    "SELECT canonlog.resume_ceremony_v1('main', 1, 1, 0, 'me')",
-]
+#: What each runtime role may execute in schema canonlog; every other function is
+#: refused. Governance (keys, policies, ceremonies) is the operator's alone, and
+#: establishing a policy no runtime role's.
+HASHING = {"event_hash_v1", "frame_text_v1", "frame_opt_text_v1", "frame_time_v1"}
+MAY_EXECUTE = {
+    "canonlog_reader": HASHING,
+    "canonlog_writer": HASHING | {"append_v1", "acquire_grant_v1", "release_grant_v1", "halt_v1"},
+    "canonlog_operator": HASHING | {
+        "halt_v1", "add_key_v2", "revoke_key_v1", "propose_failover_v2", "propose_resume_v2",
+        "propose_policy_v1", "approve_v2", "execute_failover_v2", "resume_ceremony_v2",
+        "execute_policy_change_v1"},
+}
+POLICY = policy_of(("w-1", "alice", Ed25519PrivateKey.from_private_bytes(bytes([1]) * 32)),
+                   ("w-2", "bob", Ed25519PrivateKey.from_private_bytes(bytes([2]) * 32)),
+                   (RESUME_WITNESS_KEY_ID, RESUME_WITNESS_OWNER, RESUME_WITNESS_KEY))
 
 
 @pytest.fixture
 async def ceremony(database):
+    admin = await AsyncpgEventLog.connect(database.admin.uri())
+    await admin.establish_policy("main", POLICY, "admin")
+    await admin.close()
     log = await AsyncpgEventLog.connect(database.app.uri())
     await log.acquire_grant("main", "writer-a")
-    await log.add_key("main", "w-1", "witness", "alice", bytes([1]) * 32, "ops")
-    await log.add_key("main", "w-2", "witness", "bob", bytes([2]) * 32, "ops")
-    proposal = await log.propose_failover("main", "writer-b", "ops")
-    await log.approve("main", proposal, "w-1", bytes(64), "ops")
-    yield database
     await log.close()
+    operator = await AsyncpgEventLog.connect(database.operator.uri())
+    proposal = await operator.propose_failover("main", "writer-b", "ops")
+    await operator.approve("main", proposal, "w-1", bytes(64), "ops")
+    yield database
+    await operator.close()
 
 
 async def _sqlstate(dsn: str, statement: str, *, setup: tuple[str, ...] = ()) -> str | None:
@@ -72,24 +96,38 @@ async def test_runtime_roles_hold_no_write_privilege_on_ceremonies(ceremony, sta
     assert await _sqlstate(ceremony.app.uri(), statement) == "42501"
 
 
-async def test_only_the_operator_role_runs_ceremonies(ceremony):
+async def test_the_application_login_runs_no_governance_function(ceremony):
+    """Every function of schema canonlog, held against what each runtime role and the
+    application's and operator's logins may execute; the application's login (writer
+    and reader) runs no key, policy or ceremony function."""
     conn = await asyncpg.connect(ceremony.admin.uri())
     try:
-        await conn.execute("DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname ="
-                           " 'writer_only') THEN CREATE ROLE writer_only LOGIN IN ROLE"
-                           " canonlog_writer; END IF; IF NOT EXISTS (SELECT FROM pg_roles WHERE"
-                           " rolname = 'reader_only') THEN CREATE ROLE reader_only LOGIN IN ROLE"
-                           " canonlog_reader; END IF; END $$")
+        functions = await conn.fetch(
+            "SELECT p.oid, p.proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace"
+            " WHERE n.nspname = 'canonlog'")
+        logins = {ceremony.app.user: MAY_EXECUTE["canonlog_writer"] | HASHING,
+                  ceremony.operator.user: MAY_EXECUTE["canonlog_operator"]}
+        for role, allowed in (*MAY_EXECUTE.items(), *logins.items(), ("public", set())):
+            may = {f["proname"] for f in functions if await conn.fetchval(
+                "SELECT has_function_privilege($1, $2::oid, 'EXECUTE')", role, f["oid"])}
+            assert may == allowed, role
     finally:
         await conn.close()
-    for user in ("writer_only", "reader_only"):
-        dsn = ceremony.admin.as_user(user).uri()
-        for statement in OPERATOR_ONLY:
-            assert await _sqlstate(dsn, statement) == "42501", (user, statement)
-        assert await _sqlstate(dsn, "SELECT * FROM canonlog.approvals") == "42501"
     app = ceremony.app.uri()
-    assert await _sqlstate(app, "SELECT * FROM canonlog.counted_approvals_v1('main', 1)") == "42501"
-    assert await _sqlstate(app, "SELECT canonlog.format_duration_v1(1)") == "42501"
+    for statement in (
+        "SELECT canonlog.propose_resume_v2('main', 'me')",
+        "SELECT canonlog.approve_v2('main', 1, 'w-2', '\\x00'::bytea, 'me')",
+        "SELECT canonlog.execute_failover_v2('main', 1, 'me')",
+        "SELECT canonlog.execute_failover_v1('main', 1, 1, 'me')",
+        "SELECT canonlog.add_key_v1('main', 'w-9', 'witness', 'me', '\\x00'::bytea, 'me')",
+        "SELECT canonlog.establish_policy_v1('other', '{}'::jsonb, 'me')",
+    ):
+        assert await _sqlstate(app, statement) == "42501", statement
+    operator = ceremony.operator.uri()
+    assert await _sqlstate(operator, "SELECT canonlog.establish_policy_v1('x', '{}', 'me')") \
+        == "42501"
+    assert await _sqlstate(operator, "SELECT canonlog.resume_ceremony_v1('main', 1, 1, 0, 'me')"
+                           ) == "42501"
 
 
 async def test_the_schema_check_covers_the_ceremony_triggers(ceremony):

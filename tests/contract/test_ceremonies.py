@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-from typing import Any
 
 import pytest
 
@@ -33,7 +32,6 @@ from canonlog.domain.errors import (
 from canonlog.domain.events import WriterGrant
 from canonlog.domain.governance import GovernancePolicy, policy_statement_v1
 from canonlog.domain.hashing import event_hash_v1
-from canonlog.infrastructure.memory import MemoryEventLog
 from tests.support.ceremony import policy_of
 from tests.support.keys import public_bytes, seeded_key
 from tests.support.ledgers import request
@@ -43,36 +41,6 @@ WITNESSES = {"w-alice": ("alice", 11), "w-alice-2": ("alice", 12), "w-bob": ("bo
              "w-carol": ("carol", 14)}
 POLICY = policy_of(*((k, o, seeded_key(seed)) for k, (o, seed) in WITNESSES.items()),
                    threshold=2)
-#: Steps that are the administrator's and the writer's; every other one is the operator's.
-ADMIN_STEPS = {"establish_policy"}
-WRITER_STEPS = {"acquire_grant", "release_grant", "append_batch", "append"}
-
-
-class ByRole:
-    """One EventLog whose steps each run as the login they belong to."""
-
-    def __init__(self, writer: EventLog, operator: EventLog, admin: EventLog) -> None:
-        self.writer, self.operator, self.admin = writer, operator, admin
-
-    def __getattr__(self, name: str) -> Any:
-        log = (self.admin if name in ADMIN_STEPS else self.writer if name in WRITER_STEPS
-               else self.operator)
-        return getattr(log, name)
-
-
-@pytest.fixture
-async def event_log(event_log, database, request):
-    if isinstance(event_log, MemoryEventLog):
-        yield event_log
-        return
-    connect = type(event_log).connect
-    operator = await connect(database.operator.uri())
-    admin = await connect(database.admin.uri())
-    yield ByRole(event_log, operator, admin)
-    await operator.close()
-    await admin.close()
-
-
 async def witnessed_ledger(log: EventLog, policy: GovernancePolicy = POLICY,
                            ledger_id: str = "main") -> WriterGrant:
     await log.establish_policy(ledger_id, policy, "admin")

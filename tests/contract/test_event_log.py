@@ -240,7 +240,7 @@ async def test_a_halted_ledger_refuses_writes_until_resumed(event_log):
     await append_one(event_log, grant, request("s"))
     ledger_events = await event_log.read_stream("main", "$ledger")
     assert [e.event_type for e in ledger_events] == [
-        "canonlog.writer_granted", "canonlog.halted", "canonlog.key_added",
+        "canonlog.writer_granted", "canonlog.halted", "canonlog.policy_established",
         "canonlog.ceremony_proposed", "canonlog.ceremony_approved", "canonlog.resumed"]
     assert ledger_events[-1].sequence == resumed
     for event in await all_events(event_log):
@@ -380,7 +380,6 @@ async def test_a_signed_event_needs_an_active_key_of_its_agent(event_log):
     grant = await event_log.acquire_grant("main", "writer-a")
     private, public = agent_key(1)
     await event_log.add_key("main", "k-1", "agent", "agent-7", public, "ops")
-    await event_log.add_key("main", "w-1", "witness", "witness-1", agent_key(2)[1], "ops")
     result = await append_one(event_log, grant, signed_request(private, "k-1", "agent-7"))
     (event,) = result.events
     assert event.signing_key_id == "k-1" and len(event.signature) == 64
@@ -389,7 +388,6 @@ async def test_a_signed_event_needs_an_active_key_of_its_agent(event_log):
     head = await event_log.head("main")
     refusals = await event_log.append_batch(grant, [
         signed_request(private, "k-1", "agent-8"),      # someone else's key
-        signed_request(private, "w-1", "witness-1"),    # a witness key cannot sign events
         signed_request(private, "nope", "agent-7"),     # unknown key
     ])
     assert all(isinstance(o, InvalidEvent) for o in refusals), refusals
