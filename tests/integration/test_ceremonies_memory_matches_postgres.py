@@ -12,10 +12,12 @@ from canonlog.application.ports import EventLog, append_one
 from canonlog.domain.canonical import canonical_json
 from canonlog.domain.errors import CanonlogError
 from canonlog.domain.events import AppendRequest, NewEvent
+from canonlog.domain.governance import GovernancePolicy, PolicyWitness
 from canonlog.infrastructure.postgres.psycopg_log import PsycopgEventLog
 from tests.conftest import TestDatabase
 from tests.integration.test_memory_matches_postgres import stable
 from tests.support.chains import assert_chain_verifies, run_side_by_side
+from tests.support.roles import by_role
 
 #: Fixed signatures: the stores do not check them (the application does), so the same
 #: bytes go into both ledgers and their payloads can be compared byte for byte.
@@ -23,6 +25,11 @@ SIGNATURE = bytes(range(64))
 PUBLIC = {"w-1": bytes([1]) * 32, "w-2": bytes([2]) * 32, "w-3": bytes([3]) * 32,
           "w-1b": bytes([4]) * 32}
 OWNER = {"w-1": "alice", "w-2": "bob", "w-3": "carol", "w-1b": "alice"}
+
+
+def policy(*key_ids: str, threshold: int = 2, wait: int = 0) -> GovernancePolicy:
+    return GovernancePolicy(tuple(PolicyWitness(k, OWNER[k], PUBLIC[k]) for k in key_ids),
+                            threshold, threshold, threshold, wait)
 
 
 async def attempt(step: Any) -> object:
@@ -41,9 +48,19 @@ def ceremonies_summary(found: list[Any]) -> list[dict[str, Any]]:
 async def run_script(log: EventLog) -> list[object]:
     results: list[object] = []
     grant = await log.acquire_grant("main", "writer-a")
-    for key_id, public in PUBLIC.items():
-        await log.add_key("main", key_id, "witness", OWNER[key_id], public, "ops")
+    results.append(await attempt(log.propose_failover("main", "writer-b", "ops")))
+    results.append(await attempt(log.establish_policy("main", dataclasses.replace(
+        policy("w-1", "w-2"), failover_threshold=3), "admin")))
+    results.append(await attempt(log.establish_policy("main", dataclasses.replace(
+        policy("w-1"), witnesses=policy("w-1").witnesses * 2), "admin")))
+    results.append(await attempt(log.establish_policy("main", dataclasses.replace(
+        policy("w-1", "w-2"), proposers=()), "admin")))
+    results.append(await attempt(log.establish_policy("", policy("w-1"), "admin")))
+    results.append(await log.establish_policy("main", policy("w-1", "w-2", "w-3", "w-1b"),
+                                              "admin \"quoted\" é"))
+    results.append(await attempt(log.establish_policy("main", policy("w-1"), "admin")))
     await log.add_key("main", "agent-1", "agent", "agent-7", bytes([9]) * 32, "ops")
+    results.append(await attempt(log.add_key("main", "w-9", "witness", "x", bytes(32), "ops")))
     await append_one(log, grant, AppendRequest.create("s", [NewEvent.create("x", {"n": 1})]))
     results.append(await attempt(log.propose_failover("main", "writer-a", "ops")))
     results.append(await attempt(log.propose_failover("main", "", "ops")))
@@ -51,16 +68,27 @@ async def run_script(log: EventLog) -> list[object]:
     first = await log.propose_failover("main", "writer-b", "ops \"quoted\" é")
     second = await log.propose_failover("main", "writer-c", "ops")
     results += [first, second]
-    for key_id in ("agent-1", "w-missing", "w-2", "w-2", "w-1", "w-1b"):
+    for key_id in ("agent-1", "w-missing", "w-2", "w-2"):
         results.append(await attempt(log.approve("main", first, key_id, SIGNATURE, "ops")))
     results.append(await attempt(log.approve("main", 99, "w-3", SIGNATURE, "ops")))
     results.append(await attempt(log.approve("main", first, "w-3", b"x" * 63, "ops")))
-    results.append(await attempt(log.execute_failover("main", first, 3, "ops")))
-    results.append(await attempt(log.execute_failover("main", first, 0, "ops")))
-    await log.revoke_key("main", "w-3", "ops", "lost")
+    results.append(await attempt(log.execute_failover("main", first, "ops")))
+    # The policy ceremony: drop w-3, whose approvals then stop counting.
     results.append(await attempt(log.approve("main", second, "w-3", SIGNATURE, "ops")))
-    results.append(await attempt(log.execute_failover("main", first, 2, "ops")))
-    results.append(await attempt(log.execute_failover("main", first, 2, "ops")))
+    change = await log.propose_policy("main", policy("w-1", "w-2", "w-1b"), "ops")
+    rival = await log.propose_policy("main", policy("w-1", "w-2"), "ops")
+    results.append(await attempt(log.execute_policy_change("main", change, "ops")))
+    results.append(await attempt(log.execute_failover("main", change, "ops")))
+    for key_id in ("w-1", "w-3"):
+        results.append(await attempt(log.approve("main", change, key_id, SIGNATURE, "ops")))
+    results.append(await attempt(log.execute_policy_change("main", change, "ops")))
+    results.append(await attempt(log.approve("main", rival, "w-1", SIGNATURE, "ops")))
+    results.append(await attempt(log.execute_policy_change("main", rival, "ops")))
+    results.append(await attempt(log.approve("main", second, "w-3", SIGNATURE, "ops")))
+    results.append(await attempt(log.execute_failover("main", second, "ops")))
+    results.append(await attempt(log.approve("main", first, "w-1", SIGNATURE, "ops")))
+    results.append(await attempt(log.execute_failover("main", first, "ops")))
+    results.append(await attempt(log.execute_failover("main", first, "ops")))
     results.append(await attempt(log.approve("main", second, "w-1", SIGNATURE, "ops")))
     results.append(await attempt(append_one(log, grant, AppendRequest.create(
         "s", [NewEvent.create("x", {"n": 2})]))))
@@ -68,17 +96,23 @@ async def run_script(log: EventLog) -> list[object]:
     await log.halt("main", "drill", "ops")
     resume = await log.propose_resume("main", "ops")
     results.append((resume, await log.propose_resume("main", "ops")))
-    results.append(await attempt(log.execute_failover("main", resume, 1, "ops")))
-    results.append(await attempt(log.resume_ceremony("main", resume, 1, 0, "ops")))
-    await log.approve("main", resume, "w-2", SIGNATURE, "ops")
-    results.append(await attempt(log.resume_ceremony("main", resume, 2, 0, "ops")))
-    results.append(await attempt(log.resume_ceremony("main", resume, 1, -5, "ops")))
-    results.append(await attempt(log.resume_ceremony("main", resume, 1, 10**9, "ops")))
-    results.append(await attempt(log.resume_ceremony("main", resume, 1, 0, "ops")))
-    results.append(await attempt(log.resume_ceremony("main", resume, 1, 0, "ops")))
+    results.append(await attempt(log.execute_failover("main", resume, "ops")))
+    results.append(await attempt(log.resume_ceremony("main", resume, "ops")))
+    for key_id in ("w-2", "w-1b"):
+        await log.approve("main", resume, key_id, SIGNATURE, "ops")
+    results.append(await attempt(log.resume_ceremony("main", resume, "ops")))
+    results.append(await attempt(log.resume_ceremony("main", resume, "ops")))
+    # A second ledger whose policy waits: refused until the wait is over.
+    await log.establish_policy("slow", policy("w-1", threshold=1, wait=10**9), "admin")
+    await log.acquire_grant("slow", "writer-a")
+    await log.halt("slow", "drill", "ops")
+    slow = await log.propose_resume("slow", "ops")
+    await log.approve("slow", slow, "w-1", SIGNATURE, "ops")
+    results.append(await attempt(log.resume_ceremony("slow", slow, "ops")))
     results.append(ceremonies_summary(await log.ceremonies("main")))
     results.append(ceremonies_summary(await log.ceremonies("main", second)))
     results.append(await log.ceremonies("nowhere"))
+    results.append(await log.policies("main"))
     return results
 
 
@@ -99,7 +133,7 @@ def without_remaining_time(results: list[object]) -> list[object]:
 
 
 async def test_memory_and_postgres_run_ceremonies_alike(database: TestDatabase) -> None:
-    memory, postgres = await run_side_by_side(database.app.uri(), run_script)
+    memory, postgres = await run_side_by_side(database, run_script)
     assert without_remaining_time(memory.results) == without_remaining_time(postgres.results)
     assert any(isinstance(r, tuple) and r[0] == "WaitingPeriodNotOver" for r in memory.results)
     assert len(memory.events) == len(postgres.events) > 15
@@ -111,7 +145,7 @@ async def test_memory_and_postgres_run_ceremonies_alike(database: TestDatabase) 
 
 async def test_ceremony_payloads_are_canonical_json(database: TestDatabase) -> None:
     """What PostgreSQL writes for ceremony events is the canonical JSON of the payload."""
-    postgres = await PsycopgEventLog.connect(database.app.uri())
+    postgres = await by_role(PsycopgEventLog, database)
     try:
         await run_script(postgres)
         for event in await postgres.read_stream("main", "$ledger"):

@@ -15,8 +15,9 @@ import asyncpg
 import pytest
 
 from canonlog.application.ports import AppendOutcome, AppendResult, EventLog, append_one
+from canonlog.application.verifier import verify_events
 from canonlog.domain.canonical import canonical_json
-from canonlog.domain.ceremony import governance_event_problems, resume_statement_v1
+from canonlog.domain.ceremony import resume_statement_v1
 from canonlog.domain.errors import CanonlogError, InvalidEvent
 from canonlog.domain.events import (
     AppendRequest,
@@ -33,10 +34,11 @@ from tests.support.ceremony import (
     RESUME_WITNESS_KEY,
     RESUME_WITNESS_KEY_ID,
     RESUME_WITNESS_OWNER,
+    TEST_POLICY,
     resume_by_ceremony,
 )
 from tests.support.chains import assert_chain_verifies, run_side_by_side
-from tests.support.keys import public_bytes
+from tests.support.roles import by_role
 
 #: Fields that depend on the clock or on random ids, and the hashes that cover them.
 VOLATILE = {"event_id", "recorded_at", "hash", "prev_hash"}
@@ -130,15 +132,15 @@ def unclocked(event: RecordedEvent) -> dict[str, Any]:
 
 
 async def test_memory_and_postgres_record_the_same_ledger(database: TestDatabase) -> None:
-    memory, postgres = await run_side_by_side(database.app.uri(), run_script)
+    memory, postgres = await run_side_by_side(database, run_script)
     assert memory.results == postgres.results
     assert len(memory.events) == len(postgres.events) > 10
     for mine, theirs in zip(memory.events, postgres.events, strict=True):
         assert unclocked(mine) == unclocked(theirs), f"event {theirs.sequence} differs"
     for run in (memory, postgres):
         assert_chain_verifies(run.events)
-        (resumed,) = [e for e in run.events if e.event_type == "canonlog.resumed"]
-        assert governance_event_problems(resumed, {k.key_id: k for k in run.keys}) == []
+        assert [e for e in run.events if e.event_type == "canonlog.resumed"]
+        assert verify_events(run.events, "main").ok
     supplied = [e for e in postgres.events if e.event_id == SUPPLIED_ID]
     assert [e.sequence for e in supplied] == [e.sequence for e in memory.events
                                               if e.event_id == SUPPLIED_ID]
@@ -216,9 +218,7 @@ def expected_governance_payloads(reason: str, halt: RecordedEvent) -> list[dict[
         {"writer_id": "writer-a", "epoch": 1, "kind": "genesis",
          "previous_writer_id": None, "previous_epoch": 0},
         {"reason": reason, "actor": "ops"},
-        {"key_id": RESUME_WITNESS_KEY_ID, "purpose": "witness",
-         "owner_id": RESUME_WITNESS_OWNER,
-         "public_key": public_bytes(RESUME_WITNESS_KEY).hex(), "actor": "ops"},
+        {"kind": "adoption", "policy": TEST_POLICY.document(), "actor": "ops"},
         {"proposal_id": 1, "kind": "resume", "writer_id": "writer-a", "epoch": 1,
          "halt_sequence": halt.sequence, "halt_hash": halt.hash.hex(), "actor": "ops"},
         {"proposal_id": 1, "kind": "resume", "key_id": RESUME_WITNESS_KEY_ID,
@@ -226,7 +226,7 @@ def expected_governance_payloads(reason: str, halt: RecordedEvent) -> list[dict[
         {"actor": "ops", "halt_reason": reason, "evidence": {
             "proposal_id": 1, "halt_sequence": halt.sequence, "halt_hash": halt.hash.hex(),
             "approvals": approvals, "threshold": 1, "min_wait_seconds": 0,
-            "statement": "canonlog/ceremony/resume/v1"}},
+            "policy_sequence": halt.sequence + 1, "statement": "canonlog/ceremony/resume/v1"}},
         {"writer_id": "writer-a", "epoch": 1},
         {"writer_id": "writer-b", "epoch": 2, "kind": "hand-over",
          "previous_writer_id": None, "previous_epoch": 1},
@@ -239,7 +239,7 @@ async def test_governance_payloads_are_canonical_json(database: TestDatabase) ->
     the same."""
     reason = 'suspected tampering — "seq 7"\n\x01\x7f\u2028'
     memory = MemoryEventLog()
-    postgres = await AsyncpgEventLog.connect(database.app.uri())
+    postgres = await by_role(AsyncpgEventLog, database)
     try:
         for log in (memory, postgres):
             grant = await log.acquire_grant("main", "writer-a")

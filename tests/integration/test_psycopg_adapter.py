@@ -124,7 +124,11 @@ async def test_events_written_through_asyncpg_read_identically_through_psycopg(d
             request("order-3", context=WriteContext(agent_id="agent-2")),
         ])
         await writer.halt("main", "drill", "ops")
-        await resume_by_ceremony(writer)
+        admin = await AsyncpgEventLog.connect(database.admin.uri())
+        try:
+            await resume_by_ceremony(writer, governor=admin)
+        finally:
+            await admin.close()
         await writer.append(grant, request("order-2", expected=1))
 
         written = await writer.read_all("main")

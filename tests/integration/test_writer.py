@@ -380,17 +380,21 @@ async def test_a_writer_fenced_by_a_failover_stops_for_good(env):
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     from canonlog.application import ceremonies
-    from canonlog.infrastructure.keyfiles import public_bytes
+    from tests.support.ceremony import policy_of
 
-    make, _, _ = env
+    make, database, _ = env
     writer, counting = await make("writer-a", lease_renew_interval=0.05)
     log = counting.inner
     witness = Ed25519PrivateKey.generate()
-    await log.add_key("main", "w-1", "witness", "witness-1", public_bytes(witness), "ops")
-    ceremony = await ceremonies.propose_failover(log, "main", "writer-b", "ops")
-    await ceremonies.approve(log, "main", ceremony.proposal_id, "w-1", "ops",
-                             private_key=witness)
-    await ceremonies.execute_failover(log, "main", ceremony.proposal_id, 1, "ops")
+    admin = await AsyncpgEventLog.connect(database.admin.uri())
+    try:
+        await admin.establish_policy("main", policy_of(("w-1", "witness-1", witness)), "admin")
+        ceremony = await ceremonies.propose_failover(admin, "main", "writer-b", "ops")
+        await ceremonies.approve(admin, "main", ceremony.proposal_id, "w-1", "ops",
+                                 private_key=witness)
+        await ceremonies.execute_failover(admin, "main", ceremony.proposal_id, "ops")
+    finally:
+        await admin.close()
     with pytest.raises(StaleWriter):
         await writer.append(req("s"))
     for _ in range(100):

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
+from typing import Any
 
 from canonlog.application.ports import EventLog
 from canonlog.domain.events import GENESIS_HASH, RecordedEvent, RegisteredKey
 from canonlog.domain.hashing import event_hash_v1
 from canonlog.infrastructure.memory import MemoryEventLog
 from canonlog.infrastructure.postgres.asyncpg_log import AsyncpgEventLog
+from tests.support.roles import by_role
 
 
 def assert_chain_verifies(events: list[RecordedEvent]) -> None:
@@ -44,12 +46,12 @@ class Recorded:
 
 
 async def run_side_by_side(
-    dsn: str, script: Callable[[EventLog], Awaitable[list[object]]]
+    database: Any, script: Callable[[EventLog], Awaitable[list[object]]]
 ) -> tuple[Recorded, Recorded]:
-    """Runs script on a new in-memory log and on the database at dsn (asyncpg);
-    returns what each recorded, memory first."""
+    """Runs script on a new in-memory log and on the test database (asyncpg, each step
+    as its login: tests.support.roles); returns what each recorded, memory first."""
     recorded = []
-    for event_log in (MemoryEventLog(), await AsyncpgEventLog.connect(dsn)):
+    for event_log in (MemoryEventLog(), await by_role(AsyncpgEventLog, database)):
         try:
             results = await script(event_log)
             recorded.append(Recorded(results, await event_log.read_all("main", limit=10_000),

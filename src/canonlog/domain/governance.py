@@ -52,7 +52,8 @@ class PolicyWitness:
 @dataclass(frozen=True, slots=True)
 class GovernancePolicy:
     """Who the witnesses are, how many of them each ceremony kind needs, how long a
-    halt lasts at least, and the database roles whose members may open proposals."""
+    halt lasts at least, and the database roles whose members may open proposals.
+    Witnesses are held in key id order, as the database stores them."""
 
     witnesses: tuple[PolicyWitness, ...]
     failover_threshold: int
@@ -60,6 +61,10 @@ class GovernancePolicy:
     policy_threshold: int
     resume_wait_seconds: int
     proposers: tuple[str, ...] = DEFAULT_PROPOSERS
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "witnesses", tuple(
+            sorted(self.witnesses, key=lambda w: w.key_id.encode())))
 
     def threshold(self, kind: ThresholdKind) -> int:
         return {"failover": self.failover_threshold, "resume": self.resume_threshold,
@@ -75,8 +80,7 @@ class GovernancePolicy:
         """The policy as the chain and the database hold it: witnesses by key id."""
         return {
             "witnesses": [{"key_id": w.key_id, "owner_id": w.owner_id,
-                           "public_key": w.public_key.hex()}
-                          for w in sorted(self.witnesses, key=lambda w: w.key_id.encode())],
+                           "public_key": w.public_key.hex()} for w in self.witnesses],
             "thresholds": {"failover": self.failover_threshold, "resume": self.resume_threshold,
                            "policy": self.policy_threshold},
             "resume_wait_seconds": self.resume_wait_seconds,
@@ -138,10 +142,8 @@ def policy_from_document(document: Any) -> GovernancePolicy:
         raise ValueError(problem)
     t = document["thresholds"]
     return GovernancePolicy(
-        witnesses=tuple(sorted((PolicyWitness(w["key_id"], w["owner_id"],
-                                              bytes.fromhex(w["public_key"]))
-                                for w in document["witnesses"]),
-                               key=lambda w: w.key_id.encode())),
+        witnesses=tuple(PolicyWitness(w["key_id"], w["owner_id"], bytes.fromhex(w["public_key"]))
+                        for w in document["witnesses"]),
         failover_threshold=t["failover"], resume_threshold=t["resume"],
         policy_threshold=t["policy"], resume_wait_seconds=document["resume_wait_seconds"],
         proposers=tuple(document["proposers"]))
