@@ -29,11 +29,13 @@ class Result:
 
 
 class Cli:
-    """Runs `python -m canonlog --dsn ... --admin-dsn ...`; of the CANONLOG_* variables
+    """Runs `python -m canonlog --dsn ... --admin-dsn ... [--operator-dsn ...]`; of the
+    CANONLOG_* variables
     only those in env reach it, so the test's own environment cannot change a run."""
 
-    def __init__(self, dsn: str, admin_dsn: str, env: dict[str, str] | None = None) -> None:
-        self.dsn, self.admin_dsn = dsn, admin_dsn
+    def __init__(self, dsn: str, admin_dsn: str, env: dict[str, str] | None = None,
+                 operator_dsn: str | None = None) -> None:
+        self.dsn, self.admin_dsn, self.operator_dsn = dsn, admin_dsn, operator_dsn
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("CANONLOG_")}
         self.env |= env or {}
 
@@ -50,7 +52,8 @@ class Cli:
         environment = {k: v for k, v in (self.env | (env or {})).items() if k not in drop_env}
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "canonlog", "--dsn", self.dsn, "--admin-dsn", self.admin_dsn,
-            *args, cwd=ROOT, env=environment, stdin=asyncio.subprocess.PIPE,
+            *(("--operator-dsn", self.operator_dsn) if self.operator_dsn else ()), *args,
+            cwd=ROOT, env=environment, stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         out, err = await process.communicate((stdin or "").encode())
         assert process.returncode is not None

@@ -286,14 +286,16 @@ class ChainVerifier:
             self._report(event.sequence, "bad_signature",
                          f"{event.event_type} event does not describe a key")
 
-    def compare_stored_policies(self, stored: Iterable[PolicyInForce]) -> None:
+    def compare_stored_policies(self, stored: Iterable[PolicyInForce], *,
+                                to_head: bool = True) -> None:
         """Holds the policies the database enforces against those the chain established,
-        for the sequences checked: a stored policy the chain does not record at its
-        sequence (a forged row) is a break there."""
+        after the start (to_head: up to any sequence; else up to the last one checked):
+        a stored policy the chain does not record at its sequence (a forged row) is a
+        break there."""
         low, high = self.after_sequence, self._last_sequence
         stored_at = {p.sequence: p.policy for p in stored}
         for sequence in sorted(set(stored_at) | set(self.policies)):
-            if not low < sequence <= high:
+            if sequence <= low or (sequence > high and not to_head):
                 continue
             chained, enforced = self.policies.get(sequence), stored_at.get(sequence)
             if enforced is not None and chained != enforced:
@@ -420,5 +422,6 @@ async def verify_chain(
         if progress is not None:
             progress(checked)
     if signatures != "ignore":
-        verifier.compare_stored_policies(await reader.policies(ledger_id))
+        verifier.compare_stored_policies(await reader.policies(ledger_id),
+                                         to_head=until is None)
     return verifier.report()

@@ -61,18 +61,20 @@ def parse_duration(text: str) -> int:
 
 
 def _witness(spec: str) -> PolicyWitness:
-    """FILE (key id and owner: its name without suffix) or NAME=FILE or NAME=HEX; the
-    file holds the public key as hex, as `keys generate` prints it."""
+    """FILE, KEY_ID=FILE or KEY_ID:OWNER=FILE (FILE may be the hex itself): the file holds
+    the public key as hex, as `keys generate` prints it; the key id defaults to the
+    file's name without its suffix, the owner to the key id."""
     name, equals, source = spec.rpartition("=")
     path = Path(source)
     if not equals:
         name = path.stem
+    key_id, _, owner = name.partition(":")
     try:
         text = path.read_text("utf-8") if path.is_file() else source
         public_key = parse_public_key(text)
     except (OSError, KeyFileError) as exc:
         raise InvalidEvent(f"--witness {spec}: {exc}") from exc
-    return PolicyWitness(name, name, public_key)
+    return PolicyWitness(key_id, owner or key_id, public_key)
 
 
 def policy_of(args: argparse.Namespace) -> GovernancePolicy:
@@ -204,9 +206,9 @@ async def cmd_policy_sign(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _policy_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--witness", action="append", required=True, metavar="[NAME=]FILE",
+    parser.add_argument("--witness", action="append", required=True, metavar="[KEY_ID[:OWNER]=]FILE",
                         help="a witness's public key file (hex, as `keys generate` prints it) "
-                             "or NAME=HEX; repeat for each witness")
+                             "or the hex itself; repeat for each witness")
     parser.add_argument("--threshold", type=int, required=True,
                         help="witnesses every ceremony needs, unless set per kind")
     parser.add_argument("--failover-threshold", type=int)
