@@ -4,7 +4,7 @@ Each method mirrors its function of sql/0001_core.sql, sql/0003_ceremonies.sql o
 sql/0004_governance_policy.sql step for step; the ceremony rules themselves are
 canonlog.domain.ceremony's and canonlog.domain.governance's.
 canonlog.resume_v1 has no public twin here: in the database only
-resume_ceremony_v1 may call it, so only resume_ceremony calls _resume.
+the resume ceremony may call it, so only resume_ceremony calls _resume.
 """
 
 from __future__ import annotations
