@@ -32,7 +32,7 @@ from canonlog.infrastructure.http import ServiceConfig, create_app
 from canonlog.infrastructure.http.auth import AuthConfig, load_jwks_file
 from canonlog.infrastructure.settings import Settings
 from tests.conftest import TestDatabase
-from tests.support.servers import APP_ROLE, PgTarget, clone, drop
+from tests.support.servers import APP_ROLE, OPERATOR_ROLE, PgTarget, clone, drop
 
 ISSUER = "https://issuer.canonlog.test"
 AUDIENCE = "canonlog-service"
@@ -172,7 +172,8 @@ async def shared(pg_admin: PgTarget, pg_template: PgTarget, auth_config: AuthCon
                  tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[RunningService]:
     """One authenticated service for a module's tests that do not change the ledger's state."""
     target = await clone(pg_admin, pg_template)
-    database = TestDatabase(admin=target, app=target.as_user(APP_ROLE))
+    database = TestDatabase(admin=target, app=target.as_user(APP_ROLE),
+                            operator=target.as_user(OPERATOR_ROLE))
     config = ServiceConfig(auth=auth_config, max_body_bytes=64 * 1024)
     try:
         async with running_service(database, tmp_path_factory.mktemp("service"), config) as service:
