@@ -64,7 +64,8 @@ async def cmd_db_status(settings: Settings, args: argparse.Namespace) -> int:
         for m in applied:
             print(f"  {m.version:04d}_{m.name}  {m.checksum[:12]}  {m.applied_at:%Y-%m-%d %H:%M}")
         print(f"integrity: {'ok' if report.ok else 'PROBLEMS'} ({report.triggers_checked} "
-              f"triggers, {report.functions_checked} functions checked)")
+              f"triggers, {report.functions_checked} functions, {report.facts_checked} "
+              "catalogue facts checked)")
         for problem in report.problems:
             print(f"  - {problem}")
     return EXIT_OK if report.ok else EXIT_REFUSED

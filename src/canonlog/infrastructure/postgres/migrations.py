@@ -7,7 +7,9 @@ interleave; an applied migration whose file has since changed is an error.
 
 The integrity check compares what is installed with what is shipped: every
 trigger defined in the migrations is present on its table and enabled ALWAYS,
-and every function body is byte-identical to the newest shipped definition.
+every function body is byte-identical to the newest shipped definition, and the
+catalogue (privileges, owners, function settings and security modes, the whole
+set of triggers, role memberships; see catalogue.py) is the migrations' own.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import asyncpg
 import structlog
 
 from canonlog.domain.errors import MigrationError
+from canonlog.infrastructure.postgres.catalogue import catalogue_problems, expected_catalogue
 from canonlog.infrastructure.postgres.codec import QUERIES
 
 log = structlog.get_logger(__name__)
@@ -144,6 +147,7 @@ class SchemaReport:
     problems: tuple[str, ...]
     triggers_checked: int = 0
     functions_checked: int = 0
+    facts_checked: int = 0
     pending_migrations: tuple[int, ...] = field(default=())
 
     @property
@@ -212,9 +216,12 @@ async def check_schema(conn: asyncpg.Connection | asyncpg.pool.PoolConnectionPro
         if row["table_name"] != "schema_migrations" and row["owner"] != "canonlog_owner":
             problems.append(f"canonlog.{row['table_name']} is owned by {row['owner']}")
 
+    if not pending:
+        problems += await catalogue_problems(conn)
     return SchemaReport(
         problems=tuple(problems),
         triggers_checked=len(shipped_triggers()),
         functions_checked=len(shipped_functions()),
+        facts_checked=0 if pending else len(expected_catalogue()),
         pending_migrations=pending,
     )
