@@ -315,7 +315,12 @@ class DatabaseInspector(Protocol):
     """What the writer checks about its database before it accepts writes."""
 
     async def schema_problems(self) -> list[str]:
-        """Returns every way the integrity triggers and functions differ from the shipped ones."""
+        """Returns every way the schema (triggers, functions, privileges, owners, role
+        memberships) differs from what the shipped migrations define."""
+        ...
+
+    async def login_problems(self) -> list[str]:
+        """Returns every way the writer's own login holds more power than a writer may."""
         ...
 
     async def durability_problems(self) -> list[str]:

@@ -21,7 +21,12 @@ from canonlog.application.verification import (
     check_against_checkpoints,
     verify_ledger,
 )
-from canonlog.domain.errors import UnsafeDurability, WriterInconsistency
+from canonlog.domain.errors import (
+    CanonlogError,
+    UnsafeDurability,
+    UnsafeLogin,
+    WriterInconsistency,
+)
 from canonlog.domain.events import Head
 
 logger = structlog.get_logger("canonlog.writer")
@@ -46,7 +51,9 @@ async def verify_before_writing(
     compared, not the history before them; the log line saying it passed names
     what was not checked (a full `canonlog verify` recomputes it).
 
-    Raises UnsafeDurability when PostgreSQL could lose acknowledged commits. On any
+    Raises UnsafeDurability when PostgreSQL could lose acknowledged commits, and
+    UnsafeLogin when the writer's login is a superuser, a member of canonlog_owner or
+    the owner of a canonlog object (neither halts the ledger). On any
     mismatch (schema modified, head behind a known head, a hash that differs, a
     broken tail) it halts the ledger, logs CRITICAL with both values and raises
     WriterInconsistency.
@@ -58,6 +65,12 @@ async def verify_before_writing(
             raise UnsafeDurability(
                 "PostgreSQL could lose acknowledged writes: " + "; ".join(problems)
             )
+        problems = await inspector.login_problems()
+        if problems:
+            logger.critical("the writer's login may bypass the append function",
+                            ledger_id=ledger_id, problems=problems)
+            raise UnsafeLogin("the writer's login holds more than the canonlog_writer role: "
+                              + "; ".join(problems))
         problems = await inspector.schema_problems()
         if problems:
             await _inconsistent(event_log, ledger_id, writer_id, halt_channels,
@@ -131,6 +144,10 @@ async def _inconsistent(
     logger.critical("startup verification failed; halting the ledger", ledger_id=ledger_id,
                     writer_id=writer_id, reason=message, **values)
     reason = ("writer startup verification failed: " + message)[:1000]
-    await halt_ledger(event_log, ledger_id, reason, writer_id, halt_channels,
-                      missing_ledger_ok=True)
+    try:
+        await halt_ledger(event_log, ledger_id, reason, writer_id, halt_channels,
+                          missing_ledger_ok=True)
+    except CanonlogError as exc:  # a damaged schema may break the halt itself
+        logger.critical("the ledger could not be halted", ledger_id=ledger_id, error=str(exc))
+        raise WriterInconsistency(f"{message} (halting the ledger failed too: {exc})") from exc
     raise WriterInconsistency(message)

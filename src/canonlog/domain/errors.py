@@ -91,6 +91,11 @@ class UnsafeDurability(CanonlogError):
     """PostgreSQL would acknowledge commits it could lose (fsync, synchronous_commit, ...)."""
 
 
+class UnsafeLogin(CanonlogError):
+    """The writer's login is a superuser, a member of canonlog_owner, or owns a canonlog
+    object: it could change history without the append function, so it may not write."""
+
+
 class LedgerNotFound(CanonlogError, LookupError):
     """The ledger has never been created."""
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncpg
 
 from canonlog.infrastructure.postgres.asyncpg_log import translated
+from canonlog.infrastructure.postgres.catalogue import login_problems
 from canonlog.infrastructure.postgres.codec import QUERIES
 from canonlog.infrastructure.postgres.migrations import check_schema
 
@@ -28,6 +29,10 @@ class PostgresInspector:
         async with translated(), self._pool.acquire() as conn:
             report = await check_schema(conn)
         return list(report.problems)
+
+    async def login_problems(self) -> list[str]:
+        async with translated(), self._pool.acquire() as conn:
+            return await login_problems(conn)
 
     async def durability_problems(self) -> list[str]:
         async with translated():
