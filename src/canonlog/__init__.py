@@ -12,6 +12,8 @@ from __future__ import annotations
 from canonlog.application.client import LedgerClient
 from canonlog.application.ports import AppendResult, EventStore
 from canonlog.domain.errors import (
+    AppendOutcomeUnknown,
+    AppendTimeout,
     CanonlogError,
     ConcurrencyConflict,
     IdempotencyConflict,
@@ -22,6 +24,7 @@ from canonlog.domain.errors import (
     WriterLeaseLost,
     WriterNotVerified,
     WriterStopped,
+    WriterTaskFailed,
 )
 from canonlog.domain.events import NewEvent, RecordedEvent, StreamState
 from canonlog.infrastructure.bootstrap import open_ledger as open
@@ -31,7 +34,9 @@ from canonlog.infrastructure.settings import Settings
 event = NewEvent.create
 
 __all__ = [
+    "AppendOutcomeUnknown",
     "AppendResult",
+    "AppendTimeout",
     "CanonlogError",
     "ConcurrencyConflict",
     "EventStore",
@@ -48,6 +53,7 @@ __all__ = [
     "WriterLeaseLost",
     "WriterNotVerified",
     "WriterStopped",
+    "WriterTaskFailed",
     "event",
     "open",
 ]

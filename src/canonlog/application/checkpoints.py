@@ -172,11 +172,17 @@ class CheckpointPublisher:
         self._published_at = float("-inf")
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._failures = 0
 
     @property
     def published_sequence(self) -> int:
         """The sequence of the newest checkpoint known to be published (0 before any)."""
         return self._published
+
+    @property
+    def failures(self) -> int:
+        """How often the publishing loop failed unexpectedly and was restarted."""
+        return self._failures
 
     def notice(self, head: Head) -> None:
         """Tells the publisher of a newly acknowledged head."""
@@ -253,6 +259,20 @@ class CheckpointPublisher:
         return False
 
     async def _run(self) -> None:
+        """Publishes until cancelled; an unexpected error is logged with its cause and the
+        loop starts again after a pause, so publishing never stops silently."""
+        while True:
+            try:
+                await self._publish_forever()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self._failures += 1
+                logger.error("checkpoint publisher failed; restarting", ledger_id=self._ledger_id,
+                             error=f"{type(exc).__name__}: {exc}", exc_info=exc)
+            await asyncio.sleep(max(_RETRY_WAIT, self._poll_interval))
+
+    async def _publish_forever(self) -> None:
         try:
             await self.load_published()
         except (CanonlogError, OSError) as exc:

@@ -6,9 +6,11 @@ import asyncio
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 
+import structlog
+
 from canonlog.application.ports import AppendResult, EventNotifier, EventReader
 from canonlog.application.writer import EventWriterService
-from canonlog.domain.errors import InvalidEvent
+from canonlog.domain.errors import InvalidEvent, StorageError
 from canonlog.domain.events import (
     DEFAULT_LIMITS,
     AppendRequest,
@@ -22,6 +24,8 @@ from canonlog.domain.events import (
     WriteContext,
 )
 from canonlog.domain.signing import signable_content_v1, signature_is_valid
+
+logger = structlog.get_logger("canonlog.client")
 
 
 class PollingNotifier:
@@ -141,11 +145,20 @@ class LedgerClient:
 
         Notifications only wake the subscriber early; it re-reads from its own
         position every time, so a lost notification delays an event by at most
-        poll_interval and never skips one.
+        poll_interval and never skips one. While the database is unreachable
+        (StorageError) the subscription logs it and keeps retrying from its
+        position every poll_interval; other errors end it by raising.
         """
         position = after
         while True:
-            page = await self._event_log.read_all(self._ledger_id, after=position, limit=page_size)
+            try:
+                page = await self._event_log.read_all(self._ledger_id, after=position,
+                                                      limit=page_size)
+            except StorageError as exc:
+                logger.warning("subscription cannot read; retrying", ledger_id=self._ledger_id,
+                               after=position, error=str(exc))
+                await asyncio.sleep(poll_interval)
+                continue
             for event in page:
                 yield event
                 position = event.sequence

@@ -10,6 +10,12 @@ own halt flag inside the append itself, under the ledger lock, so a halt that
 lands between the two checks still stops the write. Concurrent callers are coalesced into one
 database call per batch (group commit); each caller gets its own outcome, and
 only after commit.
+
+No append waits longer than the append deadline (AppendTimeout), and no
+background task dies silently: one that raises is logged with its cause, fails
+every append waiting on the writer (WriterTaskFailed) and is restarted; health()
+reports it. Both errors leave the append's outcome unknown, which a retry with
+the same execution id resolves.
 """
 
 from __future__ import annotations
@@ -36,7 +42,9 @@ from canonlog.application.ports import (
     WriterLease,
 )
 from canonlog.application.startup import verify_before_writing
+from canonlog.application.supervision import TaskProblem, TaskSupervisor
 from canonlog.domain.errors import (
+    AppendTimeout,
     CanonlogError,
     GrantUnavailable,
     LeaseUnavailable,
@@ -46,6 +54,7 @@ from canonlog.domain.errors import (
     WriterLeaseLost,
     WriterNotVerified,
     WriterStopped,
+    WriterTaskFailed,
 )
 from canonlog.domain.events import AppendRequest, Head, WriterGrant
 
@@ -53,6 +62,8 @@ _STOP: Final = object()
 #: A queue at least this long, with no committed batch to resolve meanwhile, is sent
 #: in two batches (see _flush_loop).
 _SPLIT_AT: Final = 16
+_FLUSHER: Final = "canonlog-flusher"
+_LEASE: Final = "canonlog-lease"
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +82,9 @@ class WriterConfig:
     #: The last known head is saved at most this often (and always on stop): an older
     #: saved head only makes the next startup's comparison less strict.
     head_save_interval: float = 0.1
+    #: Seconds an append may wait for its outcome before it fails with AppendTimeout;
+    #: None waits without a deadline.
+    append_timeout: float | None = 30.0
 
 
 class WriterState(enum.Enum):
@@ -78,6 +92,18 @@ class WriterState(enum.Enum):
     ACCEPTING = "accepting"
     LEASE_LOST = "lease_lost"
     STOPPED = "stopped"
+
+
+@dataclass(frozen=True, slots=True)
+class WriterHealth:
+    """What a health check reads: healthy means accepting writes with every task running."""
+
+    state: WriterState
+    epoch: int | None
+    healthy: bool
+    #: The most recent unexpected failures of background tasks, oldest first.
+    problems: tuple[TaskProblem, ...]
+    task_restarts: int
 
 
 @dataclass(slots=True)
@@ -114,11 +140,16 @@ class EventWriterService:
         self._queue: asyncio.Queue[_Pending | object] = asyncio.Queue()
         self._grant: WriterGrant | None = None
         self._state = WriterState.NEW
-        self._tasks: list[asyncio.Task[None]] = []
+        #: Every append not yet resolved, queued or in a batch.
+        self._waiting: set[asyncio.Future[AppendResult]] = set()
         self._unsaved_head: Head | None = None
         self._head_saved_at = 0.0
         self._logger = structlog.get_logger("canonlog.writer").bind(
             ledger_id=config.ledger_id, writer_id=config.writer_id
+        )
+        self._tasks = TaskSupervisor(
+            self._logger, self._task_failed,
+            should_restart=lambda: self._state is not WriterState.STOPPED,
         )
 
     @property
@@ -128,6 +159,20 @@ class EventWriterService:
     @property
     def grant(self) -> WriterGrant | None:
         return self._grant
+
+    @property
+    def problems(self) -> tuple[TaskProblem, ...]:
+        """The most recent unexpected failures of the writer's background tasks."""
+        return self._tasks.problems
+
+    def health(self) -> WriterHealth:
+        running = all(not task.done() for task in self._tasks.tasks.values())
+        return WriterHealth(
+            state=self._state,
+            epoch=self._grant.epoch if self._grant is not None else None,
+            healthy=self._state is WriterState.ACCEPTING and running,
+            problems=self._tasks.problems, task_restarts=self._tasks.restarts,
+        )
 
     async def start(self) -> WriterGrant:
         """Verifies, takes the lease and the grant, and starts accepting writes.
@@ -139,10 +184,8 @@ class EventWriterService:
             raise WriterNotVerified(f"writer is {self._state.value}; start() runs once")
         await self._take_lease_and_grant()
         self._state = WriterState.ACCEPTING
-        self._tasks = [
-            asyncio.create_task(self._flush_loop(), name="canonlog-flusher"),
-            asyncio.create_task(self._lease_loop(), name="canonlog-lease"),
-        ]
+        self._tasks.start(_FLUSHER, self._flush_loop)
+        self._tasks.start(_LEASE, self._lease_loop)
         return self._require_grant()
 
     async def _take_lease_and_grant(self) -> None:
@@ -177,13 +220,32 @@ class EventWriterService:
         Raises WriterNotVerified before start() has finished, WriterLeaseLost while
         the lease is lost, WriterStopped once the writer has stopped, SystemHalted
         (never retried) when the ledger is halted or its halt state is unknown, and
-        the request's own errors otherwise.
+        the request's own errors otherwise. AppendTimeout (past the append deadline)
+        and WriterTaskFailed leave the outcome unknown: retry with the same
+        execution id to learn it.
         """
         if self._state is not WriterState.ACCEPTING:
             raise self._not_accepting()
         future: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
+        self._waiting.add(future)
+        future.add_done_callback(self._waiting.discard)
         self._queue.put_nowait(_Pending(request, future))
-        return await future
+        timeout = self._config.append_timeout
+        if timeout is None:
+            return await future
+        try:
+            async with asyncio.timeout(timeout):
+                return await future
+        except TimeoutError:
+            # The future was cancelled with the wait, so the flusher skips the request
+            # if it has not been sent yet; if it has, it may still commit.
+            self._logger.error("append timed out", stream_id=request.stream_id,
+                               execution_id=request.context.execution_id, timeout=timeout)
+            raise AppendTimeout(
+                f"the append to stream {request.stream_id} was not resolved within "
+                f"{timeout}s; it may or may not have been written: retry it with the same "
+                "execution id to learn which"
+            ) from None
 
     def _not_accepting(self) -> CanonlogError:
         if self._state is WriterState.NEW:
@@ -203,10 +265,15 @@ class EventWriterService:
         was_accepting = self._state is WriterState.ACCEPTING
         self._state = WriterState.STOPPED
         self._queue.put_nowait(_STOP)
-        for task in self._tasks:
-            if task.get_name() == "canonlog-lease":
-                task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.cancel(_LEASE)
+        try:
+            # The flusher finishes what is queued, unless the database does not answer.
+            async with asyncio.timeout(self._config.append_timeout):
+                await self._tasks.wait(_FLUSHER)
+        except TimeoutError:
+            self._logger.error("writer stopped with a batch unresolved")
+        await self._tasks.cancel()
+        self._fail_waiting(WriterStopped(f"writer {self._config.writer_id} stopped"))
         self._fail_queued(WriterStopped(f"writer {self._config.writer_id} stopped"))
         self._save_head(None, force=True)
         if hand_over and was_accepting and self._grant is not None:
@@ -372,6 +439,21 @@ class EventWriterService:
             if not item.future.done():
                 item.future.set_exception(error)
 
+    def _fail_waiting(self, error: CanonlogError) -> None:
+        for future in list(self._waiting):
+            if not future.done():
+                future.set_exception(error)
+        self._fail_queued(error)
+
+    def _task_failed(self, task: str, exc: BaseException) -> None:
+        """A background task raised: every waiting append fails, as its outcome is unknown."""
+        error = WriterTaskFailed(
+            f"the writer's {task} task failed ({type(exc).__name__}: {exc}); the append may "
+            "or may not have been written: retry it with the same execution id to learn which"
+        )
+        error.__cause__ = exc
+        self._fail_waiting(error)
+
     def _fail_queued(self, error: CanonlogError) -> None:
         while True:
             try:
@@ -410,10 +492,11 @@ class EventWriterService:
         await self._lease.release()
         try:
             await self._take_lease_and_grant()
-        except WriterInconsistency:
+        except WriterInconsistency as exc:
             self._state = WriterState.STOPPED
             self._fail_queued(WriterStopped("writer stopped: startup verification failed"))
-            raise
+            self._logger.critical("writer stopped: re-verification failed", error=str(exc))
+            return
         except GrantUnavailable as exc:
             # Another writer holds the grant (a failover was executed): this writer
             # is fenced for good, and retrying would only hold the lease from it.

@@ -71,6 +71,33 @@ class WriterStopped(CanonlogError):
     re-verify); it writes nothing more, and a new writer must take over."""
 
 
+class AppendOutcomeUnknown(CanonlogError):
+    """The writer could not tell whether an append committed.
+
+    The append may have been written or not. Retrying it with the same execution
+    id resolves the doubt: the retry returns the original events (``replayed``
+    true) if the first attempt committed, and appends them once if it did not.
+    Without an execution id a retry may write the events twice.
+    """
+
+
+class AppendTimeout(AppendOutcomeUnknown):
+    """The append was not resolved within the writer's append deadline (``append_timeout``).
+
+    Its outcome is unknown; resolve it as for AppendOutcomeUnknown, by retrying
+    with the same execution id.
+    """
+
+
+class WriterTaskFailed(AppendOutcomeUnknown):
+    """A background task of the writer failed unexpectedly while the append waited.
+
+    The writer logged the cause, restarted the task and reports the failure in
+    its health; the append's outcome is unknown (resolve it by retrying with the
+    same execution id).
+    """
+
+
 class LeaseUnavailable(WriterLeaseLost):
     """Another process holds the writer lease of this ledger."""
 

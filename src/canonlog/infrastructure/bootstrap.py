@@ -276,6 +276,7 @@ def writer_config(settings: Settings) -> WriterConfig:
         max_wait=settings.batch_max_wait,
         lease_renew_interval=settings.lease_renew_interval,
         tail_events=settings.tail_events,
+        append_timeout=settings.append_timeout,
     )
 
 

@@ -39,6 +39,10 @@ class Settings(BaseSettings):
     )
     lease_ttl: float = Field(default=10.0, gt=0, description="seconds a lease lasts unrenewed")
     lease_renew_interval: float = Field(default=2.0, gt=0)
+    append_timeout: float | None = Field(
+        default=30.0, gt=0, description="seconds an append may wait for its outcome before it "
+                                        "fails with AppendTimeout (outcome unknown); None = no deadline"
+    )
     batch_max_requests: int = Field(default=1024, ge=1)
     batch_max_events: int = Field(default=8192, ge=1)
     batch_max_wait: float = Field(default=0.0, ge=0, description="seconds to wait for company")

@@ -45,8 +45,9 @@ async def translated() -> AsyncIterator[None]:
     except asyncpg.PostgresError as exc:
         raise translate_error(exc.sqlstate, getattr(exc, "message", None) or str(exc),
                               getattr(exc, "detail", None)) from exc
-    except (asyncpg.InterfaceError, OSError) as exc:
-        raise StorageError(f"PostgreSQL connection failed: {exc}") from exc
+    except (asyncpg.InterfaceError, asyncpg.InternalClientError, OSError, TimeoutError) as exc:
+        # No answer from the server: the connection closed, broke mid-call or timed out.
+        raise StorageError(f"PostgreSQL connection failed: {type(exc).__name__}: {exc}") from exc
 
 
 async def _keep_session(connection: asyncpg.Connection) -> None:

@@ -18,7 +18,11 @@ LEASE_LOCK_CLASS = 1668050792
 #: The fraction of the ttl a holder gives up in advance (see valid_until).
 SAFETY_MARGIN = 0.1
 
-_CONNECTION_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
+#: Everything asyncpg raises when a call on the lease's connection fails: the
+#: server's errors, a closed or broken connection, a connection left mid-query
+#: by a timeout (InternalClientError), and the timeout itself.
+_CONNECTION_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError,
+                      asyncpg.InternalClientError, OSError, TimeoutError)
 
 
 class AdvisoryLockLease:
@@ -62,7 +66,7 @@ class AdvisoryLockLease:
                     acquired: bool = await conn.fetchval(
                         QUERIES["lease_try_lock"], LEASE_LOCK_CLASS, self._ledger_id
                     )
-            except (*_CONNECTION_ERRORS, TimeoutError) as exc:
+            except _CONNECTION_ERRORS as exc:
                 self._discard()
                 raise StorageError(
                     f"could not acquire the writer lease of ledger {self._ledger_id} "
@@ -93,7 +97,7 @@ class AdvisoryLockLease:
                 async with asyncio.timeout(self._ttl / 2):
                     await conn.fetchval(QUERIES["lease_unlock"], LEASE_LOCK_CLASS, self._ledger_id)
                     await conn.close()
-            except (*_CONNECTION_ERRORS, TimeoutError):
+            except _CONNECTION_ERRORS:
                 # Closing the session frees the lock as well.
                 conn.terminate()
 
@@ -123,7 +127,7 @@ class AdvisoryLockLease:
                 held: bool = await conn.fetchval(
                     QUERIES["lease_held"], LEASE_LOCK_CLASS, self._ledger_id
                 )
-        except (*_CONNECTION_ERRORS, TimeoutError):
+        except _CONNECTION_ERRORS:
             held = False
         if not held:
             return self._lost()

@@ -15,6 +15,9 @@ import asyncpg
 import structlog
 
 CHANNEL = "canonlog_events"
+#: What asyncpg raises when the listening connection cannot be opened or used.
+_CONNECTION_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError,
+                      asyncpg.InternalClientError, OSError, TimeoutError)
 log = structlog.get_logger(__name__)
 
 
@@ -37,7 +40,7 @@ class PostgresNotifier:
             try:
                 self._conn = await asyncpg.connect(self._dsn)
                 await self._conn.add_listener(CHANNEL, self._on_notify)
-            except (asyncpg.PostgresError, OSError) as exc:
+            except _CONNECTION_ERRORS as exc:
                 self._conn = None
                 log.warning("cannot listen for new events; polling", error=str(exc))
 
@@ -59,6 +62,6 @@ class PostgresNotifier:
 
     async def close(self) -> None:
         if self._conn is not None:
-            with contextlib.suppress(asyncpg.PostgresError, OSError):
+            with contextlib.suppress(*_CONNECTION_ERRORS):
                 await self._conn.close()
             self._conn = None
