@@ -32,11 +32,11 @@ class WriterProcess:
     error_output: str = ""
 
     @classmethod
-    def start(cls, **config: object) -> WriterProcess:
+    def start(cls, *, env: dict[str, str] | None = None, **config: object) -> WriterProcess:
         process = subprocess.Popen(
             [sys.executable, "-m", "tests.acceptance.writer_child", json.dumps(config)],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
         )
         writer = cls(process)
         writer.reader = threading.Thread(target=writer._read, daemon=True)

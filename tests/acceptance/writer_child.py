@@ -6,20 +6,31 @@ execution ids ``exec-<n>``, from ``start`` on, ``concurrency`` at a time. Every
 outcome is one flushed line on stdout:
 
     READY <epoch>
-    ACK <n> <first sequence> <epoch> <monotonic time submitted>
+    ACK <n> <first sequence> <epoch> <monotonic time submitted> <replayed 0|1>
     ERR <n> <error type> <monotonic time submitted>
 
 Times are time.monotonic(), which is system-wide, so a test can compare them
 with its own.
+
+With CANONLOG_TEST_KILL_AT=<point>:<n> in its environment the process SIGKILLs
+itself at a named point of the append of exec-<n>: ``before_append`` (before the
+call to the client), ``before_commit`` (the append function has run on the
+server inside a transaction that is not committed) or ``after_commit`` (the
+append committed, its caller not yet resolved).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import sys
 import time
 from pathlib import Path
+from typing import Any
+
+import asyncpg
 
 import canonlog
 from canonlog.infrastructure.bootstrap import configure_logging
@@ -28,6 +39,35 @@ from canonlog.infrastructure.bootstrap import configure_logging
 def say(line: str) -> None:
     sys.stdout.write(line + "\n")
     sys.stdout.flush()
+
+
+def die() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def kill_point() -> tuple[str, int] | None:
+    point, _, n = os.environ.get("CANONLOG_TEST_KILL_AT", "").partition(":")
+    return (point, int(n)) if point else None
+
+
+def install_kill_point(point: str, n: int) -> None:
+    """Wraps asyncpg's fetchrow, which runs the append function, for the batch of exec-<n>."""
+    original = asyncpg.connection.Connection.fetchrow
+    marker = f"exec-{n}"
+
+    async def fetchrow(self: asyncpg.Connection, query: str, *args: Any, **kw: Any) -> Any:
+        if "append_v" not in query or marker not in repr(args):
+            return await original(self, query, *args, **kw)
+        if point == "before_commit":
+            transaction = self.transaction()
+            await transaction.start()
+            await original(self, query, *args, **kw)
+            die()
+        row = await original(self, query, *args, **kw)
+        die()
+        return row
+
+    asyncpg.connection.Connection.fetchrow = fetchrow  # type: ignore[method-assign]
 
 
 async def main(config: dict) -> None:
@@ -39,6 +79,9 @@ async def main(config: dict) -> None:
         log_level="critical",
     )
     configure_logging(settings)
+    kill_at = kill_point()
+    if kill_at is not None and kill_at[0] in ("before_commit", "after_commit"):
+        install_kill_point(*kill_at)
     async with canonlog.open(settings) as log:
         say(f"READY {log.writer.grant.epoch}")
         next_n = config["start"]
@@ -51,6 +94,8 @@ async def main(config: dict) -> None:
                 n = next_n
                 next_n += 1
                 submitted = time.monotonic()
+                if kill_at == ("before_append", n):
+                    die()
                 try:
                     result = await log.append(
                         f"stream-{n % 7}",
@@ -63,7 +108,7 @@ async def main(config: dict) -> None:
                     await asyncio.sleep(0.05)
                 else:
                     first = result.events[0]
-                    say(f"ACK {n} {first.sequence} {first.epoch} {submitted:.6f}")
+                    say(f"ACK {n} {first.sequence} {first.epoch} {submitted:.6f} {int(result.replayed)}")
                 if pause:
                     await asyncio.sleep(pause)
 
