@@ -7,6 +7,7 @@ disturbs nothing else.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -52,10 +53,8 @@ class KillableServer:
         postmaster = psutil.Process(pid)
         processes = [postmaster, *postmaster.children(recursive=True)]
         for process in processes:
-            try:
+            with contextlib.suppress(psutil.NoSuchProcess):
                 process.send_signal(signal.SIGKILL)
-            except psutil.NoSuchProcess:
-                pass
         psutil.wait_procs(processes, timeout=10)
 
     def start(self) -> None:
