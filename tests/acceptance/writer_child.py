@@ -16,7 +16,9 @@ With CANONLOG_TEST_KILL_AT=<point>:<n> in its environment the process SIGKILLs
 itself at a named point of the append of exec-<n>: ``before_append`` (before the
 call to the client), ``before_commit`` (the append function has run on the
 server inside a transaction that is not committed) or ``after_commit`` (the
-append committed, its caller not yet resolved).
+append committed, its caller not yet resolved). With
+CANONLOG_TEST_BLOCK_AT=<n>:<seconds> it blocks its event loop for that long
+(a blocking call, as a long GC pause would) once exec-<n> is acknowledged.
 """
 
 from __future__ import annotations
@@ -48,6 +50,11 @@ def die() -> None:
 def kill_point() -> tuple[str, int] | None:
     point, _, n = os.environ.get("CANONLOG_TEST_KILL_AT", "").partition(":")
     return (point, int(n)) if point else None
+
+
+def block_point() -> tuple[int, float] | None:
+    n, _, seconds = os.environ.get("CANONLOG_TEST_BLOCK_AT", "").partition(":")
+    return (int(n), float(seconds)) if n else None
 
 
 def install_kill_point(point: str, n: int) -> None:
@@ -82,6 +89,7 @@ async def main(config: dict) -> None:
     kill_at = kill_point()
     if kill_at is not None and kill_at[0] in ("before_commit", "after_commit"):
         install_kill_point(*kill_at)
+    block_at = block_point()
     async with canonlog.open(settings) as log:
         say(f"READY {log.writer.grant.epoch}")
         next_n = config["start"]
@@ -109,6 +117,9 @@ async def main(config: dict) -> None:
                 else:
                     first = result.events[0]
                     say(f"ACK {n} {first.sequence} {first.epoch} {submitted:.6f} {int(result.replayed)}")
+                    if block_at is not None and block_at[0] == n:
+                        say(f"BLOCKED {time.monotonic():.6f}")
+                        time.sleep(block_at[1])  # noqa: ASYNC251 - the fault under test
                 if pause:
                     await asyncio.sleep(pause)
 
