@@ -31,6 +31,10 @@ class AppendLoad:
     ack_times: list[float] = field(default_factory=list)
     errors: dict[str, int] = field(default_factory=dict)
     next_n: int = 0
+    #: Errors after which a caller gives its request up instead of retrying it (a fenced
+    #: writer's refusals); the request is then counted in `abandoned`.
+    give_up_on: tuple[type[canonlog.CanonlogError], ...] = ()
+    abandoned: set[int] = field(default_factory=set)
     _stopping: bool = False
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -72,6 +76,9 @@ class AppendLoad:
                     name = type(exc).__name__
                     self.errors[name] = self.errors.get(name, 0) + 1
                     await asyncio.sleep(0.05)
+                    if isinstance(exc, self.give_up_on):
+                        self.abandoned.add(n)
+                        break
                     continue
                 first = result.events[0]
                 self.acked[n] = (first.sequence, first.epoch)
