@@ -3,8 +3,6 @@ same ledger lock, so every event of the old epoch commits before the promotion, 
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
