@@ -28,7 +28,8 @@ class AppendLoad:
     workers: int = 8
     #: execution number -> (first sequence, epoch) of its acknowledged events
     acked: dict[int, tuple[int, int]] = field(default_factory=dict)
-    ack_times: list[float] = field(default_factory=list)
+    #: (when the acknowledged attempt was submitted, when it was acknowledged)
+    ack_times: list[tuple[float, float]] = field(default_factory=list)
     errors: dict[str, int] = field(default_factory=dict)
     next_n: int = 0
     #: Errors after which a caller gives its request up instead of retrying it (a fenced
@@ -49,10 +50,11 @@ class AppendLoad:
 
     async def wait_for_acks(self, count: int, *, after: float = 0.0,
                             within: float = 30.0) -> float:
-        """Waits for `count` acknowledgements at or after `after`; returns when the first came."""
+        """Waits for `count` acknowledgements of appends submitted at or after `after`;
+        returns when the first of them was acknowledged."""
         deadline = time.monotonic() + within
         while True:
-            recent = [t for t in self.ack_times if t >= after]
+            recent = sorted(acked for submitted, acked in self.ack_times if submitted >= after)
             if len(recent) >= count:
                 return recent[0]
             if time.monotonic() > deadline:
@@ -66,6 +68,7 @@ class AppendLoad:
             n = self.next_n
             self.next_n += 1
             while True:
+                submitted = time.monotonic()
                 try:
                     result = await self.log.append(
                         f"stream-{n % 7}",
@@ -82,7 +85,7 @@ class AppendLoad:
                     continue
                 first = result.events[0]
                 self.acked[n] = (first.sequence, first.epoch)
-                self.ack_times.append(time.monotonic())
+                self.ack_times.append((submitted, time.monotonic()))
                 break
 
 

@@ -51,6 +51,7 @@ STATUS_BY_ERROR: dict[type[CanonlogError], int] = {
     canonlog_errors.WriterNotVerified: 503,
     canonlog_errors.WriterInconsistency: 503,
     canonlog_errors.StorageError: 503,
+    canonlog_errors.AppendOutcomeUnknown: 503,
     canonlog_errors.LedgerNotFound: 404,
     canonlog_errors.CeremonyNotFound: 404,
     canonlog_errors.CeremonyError: 409,
