@@ -30,6 +30,7 @@ from typing import Final
 
 import structlog
 
+from canonlog.application.append_queue import AppendQueue, Pending
 from canonlog.application.halting import HaltOutcome, halt_ledger
 from canonlog.application.ports import (
     AppendOutcome,
@@ -58,10 +59,6 @@ from canonlog.domain.errors import (
 )
 from canonlog.domain.events import AppendRequest, Head, WriterGrant
 
-_STOP: Final = object()
-#: A queue at least this long, with no committed batch to resolve meanwhile, is sent
-#: in two batches (see _flush_loop).
-_SPLIT_AT: Final = 16
 _FLUSHER: Final = "canonlog-flusher"
 _LEASE: Final = "canonlog-lease"
 
@@ -106,12 +103,6 @@ class WriterHealth:
     task_restarts: int
 
 
-@dataclass(slots=True)
-class _Pending:
-    request: AppendRequest
-    future: asyncio.Future[AppendResult]
-
-
 #: What a batch came to: an outcome per request, or the refusal of the whole batch.
 _Result = list[AppendOutcome] | CanonlogError
 
@@ -137,11 +128,10 @@ class EventWriterService:
         self._config = config
         self._inspector = inspector
         self._checkpoints = checkpoints
-        self._queue: asyncio.Queue[_Pending | object] = asyncio.Queue()
+        self._queue = AppendQueue(max_requests=config.max_batch_requests,
+                                  max_events=config.max_batch_events, max_wait=config.max_wait)
         self._grant: WriterGrant | None = None
         self._state = WriterState.NEW
-        #: Every append not yet resolved, queued or in a batch.
-        self._waiting: set[asyncio.Future[AppendResult]] = set()
         self._unsaved_head: Head | None = None
         self._head_saved_at = 0.0
         self._logger = structlog.get_logger("canonlog.writer").bind(
@@ -226,10 +216,7 @@ class EventWriterService:
         """
         if self._state is not WriterState.ACCEPTING:
             raise self._not_accepting()
-        future: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
-        self._waiting.add(future)
-        future.add_done_callback(self._waiting.discard)
-        self._queue.put_nowait(_Pending(request, future))
+        future = self._queue.put(request)
         timeout = self._config.append_timeout
         if timeout is None:
             return await future
@@ -264,7 +251,7 @@ class EventWriterService:
             return
         was_accepting = self._state is WriterState.ACCEPTING
         self._state = WriterState.STOPPED
-        self._queue.put_nowait(_STOP)
+        self._queue.stop()
         await self._tasks.cancel(_LEASE)
         try:
             # The flusher finishes what is queued, unless the database does not answer.
@@ -273,8 +260,7 @@ class EventWriterService:
         except TimeoutError:
             self._logger.error("writer stopped with a batch unresolved")
         await self._tasks.cancel()
-        self._fail_waiting(WriterStopped(f"writer {self._config.writer_id} stopped"))
-        self._fail_queued(WriterStopped(f"writer {self._config.writer_id} stopped"))
+        self._queue.fail_waiting(WriterStopped(f"writer {self._config.writer_id} stopped"))
         self._save_head(None, force=True)
         if hand_over and was_accepting and self._grant is not None:
             await self._event_log.release_grant(self._grant)
@@ -299,12 +285,12 @@ class EventWriterService:
         # batch that just committed: the callers' work then overlaps the database's
         # instead of alternating with it. A refused batch is resolved at once, since
         # a halt or a lost grant also fails what is queued.
-        done: tuple[list[_Pending], _Result] | None = None
+        done: tuple[list[Pending], _Result] | None = None
         while True:
             if done is not None and (self._queue.empty() or isinstance(done[1], CanonlogError)):
                 self._resolve(*done)
                 done = None
-            batch = await self._take_batch(split=done is None)
+            batch = await self._queue.take_batch(split=done is None)
             if batch is None:
                 if done is not None:
                     self._resolve(*done)
@@ -319,44 +305,7 @@ class EventWriterService:
             self._resolve(*done)
             done = (live, await call)
 
-    async def _take_batch(self, *, split: bool) -> list[_Pending] | None:
-        """Waits for a first append and takes what is queued with it, up to the limits;
-        None when the writer is stopping. With split and nothing committed to resolve,
-        a long queue goes in two batches, so that one is resolved while the other runs."""
-        config = self._config
-        first = await self._queue.get()
-        if first is _STOP:
-            return None
-        assert isinstance(first, _Pending)
-        batch = [first]
-        events = len(first.request.events)
-        limit = config.max_batch_requests
-        queued = self._queue.qsize() + 1
-        if split and queued >= _SPLIT_AT:
-            limit = min(limit, (queued + 1) // 2)
-        deadline = time.monotonic() + config.max_wait if config.max_wait > 0 else 0.0
-        while len(batch) < limit and events < config.max_batch_events:
-            if not self._queue.empty():
-                item = self._queue.get_nowait()
-            elif deadline == 0.0:
-                break
-            else:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                try:
-                    item = await asyncio.wait_for(self._queue.get(), remaining)
-                except TimeoutError:
-                    break
-            if item is _STOP:
-                self._queue.put_nowait(_STOP)
-                break
-            assert isinstance(item, _Pending)
-            batch.append(item)
-            events += len(item.request.events)
-        return batch
-
-    async def _submit(self, live: list[_Pending]) -> _Result:
+    async def _submit(self, live: list[Pending]) -> _Result:
         """Checks the lease and every halt channel, then appends; a refusal of the whole
         batch is returned rather than raised."""
         try:
@@ -366,12 +315,12 @@ class EventWriterService:
         except CanonlogError as exc:
             return exc
 
-    def _resolve(self, live: list[_Pending], result: _Result) -> None:
+    def _resolve(self, live: list[Pending], result: _Result) -> None:
         if isinstance(result, SystemHalted):
             self._logger.warning("write refused: ledger halted", reason=result.reason,
                                  error=str(result), requests=len(live))
             self._fail(live, result)
-            self._fail_queued(result)
+            self._queue.fail_queued(result)
             return
         if isinstance(result, StaleWriter):
             self._logger.critical("write refused by the database: grant lost",
@@ -434,16 +383,10 @@ class EventWriterService:
                 raise SystemHalted(f"ledger {ledger} is halted: {reason}", reason=reason)
 
     @staticmethod
-    def _fail(items: list[_Pending], error: CanonlogError) -> None:
+    def _fail(items: list[Pending], error: CanonlogError) -> None:
         for item in items:
             if not item.future.done():
                 item.future.set_exception(error)
-
-    def _fail_waiting(self, error: CanonlogError) -> None:
-        for future in list(self._waiting):
-            if not future.done():
-                future.set_exception(error)
-        self._fail_queued(error)
 
     def _task_failed(self, task: str, exc: BaseException) -> None:
         """A background task raised: every waiting append fails, as its outcome is unknown."""
@@ -452,20 +395,7 @@ class EventWriterService:
             "or may not have been written: retry it with the same execution id to learn which"
         )
         error.__cause__ = exc
-        self._fail_waiting(error)
-
-    def _fail_queued(self, error: CanonlogError) -> None:
-        while True:
-            try:
-                item = self._queue.get_nowait()
-            except asyncio.QueueEmpty:
-                return
-            if item is _STOP:
-                self._queue.put_nowait(_STOP)
-                return
-            assert isinstance(item, _Pending)
-            if not item.future.done():
-                item.future.set_exception(error)
+        self._queue.fail_waiting(error)
 
     # -- the lease -------------------------------------------------------------------
 
@@ -474,7 +404,7 @@ class EventWriterService:
             return
         self._state = WriterState.LEASE_LOST
         self._logger.critical("writer lease lost; writes refused", why=why)
-        self._fail_queued(self._not_accepting())
+        self._queue.fail_queued(self._not_accepting())
 
     async def _lease_loop(self) -> None:
         interval = self._config.lease_renew_interval
@@ -494,7 +424,7 @@ class EventWriterService:
             await self._take_lease_and_grant()
         except WriterInconsistency as exc:
             self._state = WriterState.STOPPED
-            self._fail_queued(WriterStopped("writer stopped: startup verification failed"))
+            self._queue.fail_queued(WriterStopped("writer stopped: startup verification failed"))
             self._logger.critical("writer stopped: re-verification failed", error=str(exc))
             return
         except GrantUnavailable as exc:
@@ -502,7 +432,7 @@ class EventWriterService:
             # is fenced for good, and retrying would only hold the lease from it.
             await self._lease.release()
             self._state = WriterState.STOPPED
-            self._fail_queued(WriterStopped(f"writer stopped: {exc}"))
+            self._queue.fail_queued(WriterStopped(f"writer stopped: {exc}"))
             self._logger.critical("writer fenced: the grant belongs to another writer",
                                   error=str(exc))
             return
