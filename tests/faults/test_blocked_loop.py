@@ -23,6 +23,7 @@ def lease_config(database, tmp_path, lease: str, redis_url: str, **extra):
                   **extra)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("lease", ["advisory", "redis"])
 async def test_a_writer_blocked_past_its_ttl_recovers_by_itself(
         database, tmp_path, redis_url, lease):
@@ -43,6 +44,7 @@ async def test_a_writer_blocked_past_its_ttl_recovers_by_itself(
     await assert_chain_verifies(database)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("lease", ["advisory", "redis"])
 async def test_after_a_takeover_nothing_lands_under_the_blocked_writers_epoch(
         database, tmp_path, redis_url, lease):

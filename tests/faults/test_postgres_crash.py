@@ -22,6 +22,7 @@ def crash_settings(crashable, tmp_path) -> canonlog.Settings:
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fault", ["immediate", "sigkill"])
 async def test_postgres_crashes_under_concurrent_appends_lose_and_duplicate_nothing(
         crashable, tmp_path, fault):
