@@ -6,6 +6,8 @@ import asyncio
 import time
 
 import asyncpg
+import psycopg
+import psycopg_pool
 import pytest
 import structlog
 
@@ -17,6 +19,7 @@ from canonlog.domain.events import AppendRequest, NewEvent, WriteContext
 from canonlog.infrastructure.head_store import MemoryHeadStore
 from canonlog.infrastructure.memory import InMemoryLease
 from canonlog.infrastructure.postgres.asyncpg_log import AsyncpgEventLog, translated
+from canonlog.infrastructure.postgres.psycopg_log import translated as psycopg_translated
 
 
 @pytest.fixture(autouse=True)
@@ -136,4 +139,18 @@ async def test_an_append_past_its_deadline_fails_and_a_retry_by_execution_id_res
 async def test_every_asyncpg_failure_becomes_a_storage_error(error):
     with pytest.raises(StorageError):
         async with translated():
+            raise error
+
+
+@pytest.mark.parametrize("error", [
+    psycopg_pool.PoolTimeout("couldn't get a connection after 30.00 sec"),
+    psycopg_pool.PoolClosed("the pool is closed"),
+    psycopg.OperationalError("server closed the connection unexpectedly"),
+    psycopg.InterfaceError("the connection is closed"),
+    BrokenPipeError("broken pipe"),
+    TimeoutError(),
+])
+async def test_every_psycopg_failure_becomes_a_storage_error(error):
+    with pytest.raises(StorageError):
+        async with psycopg_translated():
             raise error

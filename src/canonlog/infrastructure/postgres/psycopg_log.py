@@ -59,8 +59,8 @@ async def translated() -> AsyncIterator[None]:
         raise translate_error(
             exc.sqlstate, exc.diag.message_primary or str(exc), exc.diag.message_detail
         ) from exc
-    except OSError as exc:
-        raise StorageError(f"PostgreSQL connection failed: {exc}") from exc
+    except (OSError, TimeoutError) as exc:
+        raise StorageError(f"PostgreSQL connection failed: {type(exc).__name__}: {exc}") from exc
 
 
 # psycopg infers a list's type from its elements: a list of only None would go
