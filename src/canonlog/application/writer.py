@@ -220,19 +220,26 @@ class EventWriterService:
         timeout = self._config.append_timeout
         if timeout is None:
             return await future
+        # One timer per append (cheaper than a cancel scope): it fails the future, so
+        # the flusher skips the request if it has not been sent yet; if it has, it may
+        # still commit.
+        expiry = asyncio.get_running_loop().call_later(timeout, self._expire, future, request)
         try:
-            async with asyncio.timeout(timeout):
-                return await future
-        except TimeoutError:
-            # The future was cancelled with the wait, so the flusher skips the request
-            # if it has not been sent yet; if it has, it may still commit.
-            self._logger.error("append timed out", stream_id=request.stream_id,
-                               execution_id=request.context.execution_id, timeout=timeout)
-            raise AppendTimeout(
-                f"the append to stream {request.stream_id} was not resolved within "
-                f"{timeout}s; it may or may not have been written: retry it with the same "
-                "execution id to learn which"
-            ) from None
+            return await future
+        finally:
+            expiry.cancel()
+
+    def _expire(self, future: asyncio.Future[AppendResult], request: AppendRequest) -> None:
+        if future.done():
+            return
+        timeout = self._config.append_timeout
+        self._logger.error("append timed out", stream_id=request.stream_id,
+                           execution_id=request.context.execution_id, timeout=timeout)
+        future.set_exception(AppendTimeout(
+            f"the append to stream {request.stream_id} was not resolved within {timeout}s; "
+            "it may or may not have been written: retry it with the same execution id to "
+            "learn which"
+        ))
 
     def _not_accepting(self) -> CanonlogError:
         if self._state is WriterState.NEW:
