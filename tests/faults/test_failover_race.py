@@ -12,15 +12,16 @@ from canonlog.application.client import LedgerClient
 from canonlog.application.halting import LedgerHaltChannel
 from canonlog.application.writer import EventWriterService, WriterConfig
 from canonlog.infrastructure.head_store import MemoryHeadStore
-from canonlog.infrastructure.keyfiles import public_bytes
 from canonlog.infrastructure.memory import InMemoryLease
 from canonlog.infrastructure.postgres.asyncpg_log import AsyncpgEventLog
 from tests.faults.harness import AppendLoad, audit
+from tests.support.ceremony import policy_of
 
 
 @pytest.mark.parametrize("acks_before", [5, 40, 120])
 async def test_no_event_of_the_old_epoch_commits_after_the_promotion(database, acks_before):
     event_log = await AsyncpgEventLog.connect(database.app.uri(), max_size=6)
+    admin = await AsyncpgEventLog.connect(database.admin.uri(), max_size=2)
     writer = EventWriterService(
         event_log, InMemoryLease("main", "writer-a", ttl=30.0, registry={}),
         [LedgerHaltChannel(event_log)], MemoryHeadStore(),
@@ -30,23 +31,22 @@ async def test_no_event_of_the_old_epoch_commits_after_the_promotion(database, a
     try:
         old_epoch = (await writer.start()).epoch
         witness = Ed25519PrivateKey.generate()
-        await event_log.add_key("main", "w-1", "witness", "witness-1", public_bytes(witness),
-                                "ops")
-        proposal = await ceremonies.propose_failover(event_log, "main", "writer-b", "ops")
-        await ceremonies.approve(event_log, "main", proposal.proposal_id, "w-1", "ops",
+        await admin.establish_policy("main", policy_of(("w-1", "witness-1", witness)), "admin")
+        proposal = await ceremonies.propose_failover(admin, "main", "writer-b", "ops")
+        await ceremonies.approve(admin, "main", proposal.proposal_id, "w-1", "ops",
                                  private_key=witness)
         load = AppendLoad(LedgerClient(writer, event_log, "main"), workers=16,
                           give_up_on=(canonlog.StaleWriter, canonlog.WriterStopped,
                                       canonlog.WriterLeaseLost))
         load.start()
         await load.wait_for_acks(acks_before)
-        grant = await ceremonies.execute_failover(event_log, "main", proposal.proposal_id, 1,
-                                                  "ops")
+        grant = await ceremonies.execute_failover(admin, "main", proposal.proposal_id, "ops")
         await load.stop(within=30)
         events = await event_log.read_all("main", limit=100_000)
     finally:
         await writer.stop()
         await event_log.close()
+        await admin.close()
     (promotion,) = [e for e in events if e.event_type == "canonlog.writer_promoted"]
     assert grant.epoch == promotion.epoch and grant.epoch > old_epoch
     old = [e for e in events if e.epoch == old_epoch and e.stream_id != "$ledger"]
