@@ -18,6 +18,7 @@ when missing), since PostgreSQL refuses to run as root.
 from __future__ import annotations
 
 import atexit
+import importlib.util
 import os
 import pwd
 import shutil
@@ -52,12 +53,12 @@ def bin_dir(version: int) -> Path:
         found = Path("/usr/lib/postgresql/15/bin")
         hint = "install Debian's postgresql-15 package (apt-get install -y postgresql-15)"
     elif version == 16:
-        try:
-            import pgserver  # type: ignore[import-untyped]
-        except ImportError:
+        # Found without importing it: only its binaries are used.
+        spec = importlib.util.find_spec("pgserver")
+        if spec is None or spec.origin is None:
             raise LookupError("PostgreSQL 16 comes from the pgserver wheel: "
-                              "pip install -e '.[pg-matrix]'") from None
-        found = Path(pgserver.__file__).parent / "pginstall" / "bin"
+                              "pip install -e '.[pg-matrix]'")
+        found = Path(spec.origin).parent / "pginstall" / "bin"
         hint = "reinstall the pgserver wheel"
     elif version in WHEEL_RELEASES:
         found = wheel_home(version) / "bin"
