@@ -142,11 +142,12 @@ JSONB_REFUSES = {
     "a short escape": (b'{"a": "\\u12"}', "22P02"),
     "a huge exponent": (b'{"a": 1e99999999}', "22003"),
     "text with an escape": (b'{"a": "\\u00e9"', "22P02"),
+    "invalid UTF-8": (b'{"a": "\xff"}', "22021"),
 }
 
 
 @pytest.mark.parametrize(("payload", "sqlstate"), JSONB_REFUSES.values(), ids=JSONB_REFUSES)
-async def test_json_that_jsonb_refuses_raises_the_same_error_on_every_version(admin, payload,
+async def test_text_that_jsonb_refuses_raises_the_same_error_on_every_version(admin, payload,
                                                                               sqlstate):
     with pytest.raises(asyncpg.PostgresError) as raised:
         await admin.fetchval("SELECT canonlog.is_json_object_v1($1)", payload)
