@@ -83,6 +83,18 @@ $body$;
 -- build a value; what the grammar allows and jsonb refuses needs a \u escape
 -- (U+0000, lone surrogates), an exponent beyond 1000 or a number of thousands of
 -- digits, and such text goes through jsonb itself.
+--
+-- IS JSON is PostgreSQL 16 syntax. PostgreSQL 14 and 15 have no way to test JSON
+-- text without raising, so there the same cases cast to json (which checks the
+-- grammar only) in a block that turns the syntax error into false: the same answers
+-- and the same errors, a subtransaction slower, in PL/pgSQL. Error recovery by
+-- subtransaction is allowed in a PARALLEL SAFE function
+-- (https://www.postgresql.org/docs/current/parallel-safety.html).
+-- The statements run through EXECUTE, as a server parses only the one it runs.
+DO $do$
+BEGIN
+    IF current_setting('server_version_num')::integer >= 160000 THEN
+        EXECUTE $create$
 CREATE FUNCTION canonlog.is_json_object_v1(p bytea) RETURNS boolean
 LANGUAGE sql STABLE PARALLEL SAFE
 AS $body$
@@ -90,7 +102,32 @@ SELECT p IS NOT NULL
        AND CASE WHEN octet_length(p) <= 15000 AND position('\x5c75'::bytea IN p) = 0
                      AND convert_from(p, 'UTF8') !~ '[eE][-+]?[0-9]{4}' THEN p IS JSON OBJECT
                 ELSE jsonb_typeof(convert_from(p, 'UTF8')::jsonb) = 'object' END
-$body$;
+$body$
+$create$;
+    ELSE
+        EXECUTE $create$
+CREATE FUNCTION canonlog.is_json_object_v1(p bytea) RETURNS boolean
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+AS $body$
+BEGIN
+    IF p IS NULL THEN
+        RETURN false;
+    END IF;
+    IF octet_length(p) <= 15000 AND position('\x5c75'::bytea IN p) = 0
+       AND convert_from(p, 'UTF8') !~ '[eE][-+]?[0-9]{4}' THEN
+        BEGIN
+            RETURN json_typeof(convert_from(p, 'UTF8')::json) = 'object';
+        EXCEPTION WHEN invalid_text_representation THEN
+            RETURN false;
+        END;
+    END IF;
+    RETURN jsonb_typeof(convert_from(p, 'UTF8')::jsonb) = 'object';
+END
+$body$
+$create$;
+    END IF;
+END
+$do$;
 
 -- What is wrong with a request on its own, or NULL.
 CREATE FUNCTION canonlog.request_problem_v1(

@@ -1,6 +1,7 @@
 """Session-wide real servers and a fresh database per test.
 
-A session starts one embedded PostgreSQL (or uses CANONLOG_TEST_DSN), migrates a
+A session starts one PostgreSQL (the embedded one, or the major version that
+CANONLOG_TEST_PG names: 14 to 18; CANONLOG_TEST_DSN overrides both), migrates a
 template database once, and clones it for each test that asks for `database`.
 Redis-protocol tests get the session's embedded Valkey (or CANONLOG_TEST_REDIS_URL)
 through `redis_url`, or a private server they may stop and restart: `valkey_server`.

@@ -1,4 +1,8 @@
-"""Real servers for the tests: the embedded PostgreSQL, or one named by CANONLOG_TEST_DSN."""
+"""Real servers for the tests: one named by CANONLOG_TEST_DSN, or one the tests start.
+
+CANONLOG_TEST_PG picks the major version started (14 to 18, default 18, the
+embedded PostgreSQL); tests.support.postgres_versions says where each comes from.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ from canonlog.infrastructure.postgres.embedded import (
     start_embedded,
 )
 from canonlog.infrastructure.postgres.migrations import migrate
+from tests.support import postgres_versions
 
 APP_ROLE = "canonlog_test_app"
 OPERATOR_ROLE = "canonlog_test_ops"
@@ -59,11 +64,24 @@ def parse_uri(dsn: str) -> PgTarget:
     )
 
 
+def requested_version() -> int:
+    """The major version CANONLOG_TEST_PG asks for (default 18); raises ValueError if unsupported."""
+    raw = os.environ.get("CANONLOG_TEST_PG", "").strip() or str(postgres_versions.DEFAULT)
+    if not raw.isdigit() or int(raw) not in postgres_versions.SUPPORTED:
+        raise ValueError(f"CANONLOG_TEST_PG={raw!r}: expected one of {postgres_versions.SUPPORTED}")
+    return int(raw)
+
+
 def admin_target() -> PgTarget:
-    """A superuser connection: CANONLOG_TEST_DSN, or a fresh embedded server."""
+    """A superuser connection: CANONLOG_TEST_DSN, or a fresh server of CANONLOG_TEST_PG's version."""
     dsn = os.environ.get("CANONLOG_TEST_DSN")
     if dsn:
         return parse_uri(dsn)
+    version = requested_version()
+    if version != postgres_versions.DEFAULT:
+        local = postgres_versions.start(version)
+        return PgTarget(host=str(local.socket_dir), port=local.port, user="postgres",
+                        database="postgres")
     data_dir = Path(tempfile.mkdtemp(prefix="canonlog-test-")) / "pgdata"
     server = start_embedded(data_dir, stop_at_exit=True)
     return PgTarget(host=server.socket_dir, port=server.port, user="postgres", database="postgres")

@@ -58,9 +58,10 @@ async def cmd_db_status(settings: Settings, args: argparse.Namespace) -> int:
         migrations: list[dict[str, Any]] = [
             {"version": m.version, "name": m.name, "checksum": m.checksum,
              "applied_at": m.applied_at} for m in applied]
-        print_json({"applied": migrations, "integrity_ok": report.ok,
-                    "problems": list(report.problems)})
+        print_json({"server_version": report.server_version, "applied": migrations,
+                    "integrity_ok": report.ok, "problems": list(report.problems)})
     else:
+        print(f"PostgreSQL {report.server_version}")
         for m in applied:
             print(f"  {m.version:04d}_{m.name}  {m.checksum[:12]}  {m.applied_at:%Y-%m-%d %H:%M}")
         print(f"integrity: {'ok' if report.ok else 'PROBLEMS'} ({report.triggers_checked} "

@@ -3,11 +3,14 @@
 Migrations are the files ``sql/NNNN_name.sql``, shipped as the data package
 ``canonlog.sql``. They apply in order, each in its own transaction together
 with its record, under a session advisory lock so that two runners never
-interleave; an applied migration whose file has since changed is an error.
+interleave; an applied migration whose file has since changed is an error,
+unless the file's earlier text is listed in SUPERSEDED_CHECKSUMS. Servers older
+than PostgreSQL 14 are refused.
 
 The integrity check compares what is installed with what is shipped: every
 trigger defined in the migrations is present on its table and enabled ALWAYS,
-every function body is byte-identical to the newest shipped definition, and the
+every function body is byte-identical to the newest shipped definition (one of
+them, where a migration defines a function per server version), and the
 catalogue (privileges, owners, function settings and security modes, the whole
 set of triggers, role memberships; see catalogue.py) is the migrations' own.
 """
@@ -41,6 +44,20 @@ _TRIGGER = re.compile(
     r"CREATE TRIGGER (\w+) BEFORE [A-Z ]+ ON canonlog\.(\w+)\s+"
     r"FOR EACH (?:ROW|STATEMENT) EXECUTE FUNCTION canonlog\.(\w+)\(\)"
 )
+
+
+#: The oldest PostgreSQL major version canonlog runs on (server_version_num / 10000).
+MINIMUM_SERVER_VERSION = 14
+
+#: Earlier texts of shipped migrations that databases may have applied, by version.
+#: A migration is edited in place only when every server that could apply the
+#: earlier text gets exactly the same objects from the new one; the earlier
+#: checksum is then listed here so that those databases keep working.
+SUPERSEDED_CHECKSUMS: dict[int, frozenset[str]] = {
+    # 0002 defined is_json_object_v1 with IS JSON, which PostgreSQL 14 and 15 cannot
+    # parse; it now creates that same definition on 16 and later, another on 14 and 15.
+    2: frozenset({"15841fc60d3ea00f54a08287a540c010ef036ee6e52e43e97c508512c8eb6128"}),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +112,7 @@ async def migrate(conn: asyncpg.Connection) -> list[Migration]:
     shipped file or the database has migrations this package does not know.
     """
     shipped = shipped_migrations()
+    await server_version(conn)
     await conn.execute("SELECT pg_advisory_lock($1, $2)", *_MIGRATION_LOCK)
     try:
         await conn.execute(QUERIES["migrations_bootstrap"])
@@ -133,22 +151,41 @@ def _check_history(shipped: tuple[Migration, ...], applied: dict[int, AppliedMig
                 f"the database has migration {version:04d}_{record.name}, "
                 "which this version of canonlog does not ship; upgrade canonlog"
             )
-        if migration.checksum != record.checksum:
+        accepted = {migration.checksum} | SUPERSEDED_CHECKSUMS.get(version, frozenset())
+        if record.checksum not in accepted:
             raise MigrationError(
                 f"migration {version:04d}_{record.name} was applied with checksum "
                 f"{record.checksum[:12]}, but the shipped file has {migration.checksum[:12]}"
             )
 
 
+async def server_version(conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy) -> str:
+    """Returns the server's version ("15.18"); raises MigrationError below MINIMUM_SERVER_VERSION."""
+    row = await conn.fetchrow(QUERIES["server_version"])
+    assert row is not None
+    require_supported(int(row["number"]), str(row["version"]))
+    return str(row["version"])
+
+
+def require_supported(version_num: int, version: str) -> None:
+    """Raises MigrationError naming the server's version when canonlog does not support it."""
+    if version_num < MINIMUM_SERVER_VERSION * 10000:
+        raise MigrationError(
+            f"PostgreSQL {version} is not supported: canonlog needs PostgreSQL "
+            f"{MINIMUM_SERVER_VERSION} or newer"
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class SchemaReport:
-    """Whether the installed integrity machinery is exactly the shipped one."""
+    """Whether the installed integrity machinery is exactly the shipped one, on which server."""
 
     problems: tuple[str, ...]
     triggers_checked: int = 0
     functions_checked: int = 0
     facts_checked: int = 0
     pending_migrations: tuple[int, ...] = field(default=())
+    server_version: str = ""
 
     @property
     def ok(self) -> bool:
@@ -156,12 +193,18 @@ class SchemaReport:
 
 
 @cache
-def shipped_functions() -> dict[str, str]:
-    """Returns function name -> body text of the newest shipped definition."""
-    bodies: dict[str, str] = {}
+def shipped_functions() -> dict[str, frozenset[str]]:
+    """Returns function name -> body texts of the newest migration defining it.
+
+    A migration that defines a function differently per server version (in a DO
+    block) ships several bodies; the installed one must be one of them.
+    """
+    bodies: dict[str, frozenset[str]] = {}
     for migration in shipped_migrations():
+        found: dict[str, frozenset[str]] = {}
         for match in _FUNCTION.finditer(migration.sql):
-            bodies[match[1]] = match[2]
+            found[match[1]] = found.get(match[1], frozenset()) | {match[2]}
+        bodies.update(found)
     return bodies
 
 
@@ -176,7 +219,11 @@ def shipped_triggers() -> dict[tuple[str, str], str]:
 
 
 async def check_schema(conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy) -> SchemaReport:
-    """Reports every way the installed schema differs from the shipped one."""
+    """Reports every way the installed schema differs from the shipped one.
+
+    Raises MigrationError when the server is older than canonlog supports.
+    """
+    version = await server_version(conn)
     applied = {m.version for m in await applied_migrations(conn)}
     pending = tuple(m.version for m in shipped_migrations() if m.version not in applied)
     problems: list[str] = [f"migration {v:04d} is not applied" for v in pending]
@@ -203,11 +250,11 @@ async def check_schema(conn: asyncpg.Connection | asyncpg.pool.PoolConnectionPro
     installed_functions = {
         r["name"]: r for r in await conn.fetch(QUERIES["installed_functions"])
     }
-    for name, body in sorted(shipped_functions().items()):
+    for name, bodies in sorted(shipped_functions().items()):
         row = installed_functions.get(name)
         if row is None:
             problems.append(f"function canonlog.{name} is missing")
-        elif row["source"] != body:
+        elif row["source"] not in bodies:
             problems.append(f"function canonlog.{name} differs from the shipped definition")
         elif row["owner"] != "canonlog_owner":
             problems.append(f"function canonlog.{name} is owned by {row['owner']}")
@@ -224,4 +271,5 @@ async def check_schema(conn: asyncpg.Connection | asyncpg.pool.PoolConnectionPro
         functions_checked=len(shipped_functions()),
         facts_checked=0 if pending else len(expected_catalogue()),
         pending_migrations=pending,
+        server_version=version,
     )

@@ -103,6 +103,10 @@ ALTER TABLE canonlog.events ENABLE ALWAYS TRIGGER events_refuse_update;
 -- name: server_encoding
 SELECT current_setting('server_encoding') AS encoding
 
+-- name: server_version
+SELECT current_setting('server_version_num')::integer AS number,
+       current_setting('server_version') AS version
+
 -- name: lease_try_lock
 SELECT pg_try_advisory_lock($1::integer, hashtext($2)) AS acquired
 
