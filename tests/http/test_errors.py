@@ -143,3 +143,12 @@ async def test_an_unexpected_exception_is_a_500_in_the_standard_body_without_a_t
     assert "boom-1" in error["message"]
     assert "hunter2" not in response.text
     assert "RuntimeError" not in response.text
+
+
+async def test_the_operator_views_files_are_served_and_a_missing_one_is_a_standard_404(shared):
+    async with shared.client() as client:
+        script = await client.get("/ui/app.js")
+        missing = await client.get("/ui/nothing-here.js")
+    assert script.status_code == 200
+    assert "javascript" in script.headers["content-type"]
+    assert_standard_error(missing, 404, "not_found")

@@ -27,7 +27,7 @@ async def test_serve_prints_where_the_api_and_its_docs_are_serves_and_stops_on_s
     try:
         assert process.stdout is not None
         announced = {}
-        while len(announced) < 6:
+        while len(announced) < 7:
             line = (await asyncio.wait_for(process.stdout.readline(), 60)).decode()
             assert line, "serve exited before it announced its addresses"
             name, url = line.split()
@@ -35,7 +35,12 @@ async def test_serve_prints_where_the_api_and_its_docs_are_serves_and_stops_on_s
         base = f"http://127.0.0.1:{port}"
         assert announced["api"] == f"{base}/v1"
         assert announced["docs"] == f"{base}/docs"
+        assert announced["operator"] == f"{base}/ui/"
         async with httpx.AsyncClient(base_url=base) as client:
+            page = await client.get("/ui/")
+            assert page.status_code == 200
+            assert "canonlog operator view" in page.text
+            assert (await client.get("/", follow_redirects=True)).url.path == "/ui/"
             assert (await client.get("/readyz")).status_code == 200
             assert (await client.get("/docs")).status_code == 200
             assert (await client.get("/v1/head")).status_code == 401

@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 
 import structlog
 from fastapi import FastAPI
+from fastapi.responses import RedirectResponse
 from fastapi.routing import APIRoute
+from starlette.staticfiles import StaticFiles
 
 from canonlog.application.client import LedgerClient
 from canonlog.infrastructure.http import routes_ledger, routes_operations, routes_tail
@@ -109,6 +111,14 @@ def create_app(settings: Settings, config: ServiceConfig, *,
         app.include_router(router, tags=[tag])
     app.state.api_routes = [r for router, _ in routers for r in router.routes
                             if isinstance(r, APIRoute)]
+    # The operator's view: static files shipped in the package, calling the API above.
+    app.mount("/ui", StaticFiles(packages=[("canonlog.infrastructure.http", "ui")], html=True),
+              name="ui")
+
+    @app.get("/", include_in_schema=False)
+    async def root() -> RedirectResponse:
+        return RedirectResponse("/ui/")
+
     app.add_middleware(RequestContextMiddleware, metrics=metrics,
                        max_body_bytes=config.max_body_bytes)
     return app

@@ -219,6 +219,13 @@ class VerificationOut(BaseModel):
     summary: str | None = None
 
 
+class VerificationList(BaseModel):
+    """The verification runs the service remembers, newest first."""
+
+    ledger_id: str
+    runs: list[VerificationOut]
+
+
 class HealthOut(BaseModel):
     status: Literal["ok", "ready"]
     checks: dict[str, str] = Field(default_factory=dict)

@@ -14,6 +14,7 @@ from canonlog.infrastructure.http.models import (
     CheckpointOut,
     ErrorOut,
     HealthOut,
+    VerificationList,
     VerificationOut,
 )
 from canonlog.infrastructure.http.routes_ledger import Operator, Reader, Service, errors
@@ -60,6 +61,12 @@ async def start_verification(service: Service, principal: Operator,
     view = service.start_verification()
     response.headers["Location"] = f"/v1/verifications/{view.id}"
     return view
+
+
+@router.get("/verifications", response_model=VerificationList,
+            summary="Recent verification runs, newest first")
+async def list_verifications(service: Service, principal: Reader) -> VerificationList:
+    return VerificationList(ledger_id=service.ledger_id, runs=service.verifications())
 
 
 @router.get("/verifications/{run_id}", response_model=VerificationOut,

@@ -17,11 +17,13 @@ _GRACEFUL_SHUTDOWN_SECONDS = 10
 
 
 def service_urls(config: ServiceConfig) -> dict[str, str]:
-    """Where the API, its interactive docs, its OpenAPI document and its probes are."""
+    """Where the API, its interactive docs, its OpenAPI document, the operator's view and the
+    probes are."""
     host = f"[{config.host}]" if ":" in config.host else config.host
     base = f"http://{host}:{config.port}"
-    return {"api": f"{base}/v1", "docs": f"{base}/docs", "openapi": f"{base}/openapi.json",
-            "health": f"{base}/healthz", "readiness": f"{base}/readyz", "metrics": f"{base}/metrics"}
+    return {"api": f"{base}/v1", "docs": f"{base}/docs", "operator": f"{base}/ui/",
+            "openapi": f"{base}/openapi.json", "health": f"{base}/healthz",
+            "readiness": f"{base}/readyz", "metrics": f"{base}/metrics"}
 
 
 async def serve(settings: Settings, config: ServiceConfig,

@@ -223,6 +223,10 @@ class LedgerService:
         run.task = asyncio.create_task(self._verify(run), name=f"canonlog-verify-{run_id}")
         return view
 
+    def verifications(self) -> list[VerificationOut]:
+        """The runs kept, newest first."""
+        return [run.view for run in reversed(self._runs.values())]
+
     def verification(self, run_id: str) -> VerificationOut:
         run = self._runs.get(run_id)
         if run is None:

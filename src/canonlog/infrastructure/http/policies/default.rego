@@ -8,7 +8,8 @@
 #   input.task     the task_id of an append, or null
 #   input.action   the route: append, read_stream, read_all, read_event, head,
 #                  ledger_state, halt, list_checkpoints, latest_checkpoint,
-#                  checkpoint, checkpoint_note, start_verification, verification, tail
+#                  checkpoint, checkpoint_note, start_verification, list_verifications,
+#                  verification, tail, websocket_tail
 # and allows the request only when `allow` is true. `reasons` says why not.
 #
 # This policy grants each action to the scope it needs and nothing more. Copy it,
