@@ -227,6 +227,11 @@ async def test_checkpoints_published_by_the_writer_are_served_parsed_and_raw(
         run = await finished_run(client, f"/v1/verifications/{started['id']}")
         assert run["status"] == "passed", run
         assert run["checkpoints_checked"] >= 1
+        listed_runs = (await client.get("/v1/verifications")).json()["runs"]
+        assert listed_runs[0]["id"] == started["id"]
+        ready = await client.get("/readyz")
+        assert ready.status_code == 200, ready.text
+        assert ready.json()["checks"]["checkpoint_lag"] == "0 events, 0 s"
 
         # A stray cosignature is not served with the note; a note forged under the
         # trusted key fails the next verification run.

@@ -9,10 +9,12 @@ import asyncpg
 from structlog.contextvars import merge_contextvars
 from structlog.testing import capture_logs
 
+from canonlog.infrastructure.bootstrap import service_config
 from canonlog.infrastructure.http import ServiceConfig
 from canonlog.infrastructure.http.auth import AuthConfig
+from canonlog.infrastructure.keyfiles import generate_key_file
 from canonlog.infrastructure.postgres.lease import LEASE_LOCK_CLASS
-from tests.http.conftest import running_service
+from tests.http.conftest import running_service, service_settings
 from tests.http.test_api import stored_count
 from tests.http.test_errors import assert_standard_error
 
@@ -124,3 +126,35 @@ async def test_a_loopback_service_without_authentication_serves_every_scope(data
         assert appended.status_code == 201
         assert (await client.get("/v1/head")).json()["sequence"] == appended.json()["sequence"]
         assert re.fullmatch(r"[0-9a-f]{64}", appended.json()["hash"])
+
+
+async def test_readiness_fails_while_checkpoints_lag_beyond_their_bound_and_the_metrics_show_it(
+        database, tmp_path, auth_config, tokens):
+    key_file = tmp_path / "checkpoint.key"
+    generate_key_file(key_file)
+    # A publisher that would not publish during the test, held to a bound of two events.
+    extra = {"checkpoint_dir": tmp_path / "checkpoints", "checkpoint_key_file": key_file,
+             "checkpoint_every_events": 1000, "checkpoint_every_seconds": 600,
+             "checkpoint_ready_max_lag_events": 2}
+    settings = service_settings(database.app, database.admin, tmp_path / "data", **extra)
+    source = service_config(settings.model_copy(update={"auth_required": False})).checkpoints
+    assert source is not None and source.lag_bound is not None
+    assert source.lag_bound.seconds == 1800
+    async with running_service(database, tmp_path / "data", ServiceConfig(
+            auth=auth_config, checkpoints=source), **extra) as service, \
+            service.client(headers=tokens.bearer()) as client:
+        ready = await client.get("/readyz")
+        assert ready.status_code == 200, ready.text
+        for n in range(3):
+            await client.post("/v1/streams/s/events", json={"events": [{"type": "x", "payload": {"n": n}}]})
+        head = (await client.get("/v1/head")).json()["sequence"]
+        published = max((await client.get("/v1/checkpoints")).json()["sequences"], default=0)
+
+        error = assert_standard_error(await client.get("/readyz"), 503, "not_ready")
+        assert error["details"]["checks"]["checkpoint_lag"].startswith(f"{head - published} events")
+        assert [r for r in error["details"]["reasons"] if r.startswith("checkpoint lag:")], error
+        text = (await client.get("/metrics")).text
+        assert metric(text, "canonlog_checkpoint_lag_events") == head - published
+        assert metric(text, "canonlog_checkpoint_lag_seconds") >= 0
+        assert metric(text, "canonlog_append_queue_depth") == 0
+        assert metric(text, 'canonlog_appends_total{outcome="ok"}') == 3

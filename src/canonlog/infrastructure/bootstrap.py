@@ -332,7 +332,7 @@ def service_config(settings: Settings) -> ServiceConfig:
     from canonlog.infrastructure.http.app import ServiceConfig
     from canonlog.infrastructure.http.auth import AuthConfig, AuthConfigError, load_jwks_file
     from canonlog.infrastructure.http.authz import PolicyAuthorizer, load_policy
-    from canonlog.infrastructure.http.service import CheckpointSource
+    from canonlog.infrastructure.http.service import CheckpointLagBound, CheckpointSource
 
     if settings.auth_required:
         if settings.jwks_file is None:
@@ -348,10 +348,15 @@ def service_config(settings: Settings) -> ServiceConfig:
         algorithms=tuple(a.strip() for a in settings.jwt_algorithms.split(",") if a.strip()),
     )
     stores = checkpoint_stores(settings)
+    # Readiness holds the service to a checkpoint lag only where it publishes checkpoints.
+    lag_bound = CheckpointLagBound(
+        events=settings.checkpoint_ready_max_lag_events or 3 * settings.checkpoint_every_events,
+        seconds=settings.checkpoint_ready_max_lag_seconds or 3 * settings.checkpoint_every_seconds,
+    ) if settings.checkpoint_key_file is not None else None
     checkpoints = CheckpointSource(
         stores[0], tuple(trusted_signer_keys(settings, settings.ledger)),
         witnesses=tuple(trusted_witness_keys(settings)),
-        trusted=trusted_checkpoints(settings, settings.ledger),
+        trusted=trusted_checkpoints(settings, settings.ledger), lag_bound=lag_bound,
     ) if stores else None
     authorizer = (PolicyAuthorizer(*load_policy(settings.authz_policy_file))
                   if settings.authz_required else None)

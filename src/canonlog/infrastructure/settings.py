@@ -80,6 +80,12 @@ class Settings(BaseSettings):
     checkpoint_every_seconds: float = Field(
         default=60.0, gt=0, description="publish after T seconds when the head moved"
     )
+    checkpoint_ready_max_lag_events: int | None = Field(
+        default=None, ge=1, description="events past the newest checkpoint beyond which the "
+        "service is not ready, while it publishes (default: 3 x checkpoint_every_events)")
+    checkpoint_ready_max_lag_seconds: float | None = Field(
+        default=None, gt=0, description="seconds the newest event may wait for a checkpoint "
+        "before the service is not ready, while it publishes (default: 3 x checkpoint_every_seconds)")
     # -- ceremonies (docs/operations.md); thresholds and waits are the ledger's policy --
     actor: str | None = Field(
         default=None, min_length=1, max_length=256,

@@ -46,5 +46,17 @@ class ServiceMetrics:
             "canonlog_last_verification_timestamp_seconds",
             "Unix time the last verification finished.", registry=self.registry)
 
+        self.append_queue_depth = Gauge(
+            "canonlog_append_queue_depth",
+            "Appends handed to the writer and not answered yet (queued or in the batch being "
+            "committed).", registry=self.registry)
+        self.checkpoint_lag_events = Gauge(
+            "canonlog_checkpoint_lag_events",
+            "Events after the newest published checkpoint (-1 when unknown).", registry=self.registry)
+        self.checkpoint_lag_seconds = Gauge(
+            "canonlog_checkpoint_lag_seconds",
+            "Seconds the oldest event after the newest checkpoint has waited for one, 0 when "
+            "every event is covered (-1 when unknown).", registry=self.registry)
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

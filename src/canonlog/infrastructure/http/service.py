@@ -47,6 +47,24 @@ _PROBE_TIMEOUT: Final = 2.0
 
 
 @dataclass(frozen=True, slots=True)
+class CheckpointLagBound:
+    """How far the ledger may run ahead of its newest published checkpoint and stay ready."""
+
+    events: int
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointLag:
+    """Events after the newest published checkpoint, and how long the oldest of them has
+    waited for one (0 when every event is covered)."""
+
+    checkpoint_sequence: int
+    events: int
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
 class CheckpointSource:
     """Where the service reads published checkpoints, and whose signatures it trusts."""
 
@@ -54,6 +72,8 @@ class CheckpointSource:
     signers: tuple[TrustedKey, ...]
     witnesses: tuple[TrustedKey, ...] = ()
     trusted: TrustedCheckpoints | None = None
+    #: Set where this process publishes checkpoints: readiness then holds it to the bound.
+    lag_bound: CheckpointLagBound | None = None
 
 
 @dataclass(slots=True)
@@ -81,6 +101,7 @@ class LedgerService:
                      agent_id: str | None) -> AppendResult:
         """Appends through the ledger's writer, counting the outcome and its latency."""
         started = time.perf_counter()
+        self.metrics.append_queue_depth.inc()
         try:
             events = [NewEvent.create(e.type, e.payload, e.metadata, event_id=e.id,
                                       limits=self.limits) for e in body.events]
@@ -93,6 +114,8 @@ class LedgerService:
         except CanonlogError as exc:
             self.metrics.appends.labels(error_code(exc)).inc()
             raise
+        finally:
+            self.metrics.append_queue_depth.dec()
         self.metrics.appends.labels("replayed" if result.replayed else "ok").inc()
         self.metrics.append_seconds.observe(time.perf_counter() - started)
         self.metrics.append_events.observe(len(result.events))
@@ -141,6 +164,20 @@ class LedgerService:
             else:
                 checks["halt"] = "not halted"
         self._observe(state, writer.state)
+        bound = self.checkpoints.lag_bound if self.checkpoints else None
+        if bound is not None:
+            try:
+                lag = await asyncio.wait_for(self.checkpoint_lag(), _PROBE_TIMEOUT)
+            except (CanonlogError, TimeoutError) as exc:
+                checks["checkpoint_lag"] = "unknown"
+                reasons.append(f"checkpoint lag: cannot be measured ({exc or 'no answer'})")
+            else:
+                checks["checkpoint_lag"] = f"{lag.events} events, {lag.seconds:.0f} s"
+                if lag.events > bound.events or lag.seconds > bound.seconds:
+                    reasons.append(
+                        f"checkpoint lag: {lag.events} events and {lag.seconds:.0f} s after the "
+                        f"checkpoint at {lag.checkpoint_sequence}, beyond the bound of "
+                        f"{bound.events} events or {bound.seconds:g} s")
         return reasons, checks
 
     def _observe(self, state: LedgerState | None, writer_state: WriterState) -> None:
@@ -157,6 +194,25 @@ class LedgerService:
         except CanonlogError:
             state = None
         self._observe(state, self.client.writer.state)
+        if self.checkpoints is not None:
+            try:
+                lag = await self.checkpoint_lag()
+                events, seconds = float(lag.events), lag.seconds
+            except CanonlogError:
+                events = seconds = -1.0
+            self.metrics.checkpoint_lag_events.set(events)
+            self.metrics.checkpoint_lag_seconds.set(seconds)
+
+    async def checkpoint_lag(self) -> CheckpointLag:
+        """How far the ledger's head is past its newest published checkpoint."""
+        stored = await self._source().store.list_checkpoints(self.ledger_id)
+        covered = next((s.sequence for s in stored if s.sequence is not None), 0)
+        head = await self.client.head()
+        if head.sequence <= covered:
+            return CheckpointLag(covered, 0, 0.0)
+        oldest = await self.client.read_all(after=covered, limit=1)
+        waited = (datetime.now(UTC) - oldest[0].recorded_at).total_seconds() if oldest else 0.0
+        return CheckpointLag(covered, head.sequence - covered, max(waited, 0.0))
 
     # -- checkpoints ----------------------------------------------------------------------
 
