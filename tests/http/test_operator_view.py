@@ -98,7 +98,7 @@ async def test_the_live_tail_shows_a_new_append_without_a_reload(shared, tokens,
     await expect(page.locator("#head-sequence")).to_have_text(str(receipt["sequence"]))
 
 
-async def test_a_halt_appears_in_the_view(database, tmp_path, auth_config, tokens, page):
+async def test_a_halt_and_a_ceremony_appear_in_the_view(database, tmp_path, auth_config, tokens, page):
     async with running_service(database, tmp_path, ServiceConfig(auth=auth_config)) as service:
         await open_view(page, service.url, tokens.rsa("read"))
         await expect(page.locator("#halt-pill")).to_have_text("not halted", timeout=WAIT_MS)
@@ -109,4 +109,11 @@ async def test_a_halt_appears_in_the_view(database, tmp_path, auth_config, token
         await expect(page.locator("#halt-state")).to_contain_text("suspicious export")
         await expect(page.locator("#events tr.halt")).to_contain_text("canonlog.halted", timeout=WAIT_MS)
         await expect(page.locator("#readiness")).to_contain_text("not ready", timeout=WAIT_MS)
+        await expect(page.locator("#ceremonies-status")).to_have_text("No ceremony has been proposed.")
+        async with service.client(headers=tokens.bearer()) as client:
+            proposed = await client.post("/v1/ceremonies/failover",
+                                         json={"target_writer_id": "writer-2"})
+            assert proposed.status_code == 201, proposed.text
+        await expect(page.locator("#ceremony-list")).to_contain_text(
+            "failover to writer-2, proposed by alice; 0 of 2 witnesses", timeout=WAIT_MS)
         await screenshot(page, "operator-view-halted")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 
 import structlog
@@ -19,9 +19,17 @@ from fastapi.routing import APIRoute
 from starlette.staticfiles import StaticFiles
 
 from canonlog.application.client import LedgerClient
-from canonlog.infrastructure.http import routes_ledger, routes_operations, routes_tail
+from canonlog.application.ports import GovernedLedger
+from canonlog.domain.errors import OperatorLoginMissing
+from canonlog.infrastructure.http import (
+    routes_ceremonies,
+    routes_ledger,
+    routes_operations,
+    routes_tail,
+)
 from canonlog.infrastructure.http.auth import AuthConfig, AuthConfigError, Authenticator
 from canonlog.infrastructure.http.authz import PolicyAuthorizer
+from canonlog.infrastructure.http.ceremonies import LedgerCeremonies
 from canonlog.infrastructure.http.errors import install_error_handlers
 from canonlog.infrastructure.http.metrics import ServiceMetrics
 from canonlog.infrastructure.http.middleware import RequestContextMiddleware
@@ -32,6 +40,9 @@ log = structlog.get_logger("canonlog.http")
 
 #: Opens the ledger the service hosts: the composition root's open_ledger, or a test's.
 LedgerOpener = Callable[[Settings], AbstractAsyncContextManager[LedgerClient]]
+#: Opens the operator's connection, which proposals and approvals run on; raises
+#: OperatorLoginMissing when none is configured.
+GovernanceOpener = Callable[[Settings], AbstractAsyncContextManager[GovernedLedger]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,17 +74,23 @@ def is_loopback(host: str) -> bool:
 
 
 def create_app(settings: Settings, config: ServiceConfig, *,
-               open_ledger: LedgerOpener | None = None) -> FastAPI:
+               open_ledger: LedgerOpener | None = None,
+               open_governance: GovernanceOpener | None = None) -> FastAPI:
     """Builds the application; the ledger opens when the server starts it (lifespan).
 
-    open_ledger defaults to the composition root's; the writer is verified and
-    accepting before the server takes its first request, and stopped on shutdown.
+    open_ledger and open_governance default to the composition root's; the writer is
+    verified and accepting before the server takes its first request, and stopped on
+    shutdown.
     """
     if open_ledger is None:
         from canonlog.infrastructure.bootstrap import open_ledger as default_opener
 
         open_ledger = default_opener
-    opener = open_ledger
+    if open_governance is None:
+        from canonlog.infrastructure.bootstrap import open_governance_log
+
+        open_governance = open_governance_log
+    opener, governance = open_ledger, open_governance
     metrics = ServiceMetrics()
 
     @asynccontextmanager
@@ -84,10 +101,17 @@ def create_app(settings: Settings, config: ServiceConfig, *,
         if not config.auth.required:
             log.warning("authentication is OFF: every request acts with every scope; "
                         "allowed only because the service listens on loopback", host=config.host)
-        async with opener(settings) as client:
+        async with opener(settings) as client, AsyncExitStack() as stack:
+            governed: GovernedLedger | None = None
+            try:
+                governed = await stack.enter_async_context(governance(settings))
+            except OperatorLoginMissing:
+                log.warning("no operator login: ceremonies are served, but proposals and "
+                            "approvals are refused until CANONLOG_OPERATOR_DSN is set")
             service = LedgerService(client, metrics, writer_id=settings.writer_id,
                                     checkpoints=config.checkpoints, limits=settings.limits)
             app.state.service = service
+            app.state.ceremonies = LedgerCeremonies(client.event_log, governed, client.ledger_id)
             log.info("service ready", ledger_id=client.ledger_id, host=config.host,
                      port=config.port, auth_required=config.auth.required)
             try:
@@ -106,7 +130,8 @@ def create_app(settings: Settings, config: ServiceConfig, *,
     app.state.ledger_id = settings.ledger
     install_error_handlers(app)
     routers = [(routes_ledger.router, "ledger"), (routes_tail.router, "ledger"),
-               (routes_operations.router, "operations"), (routes_operations.health, "health")]
+               (routes_ceremonies.router, "ceremonies"), (routes_operations.router, "operations"),
+               (routes_operations.health, "health")]
     for router, tag in routers:
         app.include_router(router, tags=[tag])
     app.state.api_routes = [r for router, _ in routers for r in router.routes

@@ -55,6 +55,7 @@ STATUS_BY_ERROR: dict[type[CanonlogError], int] = {
     canonlog_errors.LedgerNotFound: 404,
     canonlog_errors.CeremonyNotFound: 404,
     canonlog_errors.CeremonyError: 409,
+    canonlog_errors.OperatorLoginMissing: 503,
     canonlog_errors.CheckpointConflict: 409,
     canonlog_errors.AppendOnlyViolation: 403,
     canonlog_errors.TamperDetected: 500,

@@ -14,8 +14,10 @@ from typing import Annotated, Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
+from canonlog.application.ceremonies import CeremonyReport
 from canonlog.application.ports import AppendResult
 from canonlog.domain.canonical import INT_MAX
+from canonlog.domain.ceremony import CeremonyKind, CeremonyStatus
 from canonlog.domain.events import Head, LedgerState, RecordedEvent
 
 
@@ -224,6 +226,80 @@ class VerificationList(BaseModel):
 
     ledger_id: str
     runs: list[VerificationOut]
+
+
+class FailoverIn(_Request):
+    """Proposes moving the ledger's grant to another writer."""
+
+    target_writer_id: str = Field(min_length=1, max_length=256)
+
+
+class ApprovalIn(_Request):
+    """A witness's approval: its key id and its Ed25519 signature, made offline, over the
+    ceremony's statement (the `statement` of the ceremony, hex)."""
+
+    key_id: str = Field(min_length=1, max_length=256)
+    signature: str = Field(pattern=r"^[0-9a-f]{128}$", description="64 bytes, lowercase hex")
+
+
+class ApprovalOut(BaseModel):
+    key_id: str
+    owner_id: str = Field(description="the witness who owns the key")
+    approved_by: str
+    approved_seq: int
+    signature: str
+    counts: bool = Field(description="the signature verifies under a witness key not revoked")
+    problem: str | None
+
+
+class CeremonyOut(BaseModel):
+    """A failover or resume ceremony with its approvals, checked against the ledger as it is now."""
+
+    ledger_id: str
+    proposal_id: int
+    kind: CeremonyKind
+    status: CeremonyStatus
+    writer_id: str | None = Field(description="the grant's writer when proposed")
+    epoch: int
+    target_writer_id: str | None
+    head_sequence: int | None
+    head_hash: str | None
+    halt_sequence: int | None
+    halt_hash: str | None
+    proposed_by: str
+    proposed_seq: int
+    proposed_at: datetime
+    closed_seq: int | None
+    policy_sequence: int | None = Field(
+        description="the sequence of the governance policy in force when proposed")
+    statement: str = Field(description="the bytes each witness signs, hex")
+    approvals: list[ApprovalOut]
+    witnesses: int = Field(description="distinct witnesses behind the approvals that count")
+    threshold: int
+    blocker: str | None = Field(description="why it cannot execute now; null when it can")
+
+    @classmethod
+    def of(cls, report: CeremonyReport) -> CeremonyOut:
+        c = report.ceremony
+        approvals = [ApprovalOut(key_id=a.approval.key_id, owner_id=a.approval.owner_id,
+                                 approved_by=a.approval.approved_by,
+                                 approved_seq=a.approval.approved_seq,
+                                 signature=a.approval.signature.hex(), counts=a.problem is None,
+                                 problem=a.problem) for a in report.approvals]
+        return cls(
+            ledger_id=c.ledger_id, proposal_id=c.proposal_id, kind=c.kind, status=c.status,
+            writer_id=c.writer_id, epoch=c.epoch, target_writer_id=c.target_writer_id,
+            head_sequence=c.head_sequence, head_hash=c.head_hash.hex() if c.head_hash else None,
+            halt_sequence=c.halt_sequence, halt_hash=c.halt_hash.hex() if c.halt_hash else None,
+            proposed_by=c.proposed_by, proposed_seq=c.proposed_seq, proposed_at=c.proposed_at,
+            closed_seq=c.closed_seq, policy_sequence=c.policy_sequence,
+            statement=report.statement.hex(), approvals=approvals,
+            witnesses=report.witnesses, threshold=report.threshold, blocker=report.blocker)
+
+
+class CeremonyList(BaseModel):
+    ledger_id: str
+    ceremonies: list[CeremonyOut]
 
 
 class HealthOut(BaseModel):

@@ -2,14 +2,15 @@
 #
 # The service evaluates data.canonlog.authz for every authenticated request, with
 #   input.subject  the token's sub
-#   input.scopes   the token's scopes (read, append, operate)
+#   input.scopes   the token's scopes (read, append, operate, approve)
 #   input.ledger   the ledger the service hosts
 #   input.stream   the stream in the path, or null
 #   input.task     the task_id of an append, or null
 #   input.action   the route: append, read_stream, read_all, read_event, head,
 #                  ledger_state, halt, list_checkpoints, latest_checkpoint,
 #                  checkpoint, checkpoint_note, start_verification, list_verifications,
-#                  verification, tail, websocket_tail
+#                  verification, tail, websocket_tail, list_ceremonies, ceremony,
+#                  propose_failover, approve_ceremony, approve_resume
 # and allows the request only when `allow` is true. `reasons` says why not.
 #
 # This policy grants each action to the scope it needs and nothing more. Copy it,
@@ -23,6 +24,9 @@ required_scope := {
 	"append": "append",
 	"halt": "operate",
 	"start_verification": "operate",
+	"propose_failover": "operate",
+	"approve_ceremony": "approve",
+	"approve_resume": "approve",
 }
 
 scope_needed := required_scope[input.action] if {

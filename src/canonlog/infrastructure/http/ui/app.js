@@ -205,8 +205,37 @@ async function refreshCheckpoints() {
   }
 }
 
+function describeCeremony(c) {
+  const what = c.kind === "failover" ? `failover to ${c.target_writer_id}` : `resume after the halt at ${c.halt_sequence}`;
+  const standing = c.status === "open"
+    ? `${c.witnesses} of ${c.threshold} witnesses${c.blocker ? `: ${c.blocker}` : ", ready to execute"}`
+    : `${c.status} at sequence ${c.closed_seq}`;
+  return `#${c.proposal_id} ${what}, proposed by ${c.proposed_by}; ${standing}`;
+}
+
+async function refreshCeremonies() {
+  const found = (await api("ceremonies")).ceremonies;
+  $("ceremonies-status").textContent = found.length ? "" : "No ceremony has been proposed.";
+  const list = $("ceremony-list");
+  list.replaceChildren();
+  for (const c of found.slice(0, 10)) {
+    const item = document.createElement("li");
+    item.dataset.proposal = c.proposal_id;
+    item.textContent = describeCeremony(c);
+    const approvals = document.createElement("ul");
+    for (const a of c.approvals) {
+      const li = document.createElement("li");
+      li.textContent = `key ${a.key_id} (${a.owner_id}) at ${a.approved_seq}: ${a.counts ? "counts" : a.problem}`;
+      approvals.append(li);
+    }
+    item.append(approvals);
+    list.append(item);
+  }
+}
+
 async function poll() {
-  await Promise.allSettled([refreshState(), refreshReadiness(), refreshVerification()]);
+  await Promise.allSettled([refreshState(), refreshReadiness(), refreshVerification(),
+    refreshCeremonies()]);
 }
 
 async function start() {
