@@ -338,7 +338,8 @@ def service_config(settings: Settings) -> ServiceConfig:
         if settings.jwks_file is None:
             raise AuthConfigError(
                 "authentication is required: set CANONLOG_JWKS_FILE, CANONLOG_JWT_ISSUER and "
-                "CANONLOG_JWT_AUDIENCE, or CANONLOG_AUTH_REQUIRED=false on a loopback address")
+                "CANONLOG_JWT_AUDIENCE, or, on a loopback address only, turn it off with "
+                "`canonlog serve --no-auth` (CANONLOG_AUTH_REQUIRED=false)")
         keys = load_jwks_file(settings.jwks_file, min_hmac_key_bytes=settings.jwt_min_hmac_key_bytes)
     else:
         keys = ()
