@@ -65,6 +65,7 @@ async def open_view(page: Page, url: str, token: str) -> None:
     await page.fill("#token", token)
     await page.click("#token-form button[type=submit]")
     await expect(page.locator("#tail-status")).to_have_text("tail: live", timeout=WAIT_MS)
+    await expect(page.locator("#notice")).to_have_text("", timeout=WAIT_MS)
 
 
 async def test_the_view_loads_shows_the_chain_and_runs_a_verification(shared, tokens, page):
@@ -115,5 +116,6 @@ async def test_a_halt_and_a_ceremony_appear_in_the_view(database, tmp_path, auth
                                          json={"target_writer_id": "writer-2"})
             assert proposed.status_code == 201, proposed.text
         await expect(page.locator("#ceremony-list")).to_contain_text(
-            "failover to writer-2, proposed by alice; 0 of 2 witnesses", timeout=WAIT_MS)
+            "failover to writer-2, proposed by alice; approved by 0 of the 2 witnesses needed",
+            timeout=WAIT_MS)
         await screenshot(page, "operator-view-halted")

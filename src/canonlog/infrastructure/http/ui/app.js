@@ -22,24 +22,28 @@ function headers() {
   return t ? { Authorization: `Bearer ${t}` } : {};
 }
 
-function notice(text) { $("notice").textContent = text; }
+function notice(text, kind = "") {
+  $("notice").textContent = text;
+  $("notice").dataset.kind = kind;
+}
 
 // Calls the API; returns the parsed body, or throws an Error carrying the standard error body.
 async function api(path, options = {}) {
   const response = await fetch(new URL(path, API), { ...options, headers: { ...headers(), ...(options.headers || {}) } });
   const body = response.headers.get("content-type")?.includes("json") ? await response.json() : null;
+  if (response.ok && $("notice").dataset.kind === "auth") notice("");
   if (!response.ok) {
     const error = new Error(body?.error?.message || `HTTP ${response.status}`);
     error.status = response.status;
     error.code = body?.error?.code;
-    if (response.status === 401) notice("This service needs a bearer token: paste one above.");
+    if (response.status === 401) notice("This service needs a bearer token: paste one above.", "auth");
     if (response.status === 403) notice(`Refused: ${error.message}`);
     throw error;
   }
   return body;
 }
 
-function short(hash) { return hash ? `${hash.slice(0, 16)}…` : ""; }
+function short(hash) { return hash ? `${hash.slice(0, 12)}…` : ""; }
 
 function pill(id, text, kind) {
   const el = $(id);
@@ -66,7 +70,7 @@ function showEvent(event, fresh) {
   cell(row, event.stream_id);
   cell(row, String(event.stream_version));
   cell(row, event.event_type);
-  cell(row, event.recorded_at.replace("T", " ").slice(0, 19));
+  cell(row, event.recorded_at.replace("T", " ").slice(0, 19), "when");
   const hash = cell(row, short(event.hash), "hash");
   hash.title = event.hash;
   while (body.rows.length > RECENT) body.deleteRow(body.rows.length - 1);
@@ -208,7 +212,7 @@ async function refreshCheckpoints() {
 function describeCeremony(c) {
   const what = c.kind === "failover" ? `failover to ${c.target_writer_id}` : `resume after the halt at ${c.halt_sequence}`;
   const standing = c.status === "open"
-    ? `${c.witnesses} of ${c.threshold} witnesses${c.blocker ? `: ${c.blocker}` : ", ready to execute"}`
+    ? (c.blocker || `${c.witnesses} of ${c.threshold} witnesses, ready to execute`)
     : `${c.status} at sequence ${c.closed_seq}`;
   return `#${c.proposal_id} ${what}, proposed by ${c.proposed_by}; ${standing}`;
 }
