@@ -151,4 +151,6 @@ async def test_the_operator_views_files_are_served_and_a_missing_one_is_a_standa
         missing = await client.get("/ui/nothing-here.js")
     assert script.status_code == 200
     assert "javascript" in script.headers["content-type"]
+    assert "script-src 'self'" in script.headers["content-security-policy"]
+    assert script.headers["x-content-type-options"] == "nosniff"
     assert_standard_error(missing, 404, "not_found")

@@ -8,15 +8,20 @@ server shuts down; routes are thin calls into LedgerService.
 from __future__ import annotations
 
 import ipaddress
+import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
+from os import PathLike
+from typing import Final
 
 import structlog
 from fastapi import FastAPI
 from fastapi.responses import RedirectResponse
 from fastapi.routing import APIRoute
+from starlette.responses import Response
 from starlette.staticfiles import StaticFiles
+from starlette.types import Scope
 
 from canonlog.application.client import LedgerClient
 from canonlog.application.ports import GovernedLedger
@@ -62,6 +67,31 @@ class ServiceConfig:
         if not self.auth.required and not is_loopback(self.host):
             raise AuthConfigError(
                 f"authentication can be off only on a loopback address, not on {self.host!r}")
+
+
+#: The operator's view runs only its own files and talks only to this service; the
+#: bearer token an operator pastes never leaves for another origin.
+_VIEW_HEADERS: Final = {
+    "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; "
+                               "img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; "
+                               "base-uri 'none'; form-action 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+class OperatorView(StaticFiles):
+    """The operator's view: the static files shipped in the package, with headers that keep
+    the page to its own scripts and this service."""
+
+    def __init__(self) -> None:
+        super().__init__(packages=[("canonlog.infrastructure.http", "ui")], html=True)
+
+    def file_response(self, full_path: PathLike[str] | str, stat_result: os.stat_result,
+                      scope: Scope, status_code: int = 200) -> Response:
+        response = super().file_response(full_path, stat_result, scope, status_code)
+        response.headers.update(_VIEW_HEADERS)
+        return response
 
 
 def is_loopback(host: str) -> bool:
@@ -136,9 +166,8 @@ def create_app(settings: Settings, config: ServiceConfig, *,
         app.include_router(router, tags=[tag])
     app.state.api_routes = [r for router, _ in routers for r in router.routes
                             if isinstance(r, APIRoute)]
-    # The operator's view: static files shipped in the package, calling the API above.
-    app.mount("/ui", StaticFiles(packages=[("canonlog.infrastructure.http", "ui")], html=True),
-              name="ui")
+    # The operator's view: static files calling the API above.
+    app.mount("/ui", OperatorView(), name="ui")
 
     @app.get("/", include_in_schema=False)
     async def root() -> RedirectResponse:
