@@ -176,7 +176,8 @@ async def shared(pg_admin: PgTarget, pg_template: PgTarget, auth_config: AuthCon
                             operator=target.as_user(OPERATOR_ROLE))
     config = ServiceConfig(auth=auth_config, max_body_bytes=64 * 1024)
     try:
-        async with running_service(database, tmp_path_factory.mktemp("service"), config) as service:
+        async with running_service(database, tmp_path_factory.mktemp("service"), config,
+                                   operator_dsn=database.operator.uri()) as service:
             yield service
     finally:
         await drop(pg_admin, target)

@@ -17,6 +17,7 @@ import pytest
 
 from canonlog.infrastructure.http import ServiceConfig
 from tests.http.conftest import running_service
+from tests.http.test_ceremonies import establish_policy, operated
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 IN_CI = os.environ.get("CI", "").lower() == "true"
@@ -100,7 +101,9 @@ async def test_the_live_tail_shows_a_new_append_without_a_reload(shared, tokens,
 
 
 async def test_a_halt_and_a_ceremony_appear_in_the_view(database, tmp_path, auth_config, tokens, page):
-    async with running_service(database, tmp_path, ServiceConfig(auth=auth_config)) as service:
+    async with running_service(database, tmp_path, ServiceConfig(auth=auth_config),
+                               **operated(database)) as service:
+        await establish_policy(database.admin.uri())
         await open_view(page, service.url, tokens.rsa("read"))
         await expect(page.locator("#halt-pill")).to_have_text("not halted", timeout=WAIT_MS)
         async with service.client(headers=tokens.bearer()) as client:
@@ -116,6 +119,5 @@ async def test_a_halt_and_a_ceremony_appear_in_the_view(database, tmp_path, auth
                                          json={"target_writer_id": "writer-2"})
             assert proposed.status_code == 201, proposed.text
         await expect(page.locator("#ceremony-list")).to_contain_text(
-            "failover to writer-2, proposed by alice; approved by 0 of the 2 witnesses needed",
-            timeout=WAIT_MS)
+            "failover to writer-2, proposed by alice; approved by 0 of the 2", timeout=WAIT_MS)
         await screenshot(page, "operator-view-halted")

@@ -210,7 +210,8 @@ async function refreshCheckpoints() {
 }
 
 function describeCeremony(c) {
-  const what = c.kind === "failover" ? `failover to ${c.target_writer_id}` : `resume after the halt at ${c.halt_sequence}`;
+  const what = { failover: `failover to ${c.target_writer_id}`, resume: `resume after the halt at ${c.halt_sequence}`,
+    policy: "governance policy change" }[c.kind] || c.kind;
   const standing = c.status === "open"
     ? (c.blocker || `${c.witnesses} of ${c.threshold} witnesses, ready to execute`)
     : `${c.status} at sequence ${c.closed_seq}`;
