@@ -158,3 +158,6 @@ async def test_readiness_fails_while_checkpoints_lag_beyond_their_bound_and_the_
         assert metric(text, "canonlog_checkpoint_lag_seconds") >= 0
         assert metric(text, "canonlog_append_queue_depth") == 0
         assert metric(text, 'canonlog_appends_total{outcome="ok"}') == 3
+        # Three sequential appends are three batches of one request and one event each.
+        assert metric(text, "canonlog_writer_batch_requests_count") == 3
+        assert metric(text, "canonlog_writer_batch_events_sum") == 3

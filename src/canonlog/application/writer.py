@@ -24,7 +24,7 @@ import asyncio
 import enum
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -106,6 +106,9 @@ class WriterHealth:
 #: What a batch came to: an outcome per request, or the refusal of the whole batch.
 _Result = list[AppendOutcome] | CanonlogError
 
+#: Told the number of requests and of events of each batch sent to the database.
+BatchObserver = Callable[[int, int], None]
+
 
 class EventWriterService:
     """The single writer of a ledger; see the module docstring for what it guarantees."""
@@ -134,6 +137,7 @@ class EventWriterService:
         self._state = WriterState.NEW
         self._unsaved_head: Head | None = None
         self._head_saved_at = 0.0
+        self._batch_observers: list[BatchObserver] = []
         self._logger = structlog.get_logger("canonlog.writer").bind(
             ledger_id=config.ledger_id, writer_id=config.writer_id
         )
@@ -312,12 +316,18 @@ class EventWriterService:
             self._resolve(*done)
             done = (live, await call)
 
+    def observe_batches(self, observer: BatchObserver) -> None:
+        """Calls observer with the requests and events of every batch sent to the database."""
+        self._batch_observers.append(observer)
+
     async def _submit(self, live: list[Pending]) -> _Result:
         """Checks the lease and every halt channel, then appends; a refusal of the whole
         batch is returned rather than raised."""
         try:
             grant = self._check_lease()
             await self._check_halt()
+            for observer in self._batch_observers:
+                observer(len(live), sum(len(item.request.events) for item in live))
             return await self._event_log.append_batch(grant, [item.request for item in live])
         except CanonlogError as exc:
             return exc

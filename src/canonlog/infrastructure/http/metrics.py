@@ -24,6 +24,13 @@ class ServiceMetrics:
         self.append_events = Histogram(
             "canonlog_append_events", "Events per accepted append request.",
             buckets=_SIZE_BUCKETS, registry=self.registry)
+        self.batch_requests = Histogram(
+            "canonlog_writer_batch_requests",
+            "Append requests per database batch of the writer (group commit).",
+            buckets=_SIZE_BUCKETS, registry=self.registry)
+        self.batch_events = Histogram(
+            "canonlog_writer_batch_events", "Events per database batch of the writer.",
+            buckets=_SIZE_BUCKETS, registry=self.registry)
         self.http_requests = Counter(
             "canonlog_http_requests", "HTTP requests by method, route template and status.",
             ["method", "route", "status"], registry=self.registry)
@@ -57,6 +64,11 @@ class ServiceMetrics:
             "canonlog_checkpoint_lag_seconds",
             "Seconds the oldest event after the newest checkpoint has waited for one, 0 when "
             "every event is covered (-1 when unknown).", registry=self.registry)
+
+    def observe_batch(self, requests: int, events: int) -> None:
+        """Records one batch the writer sent to the database."""
+        self.batch_requests.observe(requests)
+        self.batch_events.observe(events)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

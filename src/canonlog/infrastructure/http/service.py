@@ -94,6 +94,7 @@ class LedgerService:
         self.metrics = metrics
         self.checkpoints = checkpoints
         self._runs: OrderedDict[str, _Run] = OrderedDict()
+        client.writer.observe_batches(metrics.observe_batch)
 
     # -- writing --------------------------------------------------------------------------
 
