@@ -39,8 +39,8 @@ async def test_appends_reuse_one_connection_while_the_pool_has_others(database):
         pids = set()
         for n in range(5):
             await log.append(grant, request("s", n))
-            assert log._appender is not None
-            pids.add(log._appender.get_server_pid())
+            assert log.driver._appender is not None
+            pids.add(log.driver._appender.get_server_pid())
         assert len(pids) == 1
         assert (await log.head("main")).sequence == 6
     finally:

@@ -12,7 +12,6 @@ import asyncpg
 import pytest
 
 from canonlog.domain.errors import MigrationError
-from canonlog.infrastructure.postgres.codec import QUERIES
 from canonlog.infrastructure.postgres.migrations import (
     SUPERSEDED_CHECKSUMS,
     check_schema,
@@ -20,6 +19,7 @@ from canonlog.infrastructure.postgres.migrations import (
     require_supported,
     shipped_migrations,
 )
+from canonlog.infrastructure.postgres.queries import QUERIES
 from tests.support.servers import drop, requested_version
 
 # The DO block that defines is_json_object_v1 per server version, with its comment.

@@ -12,7 +12,7 @@ from canonlog.domain.errors import CanonlogError, ConcurrencyConflict
 from canonlog.domain.events import AppendRequest, NewEvent, StreamState, WriteContext
 from canonlog.infrastructure.bootstrap import open_event_log
 from canonlog.infrastructure.postgres.asyncpg_log import translated
-from canonlog.infrastructure.postgres.codec import QUERIES
+from canonlog.infrastructure.postgres.queries import QUERIES
 from canonlog.infrastructure.settings import Settings
 
 Say = Callable[[str], None]

@@ -6,8 +6,8 @@ import asyncpg
 
 from canonlog.infrastructure.postgres.asyncpg_log import translated
 from canonlog.infrastructure.postgres.catalogue import login_problems
-from canonlog.infrastructure.postgres.codec import QUERIES
 from canonlog.infrastructure.postgres.migrations import check_schema
+from canonlog.infrastructure.postgres.queries import QUERIES
 
 #: Settings under which a commit PostgreSQL acknowledged could be lost in a crash
 #: (https://www.postgresql.org/docs/current/runtime-config-wal.html).

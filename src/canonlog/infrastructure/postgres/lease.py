@@ -9,7 +9,7 @@ import time
 import asyncpg
 
 from canonlog.domain.errors import StorageError
-from canonlog.infrastructure.postgres.codec import QUERIES
+from canonlog.infrastructure.postgres.queries import QUERIES
 
 #: First key of the lease's advisory lock. The append path takes transaction
 #: locks under 1668050791; a different class keeps the two from ever colliding.

@@ -29,7 +29,7 @@ import structlog
 
 from canonlog.domain.errors import MigrationError
 from canonlog.infrastructure.postgres.catalogue import catalogue_problems, expected_catalogue
-from canonlog.infrastructure.postgres.codec import QUERIES
+from canonlog.infrastructure.postgres.queries import QUERIES
 
 log = structlog.get_logger(__name__)
 
