@@ -12,8 +12,10 @@ from canonlog.domain.errors import CanonlogError, ConcurrencyConflict
 from canonlog.domain.events import AppendRequest, NewEvent, StreamState, WriteContext
 from canonlog.infrastructure.bootstrap import open_event_log
 from canonlog.infrastructure.postgres.asyncpg_log import translated
-from canonlog.infrastructure.postgres.queries import QUERIES
+from canonlog.infrastructure.postgres.queries import QUERIES, load_queries
 from canonlog.infrastructure.settings import Settings
+
+DEMO_QUERIES = load_queries(__package__, "demo.sql")
 
 Say = Callable[[str], None]
 
@@ -24,7 +26,7 @@ async def run_demo(settings: Settings, say: Say) -> bool:
     async with open_event_log(settings) as (log, connections):
         where = (f"embedded PostgreSQL in {connections.embedded.data_dir}"
                  if connections.embedded else "PostgreSQL at the configured DSN")
-        version = await log.pool.fetchval(QUERIES["server_version"])
+        version = await log.pool.fetchval(QUERIES["server_version"], column=1)
         say(f"canonlog demo on {where} (server {version})")
         grant = await log.acquire_grant(ledger, "demo-writer")
         say(f"  ledger {ledger}: writer {grant.writer_id} holds the grant at epoch {grant.epoch}")
@@ -67,7 +69,7 @@ async def run_demo(settings: Settings, say: Say) -> bool:
         say(f"  tampering with #{target} (order_placed, amount 120 -> 1):")
         try:
             async with translated():
-                await log.pool.execute(QUERIES["demo_runtime_update"], ledger, target)
+                await log.pool.execute(DEMO_QUERIES["demo_runtime_update"], ledger, target)
         except CanonlogError as exc:
             say(f"    the runtime role's UPDATE is refused: {exc}")
         admin = await asyncpg.connect(connections.admin_dsn)
@@ -76,11 +78,11 @@ async def run_demo(settings: Settings, say: Say) -> bool:
                                 " set_config('canonlog.demo_seq', $2, false)", ledger, str(target))
             try:
                 async with translated(), admin.transaction():
-                    await admin.execute(QUERIES["demo_owner_update"])
+                    await admin.execute(DEMO_QUERIES["demo_owner_update"])
             except CanonlogError as exc:
                 say(f"    the table owner's UPDATE is refused: {exc}")
             async with admin.transaction():
-                await admin.execute(QUERIES["demo_superuser_tamper"])
+                await admin.execute(DEMO_QUERIES["demo_superuser_tamper"])
             say("    a superuser disables the trigger, rewrites the payload, re-enables it")
         finally:
             await admin.close()

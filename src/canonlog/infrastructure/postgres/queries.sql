@@ -84,22 +84,6 @@ WHERE n.nspname = 'canonlog' AND c.relkind IN ('r', 'v', 'p')
 SELECT name, setting FROM pg_settings
 WHERE name IN ('fsync', 'synchronous_commit', 'full_page_writes')
 
--- name: server_version
-SELECT current_setting('server_version') AS version
-
--- name: demo_runtime_update
-UPDATE canonlog.events SET payload = convert_to('{"amount":1}', 'UTF8') WHERE ledger_id = $1 AND seq = $2
-
--- name: demo_owner_update
-SET ROLE canonlog_owner;
-UPDATE canonlog.events SET payload = payload WHERE ledger_id = current_setting('canonlog.demo_ledger');
-
--- name: demo_superuser_tamper
-ALTER TABLE canonlog.events DISABLE TRIGGER events_refuse_update;
-UPDATE canonlog.events SET payload = convert_to('{"amount":1,"currency":"EUR","order":"order-1"}', 'UTF8')
-WHERE ledger_id = current_setting('canonlog.demo_ledger') AND seq = current_setting('canonlog.demo_seq')::bigint;
-ALTER TABLE canonlog.events ENABLE ALWAYS TRIGGER events_refuse_update;
-
 -- name: server_encoding
 SELECT current_setting('server_encoding') AS encoding
 
