@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import asyncpg
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from canonlog.domain.errors import AppendOnlyViolation, DirectInsertRefused
 from canonlog.domain.events import AppendRequest, NewEvent, WriteContext
 from canonlog.infrastructure.postgres.asyncpg_log import AsyncpgEventLog, translated
+from canonlog.infrastructure.postgres.migrations import (
+    check_schema,
+    shipped_functions,
+    shipped_triggers,
+)
+from tests.support.ceremony import policy_of
 
 MUTATIONS = {
     "UPDATE canonlog.events SET payload = '\\x7b7d' WHERE seq = 2": "CL001",
@@ -39,17 +46,22 @@ async def ledger(database):
     await log.close()
 
 
-async def _sqlstate(dsn: str, statement: str, *, setup: tuple[str, ...] = ()) -> str | None:
+async def _error(dsn: str, statement: str, *, setup: tuple[str, ...] = ()) -> asyncpg.PostgresError | None:
     conn = await asyncpg.connect(dsn)
     try:
         for line in setup:
             await conn.execute(line)
         await conn.execute(statement)
     except asyncpg.PostgresError as exc:
-        return exc.sqlstate
+        return exc
     finally:
         await conn.close()
     return None
+
+
+async def _sqlstate(dsn: str, statement: str, *, setup: tuple[str, ...] = ()) -> str | None:
+    error = await _error(dsn, statement, setup=setup)
+    return None if error is None else error.sqlstate
 
 
 @pytest.mark.parametrize(("statement", "sqlstate"), MUTATIONS.items())
@@ -83,7 +95,7 @@ async def test_direct_inserts_by_owner_or_superuser_are_refused(ledger):
     "ALTER TABLE canonlog.events DISABLE TRIGGER events_refuse_update",
     "ALTER TABLE canonlog.events DISABLE TRIGGER ALL",
     "DROP TRIGGER events_refuse_delete ON canonlog.events",
-    "CREATE OR REPLACE FUNCTION canonlog.refuse_update_v1() RETURNS trigger"
+    "CREATE OR REPLACE FUNCTION canonlog.refuse_change_v1() RETURNS trigger"
     " LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$",
     "SET ROLE canonlog_owner",
     "DROP TABLE canonlog.events",
@@ -123,7 +135,7 @@ async def test_readers_cannot_append_halt_or_take_the_grant(ledger):
     reader = ledger.admin.as_user("reader_only").uri()
     assert await _sqlstate(reader, "SELECT canonlog.acquire_grant_v1('main', 'r')") == "42501"
     assert await _sqlstate(reader, "SELECT canonlog.halt_v1('main', 'r', 'r')") == "42501"
-    assert await _sqlstate(reader, "SELECT * FROM canonlog.append_v1('main', 'w', 1, NULL,"
+    assert await _sqlstate(reader, "SELECT * FROM canonlog.append_v2('main', 'w', 1, NULL,"
                            " '{s}', '{NULL}', '{NULL}', '{1}', '{NULL}', '{NULL}', '{NULL}',"
                            " '{NULL}', '{NULL}', '{NULL}', '{NULL}', '{x}', '{\"\\\\x7b7d\"}',"
                            " '{\"\\\\x7b7d\"}', '{NULL}', '{NULL}')") == "42501"
@@ -148,3 +160,73 @@ async def test_violations_map_to_canonlog_errors(ledger):
                 await conn.execute(DIRECT_INSERT)
     finally:
         await conn.close()
+
+
+#: What each refusing trigger's operation looks like, on any table.
+OPERATIONS = {
+    "update": ("UPDATE canonlog.{table} SET ledger_id = ledger_id", "CL001", "UPDATE"),
+    "delete": ("DELETE FROM canonlog.{table}", "CL002", "DELETE"),
+    "truncate": ("TRUNCATE canonlog.{table} CASCADE", "CL003", "TRUNCATE"),
+}
+WITNESSED = policy_of(("w-1", "alice", Ed25519PrivateKey.from_private_bytes(bytes([1]) * 32)))
+REFUSING = sorted(
+    (table, trigger) for (table, trigger), function in shipped_triggers().items()
+    if function == "refuse_change_v1"
+)
+
+
+@pytest.fixture
+async def every_table(ledger):
+    """The ledger with a row in every canonlog table, for row-level triggers to fire on."""
+    admin = await AsyncpgEventLog.connect(ledger.admin.uri())
+    operator = await AsyncpgEventLog.connect(ledger.operator.uri())
+    try:
+        await admin.establish_policy("main", WITNESSED, "admin")
+        await operator.add_key("main", "a-1", "agent", "agent-1", bytes([3]) * 32, "ops")
+        proposal = await operator.propose_failover("main", "writer-b", "ops")
+        await operator.approve("main", proposal, "w-1", bytes(64), "ops")
+    finally:
+        await operator.close()
+        await admin.close()
+    return ledger
+
+
+def test_one_trigger_function_refuses_every_change_to_history():
+    assert len(REFUSING) == 18
+    assert not {"refuse_update_v1", "refuse_delete_v1", "refuse_truncate_v1"} & set(
+        shipped_functions())
+
+
+@pytest.mark.parametrize("setup", ["SET ROLE canonlog_owner", "SET session_replication_role = replica"])
+@pytest.mark.parametrize(("table", "trigger"), REFUSING)
+async def test_each_refusing_trigger_refuses_its_operation(every_table, table, trigger, setup):
+    statement, sqlstate, operation = OPERATIONS[trigger.rsplit("_", 1)[1]]
+    error = await _error(every_table.admin.uri(), statement.format(table=table), setup=(setup,))
+    assert error is not None and error.sqlstate == sqlstate
+    assert str(error) == f"canonlog: canonlog.{table} is append-only; {operation} refused"
+
+
+async def test_the_schema_check_catches_a_refusing_trigger_disabled_redirected_or_rewritten(
+    every_table,
+):
+    admin = await asyncpg.connect(every_table.admin.uri())
+    try:
+        assert (await check_schema(admin)).ok
+        await admin.execute("ALTER TABLE canonlog.approvals DISABLE TRIGGER approvals_refuse_update")
+        await admin.execute("CREATE FUNCTION canonlog.allow_v1() RETURNS trigger LANGUAGE plpgsql"
+                            " AS $$ BEGIN RETURN OLD; END $$")
+        await admin.execute("CREATE OR REPLACE TRIGGER keys_refuse_delete BEFORE DELETE ON"
+                            " canonlog.keys FOR EACH ROW EXECUTE FUNCTION canonlog.allow_v1()")
+        await admin.execute("CREATE OR REPLACE FUNCTION canonlog.refuse_change_v1() RETURNS"
+                            " trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$")
+        report = await check_schema(admin)
+        # The catalogue comparison names the same changes again, in its own words.
+        assert set(report.problems) >= {
+            "trigger approvals_refuse_update on canonlog.approvals is disabled, not ALWAYS",
+            "trigger keys_refuse_delete on canonlog.keys calls allow_v1, not refuse_change_v1",
+            "trigger keys_refuse_delete on canonlog.keys is enabled only for origin sessions,"
+            " not ALWAYS",
+            "function canonlog.refuse_change_v1 differs from the shipped definition",
+        }
+    finally:
+        await admin.close()

@@ -42,7 +42,7 @@ MUTATIONS = {
 HASHING = {"event_hash_v1", "frame_text_v1", "frame_opt_text_v1", "frame_time_v1"}
 MAY_EXECUTE = {
     "canonlog_reader": HASHING,
-    "canonlog_writer": HASHING | {"append_v1", "acquire_grant_v1", "release_grant_v1", "halt_v1"},
+    "canonlog_writer": HASHING | {"append_v2", "acquire_grant_v1", "release_grant_v1", "halt_v1"},
     "canonlog_operator": HASHING | {
         "halt_v1", "add_key_v2", "revoke_key_v1", "propose_failover_v2", "propose_resume_v2",
         "propose_policy_v1", "approve_v2", "execute_failover_v2", "resume_ceremony_v2",

@@ -118,7 +118,7 @@ async def test_the_schema_check_reports_disabled_and_modified_triggers(ledger):
     assert (await check_schema(admin)).ok
     await admin.execute("ALTER TABLE canonlog.events DISABLE TRIGGER events_refuse_update")
     await admin.execute("ALTER TABLE canonlog.executions ENABLE TRIGGER executions_refuse_delete")
-    await admin.execute("""CREATE OR REPLACE FUNCTION canonlog.refuse_delete_v1() RETURNS trigger
+    await admin.execute("""CREATE OR REPLACE FUNCTION canonlog.refuse_change_v1() RETURNS trigger
         LANGUAGE plpgsql AS $body$ BEGIN RETURN OLD; END $body$""")
     await admin.execute("DROP TRIGGER events_refuse_truncate ON canonlog.events")
     report = await check_schema(admin)
@@ -127,7 +127,7 @@ async def test_the_schema_check_reports_disabled_and_modified_triggers(ledger):
         "trigger events_refuse_update on canonlog.events is disabled, not ALWAYS",
         "trigger executions_refuse_delete on canonlog.executions is enabled only for origin"
         " sessions, not ALWAYS",
-        "function canonlog.refuse_delete_v1 differs from the shipped definition",
+        "function canonlog.refuse_change_v1 differs from the shipped definition",
         "trigger events_refuse_truncate on canonlog.events is missing",
     }
 

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from canonlog.domain.canonical import INT_MAX, INT_MIN, canonical_json
 from canonlog.domain.events import RecordedEvent
-from canonlog.domain.hashing import event_hash_v1
+from canonlog.domain.hashing import event_hash_v1, request_digest_v1
 
 HASH_SQL = (
     "SELECT canonlog.event_hash_v1(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
@@ -131,3 +131,72 @@ def test_microseconds_and_time_zones_do_not_change_a_hash(sql):
     event = RecordedEvent("main", 1, uuid.UUID(int=1), "s", 1, "t", b"{}", b"{}", None, None,
                           None, None, None, "w", 1, shifted, base, 1, bytes(32), b"")
     assert sql_hash(sql, event) == event_hash_v1(event)
+
+
+APPEND_SQL = (
+    "SELECT * FROM canonlog.append_v2(%s, %s, %s, NULL, %s::text[], %s::bigint[], %s::bigint[],"
+    " %s::integer[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[],"
+    " %s::timestamptz[], %s::uuid[], %s::text[], %s::bytea[], %s::bytea[], %s::text[], %s::bytea[])"
+)
+AGENT_KEY = "agent-key"
+
+
+@st.composite
+def requests(draw: st.DrawFn) -> dict:
+    """An append request as the function takes it, with an execution id of its own."""
+    agent = draw(st.none() | st.just("agent-1"))
+    count = draw(st.integers(1, 3))
+    signed = [agent is not None and draw(st.booleans()) for _ in range(count)]
+    return {
+        "stream": draw(names.filter(lambda s: not s.startswith("$"))),
+        "task": draw(st.none() | names), "correlation": draw(st.none() | names),
+        "causation": draw(st.none() | names), "agent": agent,
+        "writer_time": draw(st.none() | moments),
+        "events": [
+            (draw(names), canonical_json(draw(objects)), canonical_json(draw(objects)),
+             uuid.uuid4() if sign or draw(st.booleans()) else None,
+             draw(st.binary(min_size=64, max_size=64)) if sign else None)
+            for sign in signed
+        ],
+    }
+
+
+def test_the_append_function_hashes_and_digests_as_python_does(sql, database):
+    # Keys are the operator's and the idempotency records the owner's.
+    admin = psycopg.connect(database.admin.uri(), autocommit=True)
+    epoch = sql.execute("SELECT canonlog.acquire_grant_v1('main', 'w')").fetchone()[0]
+    admin.execute("SELECT canonlog.add_key_v2('main', %s, 'agent', 'agent-1', %s, 'ops')",
+                  (AGENT_KEY, bytes(32)))
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(st.lists(requests(), min_size=1, max_size=3))
+    def check(batch: list[dict]) -> None:
+        executions = [uuid.uuid4().hex for _ in batch]
+        events = [e for r in batch for e in r["events"]]
+        row = sql.execute(APPEND_SQL, (
+            "main", "w", epoch, [r["stream"] for r in batch], [None] * len(batch),
+            [None] * len(batch), [len(r["events"]) for r in batch], [r["task"] for r in batch],
+            executions, [r["correlation"] for r in batch], [r["causation"] for r in batch],
+            [r["agent"] for r in batch], [r["writer_time"] for r in batch],
+            [e[3] for e in events], [e[0] for e in events], [e[1] for e in events],
+            [e[2] for e in events], [None if e[4] is None else AGENT_KEY for e in events],
+            [e[4] for e in events],
+        )).fetchone()
+        assert row is not None and row[6] is None, row  # every request recorded
+        stored = sql.execute(
+            "SELECT * FROM canonlog.events WHERE ledger_id = 'main' AND seq >= %s ORDER BY seq",
+            (row[0],)).fetchall()
+        assert len(stored) == len(events)
+        for values in stored:
+            event = RecordedEvent(*values)
+            assert event.hash == event_hash_v1(event)
+        for request, execution in zip(batch, executions, strict=True):
+            (digest,) = admin.execute(
+                "SELECT request_digest FROM canonlog.executions WHERE execution_id = %s",
+                (execution,)).fetchone()
+            assert bytes(digest) == request_digest_v1(
+                request["stream"], request["task"], request["correlation"],
+                request["causation"], request["agent"], [e[:3] for e in request["events"]])
+
+    with admin:
+        check()

@@ -37,11 +37,11 @@ class AppendHints:
         hashes = row["hashes"]
         if not hashes:
             return
-        self._heads[ledger_id] = row["first_seq"] + len(hashes) - 1
+        self._heads[ledger_id] = row["first_sequence"] + len(hashes) - 1
         known = self._versions
         if len(known) >= self._max_streams:
             known.clear()
-        for request, version in zip(requests, row["versions"], strict=True):
+        for request, version in zip(requests, row["first_versions"], strict=True):
             if version is not None:
                 known[ledger_id, request.stream_id] = version + len(request.events) - 1
 

@@ -34,7 +34,6 @@ from canonlog.infrastructure.postgres.rows import (
     key_from_row,
     ledger_state_from_row,
     policies_from_rows,
-    replayed_ranges,
 )
 
 
@@ -84,12 +83,8 @@ class PostgresEventLog:
     ) -> list[AppendOutcome]:
         if not requests:
             return []
-        driver = self._driver
-        row = await driver.append(append_args(grant, requests, self._hints))
-        replayed: list[Row] = []
-        for first, last in replayed_ranges(requests, row):
-            replayed += await driver.fetch("read_range", grant.ledger_id, first, last)
-        outcomes = append_outcomes(grant, requests, row, replayed)
+        row = await self._driver.append(append_args(grant, requests, self._hints))
+        outcomes = append_outcomes(grant, requests, row)
         self._hints.learn(grant.ledger_id, requests, row)
         return outcomes
 

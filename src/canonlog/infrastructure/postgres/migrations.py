@@ -40,8 +40,9 @@ _FUNCTION = re.compile(
     r"CREATE (?:OR REPLACE )?FUNCTION canonlog\.(\w+)\(.*?\bAS \$body\$(.*?)\$body\$",
     re.DOTALL,
 )
+_DROPPED_FUNCTION = re.compile(r"^DROP FUNCTION canonlog\.(\w+)\(", re.MULTILINE)
 _TRIGGER = re.compile(
-    r"CREATE TRIGGER (\w+) BEFORE [A-Z ]+ ON canonlog\.(\w+)\s+"
+    r"CREATE (?:OR REPLACE )?TRIGGER (\w+) BEFORE [A-Z ]+ ON canonlog\.(\w+)\s+"
     r"FOR EACH (?:ROW|STATEMENT) EXECUTE FUNCTION canonlog\.(\w+)\(\)"
 )
 
@@ -194,7 +195,8 @@ class SchemaReport:
 
 @cache
 def shipped_functions() -> dict[str, frozenset[str]]:
-    """Returns function name -> body texts of the newest migration defining it.
+    """Returns function name -> body texts of the newest migration defining it, for
+    every function the migrations create and do not drop later.
 
     A migration that defines a function differently per server version (in a DO
     block) ships several bodies; the installed one must be one of them.
@@ -202,8 +204,13 @@ def shipped_functions() -> dict[str, frozenset[str]]:
     bodies: dict[str, frozenset[str]] = {}
     for migration in shipped_migrations():
         found: dict[str, frozenset[str]] = {}
-        for match in _FUNCTION.finditer(migration.sql):
-            found[match[1]] = found.get(match[1], frozenset()) | {match[2]}
+        statements = [*_FUNCTION.finditer(migration.sql), *_DROPPED_FUNCTION.finditer(migration.sql)]
+        for match in sorted(statements, key=lambda m: m.start()):
+            if match.re is _FUNCTION:
+                found[match[1]] = found.get(match[1], frozenset()) | {match[2]}
+            else:
+                found.pop(match[1], None)
+                bodies.pop(match[1], None)
         bodies.update(found)
     return bodies
 

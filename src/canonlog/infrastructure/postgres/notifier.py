@@ -1,6 +1,6 @@
 """LISTEN/NOTIFY as a wake-up hint for subscribers.
 
-append_v1 notifies ``canonlog_events`` with ``ledger:last_sequence`` at commit.
+append_v2 notifies ``canonlog_events`` with ``ledger:last_sequence`` at commit.
 A notification can be lost (the listening connection drops, the queue fills),
 so callers of wait() always re-read after it returns, and wait() returns at
 its timeout regardless: subscribers poll when no hint arrives.

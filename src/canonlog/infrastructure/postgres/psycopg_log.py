@@ -10,6 +10,7 @@ import psycopg
 from psycopg.adapt import AdaptersMap
 from psycopg.pq import Format
 from psycopg.rows import DictRow, dict_row
+from psycopg.types.composite import CompositeInfo, register_composite
 from psycopg_pool import AsyncConnectionPool, PoolClosed
 
 from canonlog.domain.errors import InvalidEvent, StorageError
@@ -96,6 +97,19 @@ def _adapters() -> AdaptersMap:
 _ADAPTERS = _adapters()
 
 
+async def _adapters_of(conn: Connection) -> AdaptersMap:
+    """The adapters, with rows of canonlog.events loaded as dicts: the append function
+    returns the original events of replayed requests as an array of them. The
+    type's oid is the database's own, hence one map per pool."""
+    adapters = AdaptersMap(_ADAPTERS)
+    info = await CompositeInfo.fetch(conn, "canonlog.events")
+    if info is not None:
+        names = info.field_names
+        register_composite(info, adapters,
+                           make_object=lambda values, _info: dict(zip(names, values, strict=True)))
+    return adapters
+
+
 def _typed(args: tuple[Any, ...]) -> tuple[Any, ...]:
     scalars, arrays = args[:4], args[4:]
     typed = (array(values) for array, values in zip(_APPEND_ARRAYS, arrays, strict=True))
@@ -125,8 +139,8 @@ class PsycopgDriver:
         async with translated():
             # One connection first, so an unreachable server is reported now rather
             # than retried by the pool in the background.
-            probe = await psycopg.AsyncConnection.connect(dsn, **kwargs)
-            await probe.close()
+            async with await psycopg.AsyncConnection.connect(dsn, **kwargs) as probe:
+                kwargs["context"] = await _adapters_of(probe)
             pool: AsyncConnectionPool[Connection] = AsyncConnectionPool(
                 dsn, connection_class=Connection, kwargs=kwargs, min_size=1,
                 max_size=max_size, open=False, name="canonlog",
@@ -158,7 +172,8 @@ class PsycopgDriver:
         return row
 
     async def close(self) -> None:
-        await self._pool.close()
+        async with translated():
+            await self._pool.close()
 
 
 class PsycopgEventLog(PostgresEventLog):

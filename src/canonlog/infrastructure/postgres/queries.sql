@@ -2,7 +2,7 @@
 -- on psycopg's raw cursor alike.
 
 -- name: append
-SELECT * FROM canonlog.append_v1($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
+SELECT * FROM canonlog.append_v2($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
                                  $17, $18, $19, $20)
 
 -- name: acquire_grant
@@ -32,9 +32,6 @@ SELECT seq, hash FROM canonlog.events WHERE ledger_id = $1 ORDER BY seq DESC LIM
 
 -- name: read_all
 SELECT * FROM canonlog.events WHERE ledger_id = $1 AND seq > $2 ORDER BY seq LIMIT $3
-
--- name: read_range
-SELECT * FROM canonlog.events WHERE ledger_id = $1 AND seq BETWEEN $2 AND $3 ORDER BY seq
 
 -- name: read_stream
 SELECT * FROM canonlog.events

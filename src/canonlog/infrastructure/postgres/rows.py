@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import replace
+from itertools import islice
 from typing import Any, Protocol
 
 from canonlog.application.ports import AppendOutcome, AppendResult
@@ -125,76 +126,31 @@ def policies_from_rows(rows: Sequence[Row]) -> list[PolicyInForce]:
             for row in rows]
 
 
-def replayed_ranges(requests: Sequence[AppendRequest], row: Row) -> list[tuple[int, int]]:
-    """Returns the (first, last) sequences of the original events of every replayed
-    request in an append_v1 result row; the adapter reads them for append_outcomes."""
-    statuses = row["outcomes"]
-    if statuses is None:
-        return []
-    numbers = row["numbers"]
-    return [
-        (numbers[index], numbers[index] + len(request.events) - 1)
-        for index, request in enumerate(requests) if statuses[index] == "replayed"
-    ]
-
-
 def append_outcomes(
-    grant: WriterGrant, requests: Sequence[AppendRequest], row: Row,
-    replayed: Sequence[Row] = (),
+    grant: WriterGrant, requests: Sequence[AppendRequest], row: Row
 ) -> list[AppendOutcome]:
-    """Turns the result row of canonlog.append_v1 into one outcome per request.
+    """Turns the result row of canonlog.append_v2 into one outcome per request.
 
     Recorded events are built from the request and the row (sequences, ids,
-    versions, hashes); replayed ones from their stored rows, given as replayed.
+    versions, hashes); replayed ones from the original rows the function returns.
     """
     statuses = row["outcomes"]
     hashes = row["hashes"] or ()
-    event_ids = row["event_ids"]
-    versions = row["versions"]
-    sequence = row["first_seq"]
-    recorded_at = row["recorded_at"]
-    prev_hash = row["prev_hash"]
-    ledger_id, writer_id, epoch = grant.ledger_id, grant.writer_id, grant.epoch
-    originals = {stored["seq"]: stored for stored in replayed}
-    position = 0
+    originals = iter(row["replayed_events"] or ())
+    recorded = _Recorder(grant, row)
     result: list[AppendOutcome] = []
     for index, request in enumerate(requests):
         status = None if statuses is None else statuses[index]
         if status is None:
-            context = request.context
-            stream_id = request.stream_id
-            version = versions[index]
-            task_id, execution_id = context.task_id, context.execution_id
-            correlation_id, causation_id = context.correlation_id, context.causation_id
-            agent_id, writer_time = context.agent_id, context.writer_time
-            recorded = []
-            for event in request.events:
-                if position >= len(hashes):
-                    raise StorageError("canonlog.append_v1 returned fewer events than it recorded")
-                hash_ = hashes[position]
-                recorded.append(RecordedEvent(
-                    ledger_id, sequence + position, event_ids[position], stream_id, version,
-                    event.event_type, event.payload, event.metadata, task_id, execution_id,
-                    correlation_id, causation_id, agent_id, writer_id, epoch, writer_time,
-                    recorded_at, HASH_VERSION, prev_hash, hash_, event.signing_key_id,
-                    event.signature,
-                ))
-                prev_hash = hash_
-                position += 1
-                version += 1
-            result.append(AppendResult(tuple(recorded)))
+            result.append(AppendResult(recorded.events(request, row["first_versions"][index])))
         elif status == "replayed":
-            first = row["numbers"][index]
-            try:
-                events = tuple(event_from_row(originals[first + offset])
-                               for offset in range(len(request.events)))
-            except KeyError:
-                raise StorageError(
-                    f"the events replayed from sequence {first} were not read back"
-                ) from None
+            events = tuple(event_from_row(original)
+                           for original in islice(originals, len(request.events)))
+            if len(events) != len(request.events):
+                raise StorageError("canonlog.append_v2 returned fewer replayed events than asked")
             result.append(AppendResult(events, replayed=True))
         elif status == "conflict":
-            actual = row["numbers"][index]
+            actual = row["conflict_versions"][index]
             result.append(ConcurrencyConflict(
                 f"stream {request.stream_id!r} is at version {actual}, "
                 f"expected {_describe_expected(request)}",
@@ -208,12 +164,46 @@ def append_outcomes(
                 "for a different request"
             ))
         elif status == "invalid":
-            result.append(InvalidEvent(row["details"][index]))
+            result.append(InvalidEvent(row["problems"][index]))
         else:
-            raise StorageError(f"canonlog.append_v1 returned an unknown status {status!r}")
-    if position != len(hashes):
-        raise StorageError("canonlog.append_v1 recorded events no request asked for")
+            raise StorageError(f"canonlog.append_v2 returned an unknown status {status!r}")
+    if recorded.position != len(hashes) or next(originals, None) is not None:
+        raise StorageError("canonlog.append_v2 returned events no request asked for")
     return result
+
+
+class _Recorder:
+    """Builds the recorded events of a result row, request by request, in sequence order."""
+
+    def __init__(self, grant: WriterGrant, row: Row) -> None:
+        self._grant = grant
+        self._hashes = row["hashes"] or ()
+        self._event_ids = row["event_ids"]
+        self._first_sequence = row["first_sequence"]
+        self._recorded_at = row["recorded_at"]
+        self._prev_hash = row["previous_hash"]
+        self.position = 0
+
+    def events(self, request: AppendRequest, version: int) -> tuple[RecordedEvent, ...]:
+        grant, context, hashes = self._grant, request.context, self._hashes
+        recorded = []
+        for event in request.events:
+            position = self.position
+            if position >= len(hashes):
+                raise StorageError("canonlog.append_v2 returned fewer events than it recorded")
+            hash_ = hashes[position]
+            recorded.append(RecordedEvent(
+                grant.ledger_id, self._first_sequence + position, self._event_ids[position],
+                request.stream_id, version, event.event_type, event.payload, event.metadata,
+                context.task_id, context.execution_id, context.correlation_id,
+                context.causation_id, context.agent_id, grant.writer_id, grant.epoch,
+                context.writer_time, self._recorded_at, HASH_VERSION, self._prev_hash, hash_,
+                event.signing_key_id, event.signature,
+            ))
+            self._prev_hash = hash_
+            self.position = position + 1
+            version += 1
+        return tuple(recorded)
 
 
 def _describe_expected(request: AppendRequest) -> str:
