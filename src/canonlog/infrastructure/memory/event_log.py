@@ -134,7 +134,7 @@ class MemoryEventLog(MemoryGovernance):
         self, ledger: MemoryLedger, grant: WriterGrant, requests: Sequence[AppendRequest],
         codes: list[int | None],
     ) -> list[AppendOutcome]:
-        """The per-request loop of append_v1, run once the whole batch is allowed."""
+        """The per-request loop of append_v2, run once the whole batch is allowed."""
         last = ledger.events[-1] if ledger.events else None
         now = self._now(last.recorded_at if last else None)
         sequence = len(ledger.events)
@@ -204,7 +204,7 @@ class MemoryEventLog(MemoryGovernance):
     def _problem(
         self, ledger: MemoryLedger, request: AppendRequest, staged_ids: set[uuid.UUID]
     ) -> str | None:
-        """The reason append_v1 gives for an 'invalid' request, or None."""
+        """The reason append_v2 gives for an 'invalid' request, or None."""
         stream, context = request.stream_id, request.context
         if not 1 <= len(stream) <= MAX_NAME:
             return "stream_id must be 1 to 256 characters"
@@ -292,7 +292,7 @@ class MemoryEventLog(MemoryGovernance):
 
 
 def _signature_problem(ledger: MemoryLedger, event: NewEvent, agent_id: str | None) -> str | None:
-    """The signature checks of append_v1: shape, and the key registered to the agent."""
+    """The signature checks of append_v2: shape, and the key registered to the agent."""
     if (event.signing_key_id is None) != (event.signature is None):
         return "a signature needs its signing key id, and a key id its signature"
     if event.signature is None or event.signing_key_id is None:
