@@ -326,6 +326,16 @@ async def test_a_recorded_event_id_cannot_be_used_again(event_log):
     assert isinstance(outcomes[1], AppendResult)
 
 
+async def test_an_event_id_twice_in_one_request_refuses_that_request_alone(event_log):
+    grant = await event_log.acquire_grant("main", "writer-a")
+    event = NewEvent.create("x", {}, event_id=uuid.uuid4())
+    outcomes = await event_log.append_batch(grant, [AppendRequest("s", (event, event)),
+                                                    request("t")])
+    assert isinstance(outcomes[0], InvalidEvent)
+    assert isinstance(outcomes[1], AppendResult) and outcomes[1].events[0].sequence == 2
+    assert [e.stream_id for e in await all_events(event_log)] == ["$ledger", "t"]
+
+
 async def test_errors_share_one_root(event_log):
     grant = await event_log.acquire_grant("main", "writer-a")
     await append_one(event_log, grant, request("s"))

@@ -235,17 +235,6 @@ async def test_event_ids_are_random_uuid4_unless_supplied_and_unique_across_ledg
         await append_one(log, b, AppendRequest.create("s", [event]))
 
 
-async def test_an_event_id_twice_in_one_request_refuses_that_request_alone() -> None:
-    """append_v1 lets this reach the unique constraint and fails the whole batch; the memory
-    adapter refuses the one request, as the function's own duplicate check means to."""
-    log = MemoryEventLog()
-    grant = await log.acquire_grant("main", "writer-a")
-    event = NewEvent.create("x", {}, event_id=uuid.uuid4())
-    outcomes = await log.append_batch(grant, [AppendRequest("s", (event, event)), request("t")])
-    assert isinstance(outcomes[0], InvalidEvent)
-    assert isinstance(outcomes[1], AppendResult) and outcomes[1].events[0].sequence == 2
-
-
 async def test_a_halt_refusal_carries_the_reason_for_grants_too() -> None:
     log = MemoryEventLog()
     grant = await log.acquire_grant("main", "writer-a")

@@ -134,23 +134,22 @@ def private_key_of(args: argparse.Namespace) -> tuple[Ed25519PrivateKey | None, 
     return None, signature
 
 
-# -- failover -------------------------------------------------------------------------
+# -- proposals (failover and policy) --------------------------------------------------
 
 
-async def cmd_failover_propose(settings: Settings, args: argparse.Namespace) -> int:
-    async with governed_log(settings, args) as (log, ledger):
-        ceremony = await ceremonies.propose_failover(log, ledger, args.to, actor_of(settings, args))
-        report = await report_ceremony(log, ceremony)
+def proposed(args: argparse.Namespace, report: CeremonyReport, group: str) -> int:
+    """Renders a proposal just opened, with the command each witness runs next."""
     if args.json:
         print_json(ceremony_json(report))
     else:
         show_ceremony(report)
-        print(f"each witness approves with: canonlog failover approve --proposal "
-              f"{ceremony.proposal_id} --key-id ID --key FILE")
+        print(f"each witness approves with: canonlog {group} approve --proposal "
+              f"{report.ceremony.proposal_id} --key-id ID --key FILE")
     return EXIT_OK
 
 
-async def cmd_failover_approve(settings: Settings, args: argparse.Namespace) -> int:
+async def cmd_approve_proposal(settings: Settings, args: argparse.Namespace) -> int:
+    """`canonlog failover|policy approve`: one witness signs an open proposal."""
     private_key, signature = private_key_of(args)
     async with governed_log(settings, args) as (log, ledger):
         ceremony = await ceremonies.approve(log, ledger, args.proposal, args.key_id,
@@ -160,6 +159,38 @@ async def cmd_failover_approve(settings: Settings, args: argparse.Namespace) -> 
     return render(args, ceremony_json(report),
                   f"key {args.key_id} approved proposal {args.proposal} of ledger {ledger}: "
                   f"{report.witnesses} of {report.threshold} witnesses")
+
+
+async def list_proposals(settings: Settings, args: argparse.Namespace, kind: str) -> int:
+    """`canonlog failover|policy status`: the proposals of one kind, signatures re-verified.
+
+    A recorded approval whose signature does not verify fails the command (exit 1).
+    """
+    async with ledger_log(settings, args, must_exist=True) as (log, ledger):
+        found = [c for c in await log.ceremonies(ledger, args.proposal) if c.kind == kind]
+        if args.proposal is not None and not found:
+            raise CeremonyNotFound(f"ledger {ledger} has no {kind} proposal {args.proposal}")
+        reports = [await report_ceremony(log, c) for c in found]
+    if args.json:
+        print_json({"ledger_id": ledger, "ceremonies": [ceremony_json(r) for r in reports]})
+    elif not reports:
+        print(f"ledger {ledger} has no {kind} proposals")
+    for report in reports if not args.json else ():
+        show_ceremony(report)
+    bad = [a for r in reports for a in r.forged]
+    if bad:
+        raise forged(len(bad))
+    return EXIT_OK
+
+
+# -- failover -------------------------------------------------------------------------
+
+
+async def cmd_failover_propose(settings: Settings, args: argparse.Namespace) -> int:
+    async with governed_log(settings, args) as (log, ledger):
+        ceremony = await ceremonies.propose_failover(log, ledger, args.to, actor_of(settings, args))
+        report = await report_ceremony(log, ceremony)
+    return proposed(args, report, "failover")
 
 
 async def cmd_failover_execute(settings: Settings, args: argparse.Namespace) -> int:
@@ -176,21 +207,7 @@ async def cmd_failover_execute(settings: Settings, args: argparse.Namespace) -> 
 
 
 async def cmd_failover_status(settings: Settings, args: argparse.Namespace) -> int:
-    async with ledger_log(settings, args, must_exist=True) as (log, ledger):
-        found = [c for c in await log.ceremonies(ledger, args.proposal) if c.kind == FAILOVER]
-        if args.proposal is not None and not found:
-            raise CeremonyNotFound(f"ledger {ledger} has no failover proposal {args.proposal}")
-        reports = [await report_ceremony(log, c) for c in found]
-    if args.json:
-        print_json({"ledger_id": ledger, "ceremonies": [ceremony_json(r) for r in reports]})
-    elif not reports:
-        print(f"ledger {ledger} has no failover proposals")
-    for report in reports if not args.json else ():
-        show_ceremony(report)
-    bad = [a for r in reports for a in r.forged]
-    if bad:
-        raise forged(len(bad))
-    return EXIT_OK
+    return await list_proposals(settings, args, FAILOVER)
 
 
 # -- resume ---------------------------------------------------------------------------
@@ -278,7 +295,7 @@ def register(sub: Any) -> None:
     p = common(add_command(group, "propose", cmd_failover_propose,
                            "open a failover proposal against the current grant and head"))
     p.add_argument("--to", required=True, metavar="WRITER", help="the writer id to promote")
-    p = common(add_command(group, "approve", cmd_failover_approve,
+    p = common(add_command(group, "approve", cmd_approve_proposal,
                            "a witness signs a failover proposal's statement"))
     p.add_argument("--proposal", type=int, required=True)
     add_signing(p)

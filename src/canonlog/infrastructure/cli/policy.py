@@ -19,7 +19,6 @@ from canonlog.application import ceremonies
 from canonlog.application.ceremonies import report_ceremony
 from canonlog.domain.ceremony import POLICY
 from canonlog.domain.errors import (
-    CeremonyNotFound,
     InvalidEvent,
     LedgerNotFound,
     PolicyAlreadyEstablished,
@@ -28,21 +27,18 @@ from canonlog.domain.errors import (
 from canonlog.domain.governance import DEFAULT_PROPOSERS, GovernancePolicy, PolicyWitness
 from canonlog.infrastructure.cli.governance import (
     add_signing,
-    ceremony_json,
+    cmd_approve_proposal,
     describe_policy,
-    forged,
-    private_key_of,
-    show_ceremony,
+    list_proposals,
+    proposed,
 )
 from canonlog.infrastructure.cli.support import (
-    EXIT_OK,
     actor_of,
     add_command,
     add_group,
     add_ledger_and_actor,
     governed_log,
     ledger_log,
-    print_json,
     render,
 )
 from canonlog.infrastructure.keyfiles import KeyFileError, load_private_key, parse_public_key
@@ -144,25 +140,7 @@ async def cmd_policy_propose(settings: Settings, args: argparse.Namespace) -> in
     async with governed_log(settings, args) as (log, ledger):
         ceremony = await ceremonies.propose_policy(log, ledger, policy, actor_of(settings, args))
         report = await report_ceremony(log, ceremony)
-    if args.json:
-        print_json(ceremony_json(report))
-    else:
-        show_ceremony(report)
-        print(f"each witness approves with: canonlog policy approve --proposal "
-              f"{ceremony.proposal_id} --key-id ID --key FILE")
-    return EXIT_OK
-
-
-async def cmd_policy_approve(settings: Settings, args: argparse.Namespace) -> int:
-    private_key, signature = private_key_of(args)
-    async with governed_log(settings, args) as (log, ledger):
-        ceremony = await ceremonies.approve(log, ledger, args.proposal, args.key_id,
-                                            actor_of(settings, args), private_key=private_key,
-                                            signature=signature)
-        report = await report_ceremony(log, ceremony)
-    return render(args, ceremony_json(report),
-                  f"key {args.key_id} approved proposal {args.proposal} of ledger {ledger}: "
-                  f"{report.witnesses} of {report.threshold} witnesses")
+    return proposed(args, report, "policy")
 
 
 async def cmd_policy_execute(settings: Settings, args: argparse.Namespace) -> int:
@@ -176,21 +154,7 @@ async def cmd_policy_execute(settings: Settings, args: argparse.Namespace) -> in
 
 
 async def cmd_policy_status(settings: Settings, args: argparse.Namespace) -> int:
-    async with ledger_log(settings, args, must_exist=True) as (log, ledger):
-        found = [c for c in await log.ceremonies(ledger, args.proposal) if c.kind == POLICY]
-        if args.proposal is not None and not found:
-            raise CeremonyNotFound(f"ledger {ledger} has no policy proposal {args.proposal}")
-        reports = [await report_ceremony(log, c) for c in found]
-    if args.json:
-        print_json({"ledger_id": ledger, "ceremonies": [ceremony_json(r) for r in reports]})
-    elif not reports:
-        print(f"ledger {ledger} has no policy proposals")
-    for report in reports if not args.json else ():
-        show_ceremony(report)
-    bad = [a for r in reports for a in r.forged]
-    if bad:
-        raise forged(len(bad))
-    return EXIT_OK
+    return await list_proposals(settings, args, POLICY)
 
 
 async def cmd_policy_sign(settings: Settings, args: argparse.Namespace) -> int:
@@ -240,7 +204,7 @@ def register(sub: Any) -> None:
     p = add_ledger_and_actor(add_command(group, "propose", cmd_policy_propose,
                                          "propose a new policy (witnesses, thresholds, wait)"))
     _policy_options(p)
-    p = add_ledger_and_actor(add_command(group, "approve", cmd_policy_approve,
+    p = add_ledger_and_actor(add_command(group, "approve", cmd_approve_proposal,
                                          "a witness signs a policy proposal's statement"))
     p.add_argument("--proposal", type=int, required=True)
     add_signing(p)

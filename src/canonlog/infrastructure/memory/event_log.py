@@ -117,7 +117,7 @@ class MemoryEventLog(MemoryGovernance):
                       c.correlation_id, c.causation_id, c.agent_id,
                       *(e.event_type for e in r.events))
         if any(not r.events for r in requests):
-            raise InvalidEvent("append_v1 arrays disagree in length, or a request has no events")
+            raise InvalidEvent("append_v2 arrays disagree in length, or a request has no events")
         async with self._lock(grant.ledger_id):
             ledger = self._existing(grant.ledger_id)
             if ledger.halted:
