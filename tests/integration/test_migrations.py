@@ -152,3 +152,14 @@ async def test_text_that_jsonb_refuses_raises_the_same_error_on_every_version(ad
     with pytest.raises(asyncpg.PostgresError) as raised:
         await admin.fetchval("SELECT canonlog.is_json_object_v1($1)", payload)
     assert raised.value.sqlstate == sqlstate
+
+
+async def test_a_login_without_the_rights_to_migrate_gets_a_migration_error(database):
+    conn = await asyncpg.connect(database.app.uri())
+    try:
+        login = re.escape(database.app.user)
+        with pytest.raises(MigrationError, match=f"cannot migrate as login {login}: .*"
+                                                 "CANONLOG_ADMIN_DSN"):
+            await migrate(conn)
+    finally:
+        await conn.close()

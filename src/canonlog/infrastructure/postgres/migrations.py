@@ -116,8 +116,15 @@ async def migrate(conn: asyncpg.Connection) -> list[Migration]:
     await server_version(conn)
     await conn.execute("SELECT pg_advisory_lock($1, $2)", *_MIGRATION_LOCK)
     try:
-        await conn.execute(QUERIES["migrations_bootstrap"])
-        applied = {m.version: m for m in await applied_migrations(conn)}
+        try:
+            await conn.execute(QUERIES["migrations_bootstrap"])
+            applied = {m.version: m for m in await applied_migrations(conn)}
+        except asyncpg.PostgresError as exc:
+            raise MigrationError(
+                f"cannot migrate as login {conn.get_settings().session_authorization}: {exc}; "
+                "migrations need a login that may create roles and SET ROLE canonlog_owner "
+                "(a superuser in practice): set CANONLOG_ADMIN_DSN to one"
+            ) from exc
         _check_history(shipped, applied)
         done = []
         for migration in shipped:
