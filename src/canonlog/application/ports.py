@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
 from canonlog.domain.ceremony import Ceremony
@@ -19,6 +20,7 @@ from canonlog.domain.events import (
     StreamState,
     WriterGrant,
 )
+from canonlog.domain.gateway import WriteCommand
 from canonlog.domain.governance import GovernancePolicy, PolicyInForce
 
 
@@ -447,3 +449,38 @@ class WitnessState(Protocol):
     def record(self, origin: str, head: Head) -> None:
         """Remembers head as the newest checkpoint cosigned for origin."""
         ...
+
+
+class CanonicalWriter(Protocol):
+    """The ledger's canonical writer as the write gateway uses it (EventWriterService)."""
+
+    async def append(self, request: AppendRequest) -> AppendResult:
+        """Appends one request atomically; raises the error that refused it."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionPlan:
+    """How a governed write is performed: events appended to one stream of the ledger,
+    under an expected version, together with the write's audit event."""
+
+    stream_id: str
+    events: tuple[NewEvent, ...]
+    expected_version: ExpectedVersion = StreamState.ANY
+
+
+class WriteExecutor(Protocol):
+    """Performs governed writes for the targets it is registered for.
+
+    A plan is a pure function of the command, so that a commit retried after a crash
+    performs the same write; a target fed from the chain (a projection, an external
+    system behind the relay) is planned as ledger events the relay delivers.
+    """
+
+    def plan(self, command: WriteCommand) -> ExecutionPlan:
+        """Returns the events that perform command; raises InvalidCommand when it cannot."""
+        ...
+
+
+#: The gateway's clock: the current time, timezone-aware.
+Clock = Callable[[], datetime]

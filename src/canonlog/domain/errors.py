@@ -203,6 +203,61 @@ class PolicyAlreadyEstablished(CeremonyError):
     sqlstate = "CL037"
 
 
+class GatewayError(CanonlogError):
+    """The write gateway refused a request, an approval or a commit; nothing was written
+    to the target."""
+
+
+class InvalidCommand(GatewayError, ValueError):
+    """A write command, approval or ticket reference is malformed (a missing task or
+    execution id, an unknown operation, a payload canonical JSON refuses); nothing was
+    written."""
+
+
+class WriteDenied(GatewayError):
+    """The task's policy does not allow the write (deny by default); the denial is
+    recorded in the chain as a ``gateway.denied`` event. ``kind`` names the rule:
+    unknown_task, unknown_target, target_not_allowed, operation_not_allowed,
+    payload_too_large."""
+
+    def __init__(self, message: str, *, kind: str = "denied") -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+class TicketNotFound(GatewayError, LookupError):
+    """No write was requested under that execution id."""
+
+
+class TicketClosed(GatewayError):
+    """The ticket was rejected, denied or has expired; it can no longer be approved or
+    committed."""
+
+
+class TicketExpired(TicketClosed):
+    """The ticket's expiry passed before it was committed; the expiry is recorded in the
+    chain as a ``gateway.expired`` event."""
+
+
+class ApprovalInvalid(GatewayError):
+    """The approval does not count: its key is unknown, revoked or not an approver's the
+    task's policy accepts, its signature is not over this ticket's statement, or its
+    approver has approved the ticket already."""
+
+
+class ApprovalsMissing(GatewayError):
+    """The ticket has fewer distinct approvals than its task's policy needs."""
+
+
+class GatewayPolicyError(GatewayError, ValueError):
+    """The operator's gateway policy file cannot be read or is not valid."""
+
+
+class GovernedStreamRefused(GatewayError):
+    """A direct append to a stream the write gateway governs; such writes go through the
+    gateway (``canonlog write``, ``/v1/gateway``)."""
+
+
 class OperatorLoginMissing(CanonlogError):
     """A governance step needs the operator's login, and none is configured."""
 

@@ -1,0 +1,398 @@
+"""The write gateway: every governed write through one door.
+
+request_write records a command as a ticket (or its denial), approve records an
+approver's signature over the ticket's statement, reject closes it, and
+commit_write performs the write once the task's policy is met: the write and its
+``gateway.committed`` audit event are one append request, so both land or
+neither. The ticket's own events are appended under the expected version of its
+stream, so racing approvals, rejections and expiry are serialised by the
+database; the commit and every closing event carry the ticket's execution id, so
+the database lets exactly one of them land (a repeated commit replays the first).
+See domain/gateway.py and domain/tickets.py for the rules and the events.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
+
+import structlog
+
+from canonlog.application.ports import (
+    AppendResult,
+    CanonicalWriter,
+    Clock,
+    EventReader,
+    ExecutionPlan,
+    WriteExecutor,
+)
+from canonlog.domain.canonical import parse_json
+from canonlog.domain.errors import (
+    ApprovalInvalid,
+    ApprovalsMissing,
+    ConcurrencyConflict,
+    GatewayPolicyError,
+    IdempotencyConflict,
+    InvalidCommand,
+    TicketClosed,
+    TicketExpired,
+    TicketNotFound,
+    WriteDenied,
+)
+from canonlog.domain.events import (
+    AppendRequest,
+    ExpectedVersion,
+    NewEvent,
+    RegisteredKey,
+    StreamState,
+    WriteContext,
+)
+from canonlog.domain.gateway import (
+    POLICY_STREAM,
+    GatewayPolicies,
+    Operation,
+    PolicyVersion,
+    WriteCommand,
+    approval_statement_v1,
+    judge,
+    rfc3339,
+    ticket_stream,
+)
+from canonlog.domain.signing import signature_is_valid
+from canonlog.domain.tickets import (
+    APPROVED,
+    COMMITTED,
+    DENIED,
+    EXPIRED,
+    POLICY_LOADED,
+    REJECTED,
+    REQUESTED,
+    STAGED,
+    Denied,
+    Ticket,
+    TicketStatus,
+    fold_ticket,
+    payload_of,
+)
+
+#: Attempts at a ticket step that keeps meeting concurrent steps before it gives up.
+_ATTEMPTS: Final = 100
+logger = structlog.get_logger("canonlog.gateway")
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class LedgerExecutor:
+    """The default executor: the write is one event on the target's stream of the ledger,
+    of type ``write.<operation>`` with the command's payload. create expects a new
+    stream, update and delete an existing one; upsert and append take it as it is."""
+
+    _EXPECTED: Final[Mapping[Operation, ExpectedVersion]] = {
+        Operation.CREATE: StreamState.NO_STREAM, Operation.UPDATE: StreamState.STREAM_EXISTS,
+        Operation.DELETE: StreamState.STREAM_EXISTS, Operation.UPSERT: StreamState.ANY,
+        Operation.APPEND: StreamState.ANY,
+    }
+
+    def plan(self, command: WriteCommand) -> ExecutionPlan:
+        event = NewEvent.create(f"write.{command.operation.value}", command.payload)
+        return ExecutionPlan(command.target, (event,), self._EXPECTED[command.operation])
+
+
+class WriteGateway:
+    """The write gateway of one ledger; see the module docstring for what it guarantees."""
+
+    def __init__(self, writer: CanonicalWriter, reader: EventReader, ledger_id: str,
+                 executors: Mapping[str, WriteExecutor], *, clock: Clock = utc_now) -> None:
+        self._writer = writer
+        self._reader = reader
+        self._ledger_id = ledger_id
+        self._executors = dict(executors)
+        self._clock = clock
+        self._policy: PolicyVersion | None = None
+
+    @property
+    def ledger_id(self) -> str:
+        return self._ledger_id
+
+    @property
+    def policy(self) -> PolicyVersion:
+        """The policy version in force; raises WriteDenied before one is loaded."""
+        if self._policy is None:
+            raise WriteDenied("the gateway has no policy loaded, so it denies every write",
+                              kind="unknown_task")
+        return self._policy
+
+    # -- policies --------------------------------------------------------------------
+
+    async def load_policies(self, policies: GatewayPolicies, actor: str) -> PolicyVersion:
+        """Puts policies in force, recording them in the chain as a new policy version
+        (a ``gateway.policy_loaded`` event) unless they are the version in force.
+        Raises GatewayPolicyError for an executor name no executor is registered under."""
+        unknown = sorted(set(policies.executors.values()) - set(self._executors))
+        if unknown:
+            raise GatewayPolicyError(f"no executor is registered as {', '.join(unknown)}")
+        for _ in range(_ATTEMPTS):
+            events = await self._reader.read_stream(self._ledger_id, POLICY_STREAM)
+            last = events[-1] if events else None
+            if last is not None and payload_of(last)["sha256"] == policies.sha256:
+                self._policy = PolicyVersion(last.stream_version, policies)
+                return self._policy
+            event = NewEvent.create(POLICY_LOADED, {
+                "sha256": policies.sha256, "loaded_by": actor,
+                "document": parse_json(policies.document, "policy document")})
+            try:
+                result = await self._append(
+                    POLICY_STREAM, [event], last.stream_version if last else StreamState.NO_STREAM,
+                    WriteContext(writer_time=self._clock()))
+            except ConcurrencyConflict:
+                continue
+            self._policy = PolicyVersion(result.events[0].stream_version, policies)
+            logger.info("gateway policy loaded", version=self._policy.version,
+                        sha256=policies.sha256)
+            return self._policy
+        raise ConcurrencyConflict("the gateway policy stream kept moving; load it again")
+
+    # -- reads -----------------------------------------------------------------------
+
+    async def ticket(self, execution_id: str) -> Ticket:
+        """Returns the ticket of an execution id with everything recorded about it; raises
+        TicketNotFound when none was requested, WriteDenied when it was denied."""
+        folded = await self._fold(execution_id)
+        if folded is None:
+            raise TicketNotFound(f"no write was requested under execution id {execution_id!r}")
+        if isinstance(folded, Denied):
+            raise WriteDenied(folded.reason, kind=folded.kind)
+        return folded
+
+    async def _fold(self, execution_id: str) -> Ticket | Denied | None:
+        if not isinstance(execution_id, str) or not execution_id:
+            raise InvalidCommand("execution_id must be a non-empty string")
+        folded = fold_ticket(await self._reader.read_stream(self._ledger_id,
+                                                            ticket_stream(execution_id)))
+        if not isinstance(folded, Ticket) or folded.closed:
+            return folded
+        plan = self._executor(folded.command).plan(folded.command)
+        committed = tuple(e for e in await self._reader.read_stream(self._ledger_id,
+                                                                    plan.stream_id)
+                          if e.execution_id == execution_id)
+        if any(e.event_type == COMMITTED for e in committed):
+            return replace(folded, status=TicketStatus.COMMITTED, committed=committed)
+        return folded
+
+    # -- the steps -------------------------------------------------------------------
+
+    async def request_write(self, command: WriteCommand) -> Ticket:
+        """Records the command as a ticket and returns it; the same command again returns
+        the same ticket. Raises WriteDenied (recording the denial) when the policy does
+        not allow it, IdempotencyConflict when its execution id was used for another."""
+        policy = self.policy
+        for _ in range(_ATTEMPTS):
+            existing = await self._fold(command.execution_id)
+            if existing is not None:
+                return _same_request(existing, command)
+            denial = judge(command, policy.policies)
+            context = WriteContext(task_id=command.task_id, writer_time=self._clock())
+            if denial is not None:
+                event = NewEvent.create(DENIED, {
+                    **command.audit_fields(), "kind": denial.kind, "reason": denial.reason,
+                    "policy_version": policy.version, "command_sha256": command.digest()})
+                context = WriteContext(task_id=command.task_id, writer_time=self._clock(),
+                                       execution_id=command.execution_id)
+                events = [event]
+            else:
+                task = policy.policies.tasks[command.task_id]
+                expires_at = self._clock() + timedelta(seconds=task.ticket_ttl_seconds)
+                events = [
+                    NewEvent.create(REQUESTED, {
+                        **command.audit_fields(), "policy_version": policy.version,
+                        "policy_sha256": policy.policies.sha256,
+                        "approvals_required": task.approvals, "expires_at": rfc3339(expires_at)}),
+                    NewEvent.create(STAGED, {"payload": parse_json(command.payload, "payload")}),
+                ]
+            try:
+                await self._append(ticket_stream(command.execution_id), events,
+                                   StreamState.NO_STREAM, context)
+            except (ConcurrencyConflict, IdempotencyConflict):
+                continue  # requested concurrently: judged against what landed
+            if denial is not None:
+                logger.info("write denied", task_id=command.task_id,
+                            execution_id=command.execution_id, kind=denial.kind)
+                raise WriteDenied(denial.reason, kind=denial.kind)
+            return await self.ticket(command.execution_id)
+        raise ConcurrencyConflict(f"ticket {command.execution_id} kept moving; try again")
+
+    async def approve(self, execution_id: str, key_id: str, signature: bytes) -> Ticket:
+        """Records an approver's signature over the ticket's statement and returns the
+        ticket. Raises ApprovalInvalid for a key that is unknown, revoked or not an
+        approver's of the task, a signature that does not verify over this ticket's
+        statement, or a second approval by the same approver; TicketClosed (TicketExpired)
+        when the ticket can no longer be approved."""
+        for _ in range(_ATTEMPTS):
+            ticket = await self._open_ticket(execution_id)
+            approver = self.policy.policies.approver_of_key(key_id)
+            task = self.policy.policies.tasks.get(ticket.command.task_id)
+            if approver is None or task is None or not task.may_approve(approver):
+                raise ApprovalInvalid(f"key {key_id!r} is not an approver's key for task "
+                                      f"{ticket.command.task_id!r}")
+            key = await self._registered_key(key_id, approver.name)
+            if ticket.approved_by(approver.name):
+                raise ApprovalInvalid(f"{approver.name} has approved ticket {execution_id} "
+                                      "already; approvals count distinct approvers")
+            if not isinstance(signature, bytes) or not signature_is_valid(
+                    key.public_key, signature, self.statement(ticket)):
+                raise ApprovalInvalid(f"the signature by key {key_id!r} does not verify over "
+                                      f"the approval statement of ticket {execution_id}")
+            event = NewEvent.create(APPROVED, {
+                **ticket.command.audit_fields(), "approver": approver.name, "key_id": key_id,
+                "roles": sorted(approver.roles), "signature": signature.hex(),
+                "policy_version": ticket.policy_version})
+            try:
+                await self._append(ticket_stream(execution_id), [event], ticket.version,
+                                   WriteContext(task_id=ticket.command.task_id,
+                                                writer_time=self._clock()))
+            except ConcurrencyConflict:
+                continue
+            logger.info("write approved", execution_id=execution_id, approver=approver.name)
+            return await self.ticket(execution_id)
+        raise ConcurrencyConflict(f"ticket {execution_id} kept moving; approve again")
+
+    async def reject(self, execution_id: str, reason: str, rejected_by: str) -> Ticket:
+        """Closes the ticket with a ``gateway.rejected`` event and returns it; raises
+        TicketClosed when it is closed or committed already."""
+        if not isinstance(reason, str) or not reason or len(reason) > 1000:
+            raise InvalidCommand("a rejection needs a reason of 1 to 1000 characters")
+        event_fields = {"reason": reason, "rejected_by": rejected_by}
+        return await self._close(execution_id, REJECTED, event_fields)
+
+    async def commit_write(self, execution_id: str) -> AppendResult:
+        """Performs the ticket's write with its ``gateway.committed`` event in one append
+        and returns the recorded events; once committed, returns the original events
+        (``replayed``) and writes nothing. Raises ApprovalsMissing before the policy's
+        approvals are in, TicketExpired (recording the expiry) after its expiry, and
+        TicketClosed for a rejected ticket."""
+        for _ in range(_ATTEMPTS):
+            folded = await self.ticket(execution_id)
+            if folded.status is TicketStatus.COMMITTED:
+                return AppendResult(folded.committed, replayed=True)
+            ticket = await self._open_ticket(execution_id, folded)
+            if ticket.status is not TicketStatus.APPROVED:
+                raise ApprovalsMissing(
+                    f"ticket {execution_id} has {len(ticket.approvals)} of the "
+                    f"{ticket.approvals_required} approvals its policy needs")
+            plan = self._executor(ticket.command).plan(ticket.command)
+            audit = NewEvent.create(COMMITTED, {
+                **ticket.command.audit_fields(), "policy_version": ticket.policy_version,
+                "requested_seq": ticket.requested_seq,
+                "approvers": sorted({a.approver for a in ticket.approvals})})
+            try:
+                result = await self._append(plan.stream_id, [*plan.events, audit],
+                                            plan.expected_version, self._context(ticket))
+            except IdempotencyConflict:
+                # Another step closed or committed it first: what landed decides.
+                landed = await self.ticket(execution_id)
+                if landed.status is TicketStatus.COMMITTED:
+                    return AppendResult(landed.committed, replayed=True)
+                if landed.closed:
+                    await self._open_ticket(execution_id, landed)
+                raise
+            logger.info("write committed", execution_id=execution_id,
+                        sequence=result.events[0].sequence, replayed=result.replayed)
+            return result
+        raise ConcurrencyConflict(f"ticket {execution_id} kept moving; commit again")
+
+    def statement(self, ticket: Ticket) -> bytes:
+        """The approval statement approvers sign for ticket (domain.gateway)."""
+        return approval_statement_v1(
+            ledger_id=self._ledger_id, command=ticket.command,
+            policy_version=ticket.policy_version, requested_seq=ticket.requested_seq,
+            expires_at=ticket.expires_at)
+
+    # -- helpers ---------------------------------------------------------------------
+
+    async def _open_ticket(self, execution_id: str, ticket: Ticket | None = None) -> Ticket:
+        """The ticket, when it may still be approved or committed: not closed, requested
+        under the policy version in force, and not expired (recording the expiry)."""
+        ticket = ticket or await self.ticket(execution_id)
+        if ticket.status is TicketStatus.COMMITTED:
+            raise TicketClosed(f"ticket {execution_id} is committed already")
+        if ticket.closed:
+            raise (TicketExpired if ticket.status is TicketStatus.EXPIRED else TicketClosed)(
+                f"ticket {execution_id} is {ticket.status.value}: {ticket.reason}")
+        if ticket.policy_version != self.policy.version:
+            raise TicketClosed(
+                f"ticket {execution_id} was requested under policy version "
+                f"{ticket.policy_version}; version {self.policy.version} is in force, so "
+                "request the write again under a new execution id")
+        if self._clock() >= ticket.expires_at:
+            closed = await self._close(execution_id, EXPIRED,
+                                       {"expires_at": rfc3339(ticket.expires_at)}, expiring=True)
+            if closed.status is TicketStatus.COMMITTED:
+                raise TicketClosed(f"ticket {execution_id} is committed already")
+            raise TicketExpired(f"ticket {execution_id} expired at {rfc3339(ticket.expires_at)}")
+        return ticket
+
+    async def _close(self, execution_id: str, event_type: str, fields: dict[str, Any], *,
+                     expiring: bool = False) -> Ticket:
+        for _ in range(_ATTEMPTS):
+            ticket = await self.ticket(execution_id)
+            if ticket.status is TicketStatus.EXPIRED and expiring:
+                return ticket
+            if ticket.status is TicketStatus.COMMITTED or ticket.closed:
+                if expiring:
+                    return ticket
+                raise TicketClosed(f"ticket {execution_id} is {ticket.status.value} already")
+            event = NewEvent.create(event_type, {**ticket.command.audit_fields(), **fields})
+            try:
+                await self._append(ticket_stream(execution_id), [event], ticket.version,
+                                   self._context(ticket))
+            except (ConcurrencyConflict, IdempotencyConflict):
+                continue  # an approval, a commit or another closing step came first
+            logger.info("ticket closed", execution_id=execution_id, event_type=event_type)
+            return await self.ticket(execution_id)
+        raise ConcurrencyConflict(f"ticket {execution_id} kept moving; try again")
+
+    async def _registered_key(self, key_id: str, approver: str) -> RegisteredKey:
+        for key in await self._reader.list_keys(self._ledger_id):
+            if key.key_id != key_id:
+                continue
+            if key.revoked_seq is not None:
+                raise ApprovalInvalid(f"key {key_id!r} was revoked at sequence {key.revoked_seq}")
+            if key.purpose != "agent" or key.owner_id != approver:
+                raise ApprovalInvalid(f"key {key_id!r} is registered to {key.owner_id!r} "
+                                      f"({key.purpose}), not to approver {approver!r}")
+            return key
+        raise ApprovalInvalid(f"key {key_id!r} is not registered in ledger {self._ledger_id}")
+
+    def _executor(self, command: WriteCommand) -> WriteExecutor:
+        name = self.policy.policies.executor_for(command.target)
+        executor = self._executors.get(name) if name is not None else None
+        if executor is None:
+            raise InvalidCommand(f"no executor is registered for target {command.target!r}")
+        return executor
+
+    def _context(self, ticket: Ticket) -> WriteContext:
+        return WriteContext(task_id=ticket.command.task_id,
+                            execution_id=ticket.command.execution_id, writer_time=self._clock())
+
+    async def _append(self, stream_id: str, events: list[NewEvent], expected: ExpectedVersion,
+                      context: WriteContext) -> AppendResult:
+        return await self._writer.append(AppendRequest.create(
+            stream_id, events, expected_version=expected, context=context))
+
+
+def _same_request(existing: Ticket | Denied, command: WriteCommand) -> Ticket:
+    """The ticket already recorded under the command's execution id, when it is for the
+    same command; raises IdempotencyConflict when it is not, WriteDenied when denied."""
+    if isinstance(existing, Denied):
+        if existing.command_sha256 != command.digest():
+            raise IdempotencyConflict(f"execution id {command.execution_id!r} was used for "
+                                      "another command")
+        raise WriteDenied(existing.reason, kind=existing.kind)
+    if existing.command.digest() != command.digest():
+        raise IdempotencyConflict(f"execution id {command.execution_id!r} was used for "
+                                  "another command")
+    return existing

@@ -1,0 +1,179 @@
+"""The gateway's rules against a real PostgreSQL: requests, approvals, commits, audit."""
+
+from __future__ import annotations
+
+import pytest
+
+from canonlog.application.verifier import verify_chain
+from canonlog.domain.errors import (
+    ApprovalInvalid,
+    ApprovalsMissing,
+    IdempotencyConflict,
+    InvalidCommand,
+    TicketClosed,
+    TicketExpired,
+    TicketNotFound,
+    WriteDenied,
+)
+from canonlog.domain.gateway import ticket_stream
+from canonlog.domain.tickets import TicketStatus
+from tests.gateway.conftest import COO_KEY, command, plan_command
+from tests.support.keys import seeded_key
+
+
+async def test_a_write_without_approval_commits_the_write_and_its_audit_event_together(gw):
+    ticket = await gw.gateway.request_write(command())
+    assert ticket.status is TicketStatus.APPROVED
+    result = await gw.gateway.commit_write("kpi-2026-w49")
+    write, audit = result.events
+    assert (write.stream_id, write.event_type) == ("kpi/weekly/revenue", "write.upsert")
+    assert audit.event_type == "gateway.committed" and audit.sequence == write.sequence + 1
+    assert write.execution_id == audit.execution_id == "kpi-2026-w49"
+    assert b"1250" not in audit.payload and b"payload_sha256" in audit.payload
+    assert (await gw.gateway.ticket("kpi-2026-w49")).status is TicketStatus.COMMITTED
+
+
+async def test_committing_again_returns_the_original_result_and_writes_nothing(gw):
+    await gw.gateway.request_write(command())
+    first = await gw.gateway.commit_write("kpi-2026-w49")
+    head = await gw.log.head("main")
+    again = await gw.gateway.commit_write("kpi-2026-w49")
+    assert again.replayed and [e.sequence for e in again.events] == [
+        e.sequence for e in first.events]
+    assert await gw.log.head("main") == head
+
+
+async def test_the_same_request_twice_is_one_ticket_and_another_command_conflicts(gw):
+    first = await gw.gateway.request_write(command())
+    assert (await gw.gateway.request_write(command())).requested_seq == first.requested_seq
+    head = await gw.log.head("main")
+    with pytest.raises(IdempotencyConflict, match="kpi-2026-w49"):
+        await gw.gateway.request_write(command(payload={"week": "2026-W49", "revenue": 1}))
+    assert await gw.log.head("main") == head
+
+
+async def test_a_plan_needs_an_executive_signature_before_it_is_written(gw):
+    ticket = await gw.gateway.request_write(plan_command())
+    assert ticket.status is TicketStatus.PENDING and ticket.approvals_required == 1
+    with pytest.raises(ApprovalsMissing, match="0 of the 1"):
+        await gw.gateway.commit_write("plan-7-001")
+    assert await gw.events("plans/ceo/7day/2026-W49") == []
+    ticket = await gw.gateway.approve("plan-7-001", "ceo-2026", await gw.sign("plan-7-001"))
+    assert ticket.status is TicketStatus.APPROVED
+    assert [a.approver for a in ticket.approvals] == ["ceo"]
+    result = await gw.gateway.commit_write("plan-7-001")
+    assert result.events[0].event_type == "write.create"
+
+
+@pytest.mark.parametrize(("change", "kind"), [
+    ({"task": "UNKNOWN_TASK"}, "unknown_task"),
+    ({"target": "payroll/2026"}, "unknown_target"),
+    ({"target": "plans/ceo/7day/x"}, "target_not_allowed"),
+    ({"operation": "delete"}, "operation_not_allowed"),
+    ({"payload": {"blob": "x" * 20000}}, "payload_too_large"),
+])
+async def test_a_denial_names_the_rule_is_audited_and_writes_nothing_else(gw, change, kind):
+    with pytest.raises(WriteDenied) as denied:
+        await gw.gateway.request_write(command(**change))
+    assert denied.value.kind == kind
+    (event,) = await gw.events(ticket_stream("kpi-2026-w49"))
+    assert event.event_type == "gateway.denied" and kind.encode() in event.payload
+    with pytest.raises(WriteDenied):  # the same command again: the same denial, recorded once
+        await gw.gateway.request_write(command(**change))
+    assert len(await gw.events(ticket_stream("kpi-2026-w49"))) == 1
+    with pytest.raises(WriteDenied):
+        await gw.gateway.commit_write("kpi-2026-w49")
+
+
+@pytest.mark.parametrize(("fields", "message"), [
+    ({"task_id": None}, "task_id must be a string"),
+    ({"task_id": ""}, "task_id must not be empty"),
+    ({"execution_id": None}, "execution_id must be a string"),
+    ({"execution_id": "x" * 201}, "execution_id is 201 characters"),
+    ({"operation": "merge"}, "operation must be one of"),
+    ({"target": "$ledger"}, "keeps for itself"),
+    ({"payload": '{"a": NaN}'}, "NaN"),
+    ({"payload": '{"a": 1, "a": 2}'}, "twice"),
+    ({"payload": "[1]"}, "must be a JSON object"),
+    ({"requested_by": None}, "requested_by must be a string"),
+])
+def test_a_malformed_command_is_refused_naming_the_problem(fields, message):
+    from canonlog.domain.gateway import WriteCommand
+    values = {"task_id": "KPI_WEEKLY_SUMMARY", "execution_id": "e-1", "target": "kpi/weekly/x",
+              "operation": "upsert", "payload": {}, "summary": "", "requested_by": "job"}
+    with pytest.raises(InvalidCommand, match=message):
+        WriteCommand.create(**(values | fields))
+
+
+async def test_bad_approvals_are_refused_and_record_nothing(gw):
+    await gw.gateway.request_write(plan_command())
+    await gw.gateway.request_write(plan_command("plan-7-002", target="plans/ceo/7day/2026-W50"))
+    before = await gw.events(ticket_stream("plan-7-001"))
+    signature = await gw.sign("plan-7-001")
+    with pytest.raises(ApprovalInvalid, match="not an approver's key"):
+        await gw.gateway.approve("plan-7-001", "stranger", signature)
+    with pytest.raises(ApprovalInvalid, match="does not verify"):
+        await gw.gateway.approve("plan-7-001", "ceo-2026", await gw.sign("plan-7-002"))
+    with pytest.raises(ApprovalInvalid, match="does not verify"):
+        await gw.gateway.approve("plan-7-001", "ceo-2026",
+                                 seeded_key(9).sign(b"anything"))
+    await gw.gateway.approve("plan-7-001", "ceo-2026", signature)
+    with pytest.raises(ApprovalInvalid, match="approved ticket plan-7-001 already"):
+        await gw.gateway.approve("plan-7-001", "ceo-2026", signature)
+    assert len(await gw.events(ticket_stream("plan-7-001"))) == len(before) + 1
+    with pytest.raises(TicketNotFound):
+        await gw.gateway.approve("plan-7-999", "ceo-2026", signature)
+
+
+async def test_a_revoked_or_unregistered_approver_key_does_not_count(gw):
+    await gw.gateway.request_write(plan_command())
+    await gw.logs[0].revoke_key("main", "coo-2026", "ops", "left the company")
+    with pytest.raises(ApprovalInvalid, match="revoked"):
+        await gw.gateway.approve("plan-7-001", "coo-2026", await gw.sign("plan-7-001", COO_KEY))
+
+
+async def test_a_rejected_ticket_cannot_be_approved_or_committed(gw):
+    await gw.gateway.request_write(plan_command())
+    ticket = await gw.gateway.reject("plan-7-001", "not this week", "ceo")
+    assert ticket.status is TicketStatus.REJECTED
+    with pytest.raises(TicketClosed, match="rejected"):
+        await gw.gateway.approve("plan-7-001", "ceo-2026", await gw.sign("plan-7-001"))
+    with pytest.raises(TicketClosed, match="rejected"):
+        await gw.gateway.commit_write("plan-7-001")
+    assert await gw.events("plans/ceo/7day/2026-W49") == []
+
+
+async def test_a_commit_after_expiry_is_refused_and_the_expiry_recorded(gw):
+    await gw.gateway.request_write(plan_command())
+    await gw.gateway.approve("plan-7-001", "ceo-2026", await gw.sign("plan-7-001"))
+    gw.clock.advance(172800)
+    with pytest.raises(TicketExpired):
+        await gw.gateway.commit_write("plan-7-001")
+    with pytest.raises(TicketExpired):
+        await gw.gateway.approve("plan-7-001", "coo-2026", await gw.sign("plan-7-001", COO_KEY))
+    types = [e.event_type for e in await gw.events(ticket_stream("plan-7-001"))]
+    assert types == ["gateway.requested", "gateway.staged", "gateway.approved", "gateway.expired"]
+    assert await gw.events("plans/ceo/7day/2026-W49") == []
+
+
+async def test_a_changed_policy_is_a_new_version_and_closes_older_tickets(gw):
+    from canonlog.infrastructure.gateway_policy_file import parse_policies
+    from tests.gateway.conftest import EXAMPLE_POLICIES
+    await gw.gateway.request_write(command())
+    assert gw.gateway.policy.version == 1
+    text = EXAMPLE_POLICIES.read_text().replace("max_payload_bytes = 16384",
+                                                "max_payload_bytes = 8192")
+    version = await gw.gateway.load_policies(parse_policies(text), "ops")
+    assert version.version == 2
+    assert (await gw.gateway.load_policies(parse_policies(text), "ops")).version == 2
+    with pytest.raises(TicketClosed, match="policy version 1"):
+        await gw.gateway.commit_write("kpi-2026-w49")
+
+
+async def test_the_gateway_events_verify_like_any_other(gw):
+    await gw.gateway.request_write(command())
+    await gw.gateway.commit_write("kpi-2026-w49")
+    with pytest.raises(WriteDenied):
+        await gw.gateway.request_write(command(task="NOPE", execution_id="x"))
+    report = await verify_chain(gw.log, "main")
+    assert report.ok and report.events_checked == (await gw.log.head("main")).sequence
