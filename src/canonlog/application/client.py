@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
 
 import structlog
@@ -27,6 +27,9 @@ from canonlog.domain.signing import signable_content_v1, signature_is_valid
 
 logger = structlog.get_logger("canonlog.client")
 
+#: Called with the stream of every append before it is queued; raises to refuse it.
+StreamGuard = Callable[[str], None]
+
 
 class PollingNotifier:
     """An EventNotifier with no channel: every wait lasts its timeout."""
@@ -46,8 +49,10 @@ class LedgerClient:
         *,
         notifier: EventNotifier | None = None,
         limits: Limits = DEFAULT_LIMITS,
+        stream_guard: StreamGuard | None = None,
     ) -> None:
         self._writer = writer
+        self._stream_guard = stream_guard
         self._event_log = event_log
         self._ledger_id = ledger_id
         self._notifier = notifier or PollingNotifier()
@@ -85,8 +90,11 @@ class LedgerClient:
         stream has moved past expected_version, IdempotencyConflict when execution_id
         was used for a different request, SystemHalted when the ledger is halted,
         WriterLeaseLost or WriterNotVerified when this process may not write now, and
-        WriterStopped when its writer has stopped for good.
+        WriterStopped when its writer has stopped for good; the client's stream guard
+        may refuse a stream (GovernedStreamRefused, for the write gateway's streams).
         """
+        if self._stream_guard is not None:
+            self._stream_guard(stream_id)
         request = AppendRequest.create(
             stream_id, list(events), expected_version=expected_version,
             context=WriteContext(task_id=task_id, execution_id=execution_id,

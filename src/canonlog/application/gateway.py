@@ -40,6 +40,7 @@ from canonlog.domain.errors import (
     TicketExpired,
     TicketNotFound,
     WriteDenied,
+    WriterNotVerified,
 )
 from canonlog.domain.events import (
     AppendRequest,
@@ -103,9 +104,13 @@ class LedgerExecutor:
 
 
 class WriteGateway:
-    """The write gateway of one ledger; see the module docstring for what it guarantees."""
+    """The write gateway of one ledger; see the module docstring for what it guarantees.
 
-    def __init__(self, writer: CanonicalWriter, reader: EventReader, ledger_id: str,
+    Without a writer it reads tickets and refuses every step (WriterNotVerified), and
+    load_policies only finds the version a writing gateway recorded.
+    """
+
+    def __init__(self, writer: CanonicalWriter | None, reader: EventReader, ledger_id: str,
                  executors: Mapping[str, WriteExecutor], *, clock: Clock = utc_now) -> None:
         self._writer = writer
         self._reader = reader
@@ -141,6 +146,9 @@ class WriteGateway:
             if last is not None and payload_of(last)["sha256"] == policies.sha256:
                 self._policy = PolicyVersion(last.stream_version, policies)
                 return self._policy
+            if self._writer is None:
+                raise GatewayPolicyError("the policy file is not the version in force, and "
+                                         "only a writing gateway records a new version")
             event = NewEvent.create(POLICY_LOADED, {
                 "sha256": policies.sha256, "loaded_by": actor,
                 "document": parse_json(policies.document, "policy document")})
@@ -380,6 +388,8 @@ class WriteGateway:
 
     async def _append(self, stream_id: str, events: list[NewEvent], expected: ExpectedVersion,
                       context: WriteContext) -> AppendResult:
+        if self._writer is None:
+            raise WriterNotVerified("this gateway only reads; it has no writer")
         return await self._writer.append(AppendRequest.create(
             stream_id, events, expected_version=expected, context=context))
 

@@ -168,6 +168,12 @@ class GatewayPolicies:
                 return approver
         return None
 
+    def governs(self, stream_id: str) -> bool:
+        """True for the streams only the gateway writes: its own, and every target an
+        executor is registered for."""
+        return (stream_id.startswith(TICKET_STREAM_PREFIX) or stream_id == POLICY_STREAM
+                or self.executor_for(stream_id) is not None)
+
     def executor_for(self, target: str) -> str | None:
         """The name of the executor registered for the first pattern matching target."""
         for pattern, executor in self.executors.items():

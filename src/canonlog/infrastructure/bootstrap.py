@@ -20,13 +20,28 @@ import asyncpg
 import structlog
 
 from canonlog.application.checkpoints import CheckpointPublisher, CheckpointSigner, SignedCheckpoints
-from canonlog.application.client import LedgerClient
-from canonlog.application.ports import EventLog, HaltChannel, HeadStore, WriterLease
+from canonlog.application.client import LedgerClient, StreamGuard
+from canonlog.application.gateway import LedgerExecutor, WriteGateway
+from canonlog.application.ports import (
+    CanonicalWriter,
+    EventLog,
+    EventReader,
+    HaltChannel,
+    HeadStore,
+    WriterLease,
+)
 from canonlog.application.witness import CheckpointWitness
 from canonlog.application.writer import EventWriterService, WriterConfig
 from canonlog.domain.checkpoint import TrustedKey, check_key_name
-from canonlog.domain.errors import CheckpointFormatError, OperatorLoginMissing
+from canonlog.domain.errors import (
+    CheckpointFormatError,
+    GatewayPolicyError,
+    GovernedStreamRefused,
+    OperatorLoginMissing,
+)
+from canonlog.domain.gateway import GatewayPolicies
 from canonlog.infrastructure.checkpoint_store import DirectoryCheckpointStore, FileWitnessState
+from canonlog.infrastructure.gateway_policy_file import load_policy_file
 from canonlog.infrastructure.head_store import FileHeadStore
 from canonlog.infrastructure.keyfiles import load_private_key, public_bytes
 from canonlog.infrastructure.postgres.asyncpg_log import AsyncpgEventLog, translated
@@ -312,12 +327,57 @@ async def open_ledger(settings: Settings | None = None) -> AsyncIterator[LedgerC
             if publisher is not None:
                 publisher.start()
             yield LedgerClient(writer, event_log, settings.ledger, notifier=notifier,
-                               limits=settings.limits)
+                               limits=settings.limits, stream_guard=gateway_stream_guard(settings))
         finally:
             await writer.stop()
             if publisher is not None:
                 await publisher.stop()
             await notifier.close()
+
+
+def gateway_policies(settings: Settings) -> GatewayPolicies:
+    """The operator's gateway policies; raises GatewayPolicyError when there is no file."""
+    if settings.gateway_policy_file is None:
+        raise GatewayPolicyError("the write gateway needs a policy file: set "
+                                 "CANONLOG_GATEWAY_POLICY_FILE")
+    return load_policy_file(settings.gateway_policy_file)
+
+
+def gateway_stream_guard(settings: Settings) -> StreamGuard | None:
+    """With CANONLOG_GATEWAY_ONE_DOOR, refuses direct appends to the streams the gateway
+    governs (its own and every target of its policy file); otherwise None."""
+    if not settings.gateway_one_door:
+        return None
+    policies = gateway_policies(settings)
+
+    def refuse_governed(stream_id: str) -> None:
+        if policies.governs(stream_id):
+            raise GovernedStreamRefused(
+                f"stream {stream_id!r} is governed by the write gateway: write it with "
+                "`canonlog write` or /v1/gateway")
+    return refuse_governed
+
+
+async def start_gateway(settings: Settings, writer: CanonicalWriter | None,
+                        reader: EventReader) -> WriteGateway:
+    """A write gateway over writer (None: one that only reads), with the ledger executor
+    and the policy file in force (recorded in the chain as a version when it changed)."""
+    gateway = WriteGateway(writer, reader, settings.ledger, {"ledger": LedgerExecutor()})
+    await gateway.load_policies(gateway_policies(settings), settings.actor or "canonlog")
+    return gateway
+
+
+@asynccontextmanager
+async def open_gateway(settings: Settings, *, writing: bool = True
+                       ) -> AsyncIterator[WriteGateway]:
+    """Yields the write gateway of settings.ledger: over a verified writer (see
+    open_ledger), or without one for reads when writing is False."""
+    if writing:
+        async with open_ledger(settings) as client:
+            yield await start_gateway(settings, client.writer, client.event_log)
+    else:
+        async with open_event_log(settings) as (event_log, _):
+            yield await start_gateway(settings, None, event_log)
 
 
 def service_config(settings: Settings) -> ServiceConfig:

@@ -117,6 +117,10 @@ class Settings(BaseSettings):
     authz_policy_file: Path | None = Field(
         default=None, description="the Rego policy (default: the shipped default.rego)"
     )
+    gateway_policy_file: Path | None = Field(
+        default=None, description="the write gateway's policy file (TOML); unset: no gateway")
+    gateway_one_door: bool = Field(
+        default=False, description="refuse direct appends to streams the gateway governs")
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
     log_format: Literal["console", "json"] = "console"
 

@@ -3,7 +3,7 @@
 One module per group of commands: db (db, dev, demo), serve, ledger (head, read, export),
 verify, checkpoints (checkpoint ...), governance (halt, resume, failover), policy
 (ledger init, ledger adopt-policy, policy ...), keys,
-append. support holds the exit codes and the one mapping of errors to them.
+append, gateway (write ..., audit). support holds the exit codes and the one mapping of errors to them.
 
 Exit codes: 0 success; 1 verification found a problem; 2 usage error;
 3 refused by canonlog (halted, conflict, invalid input, schema problem);
@@ -22,6 +22,7 @@ from canonlog.infrastructure.cli import (
     append,
     checkpoints,
     db,
+    gateway,
     governance,
     keys,
     ledger,
@@ -50,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     # In the order `canonlog --help` lists them.
-    for group in (db, serve, ledger, policy, verify, checkpoints, governance, keys, append):
+    for group in (db, serve, ledger, policy, verify, checkpoints, governance, keys, append,
+                  gateway):
         group.register(sub)
     return parser
 
