@@ -37,6 +37,7 @@ from tests.support.servers import APP_ROLE, OPERATOR_ROLE, PgTarget, clone, drop
 ISSUER = "https://issuer.canonlog.test"
 AUDIENCE = "canonlog-service"
 ALL_SCOPES = "read append operate"
+GATEWAY_POLICIES = Path(__file__).parents[2] / "examples" / "gateway" / "policies.toml"
 
 
 def _b64(data: bytes) -> str:
@@ -177,7 +178,8 @@ async def shared(pg_admin: PgTarget, pg_template: PgTarget, auth_config: AuthCon
     config = ServiceConfig(auth=auth_config, max_body_bytes=64 * 1024)
     try:
         async with running_service(database, tmp_path_factory.mktemp("service"), config,
-                                   operator_dsn=database.operator.uri()) as service:
+                                   operator_dsn=database.operator.uri(),
+                                   gateway_policy_file=GATEWAY_POLICIES) as service:
             yield service
     finally:
         await drop(pg_admin, target)

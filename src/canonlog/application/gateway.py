@@ -124,6 +124,10 @@ class WriteGateway:
         return self._ledger_id
 
     @property
+    def reader(self) -> EventReader:
+        return self._reader
+
+    @property
     def policy(self) -> PolicyVersion:
         """The policy version in force; raises WriteDenied before one is loaded."""
         if self._policy is None:

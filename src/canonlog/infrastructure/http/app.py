@@ -28,6 +28,7 @@ from canonlog.application.ports import GovernedLedger
 from canonlog.domain.errors import OperatorLoginMissing
 from canonlog.infrastructure.http import (
     routes_ceremonies,
+    routes_gateway,
     routes_ledger,
     routes_operations,
     routes_tail,
@@ -142,6 +143,11 @@ def create_app(settings: Settings, config: ServiceConfig, *,
                                     checkpoints=config.checkpoints, limits=settings.limits)
             app.state.service = service
             app.state.ceremonies = LedgerCeremonies(client.event_log, governed, client.ledger_id)
+            if settings.gateway_policy_file is not None:
+                from canonlog.infrastructure.bootstrap import start_gateway
+
+                app.state.gateway = await start_gateway(settings, client.writer,
+                                                        client.event_log)
             log.info("service ready", ledger_id=client.ledger_id, host=config.host,
                      port=config.port, auth_required=config.auth.required)
             try:
@@ -161,7 +167,7 @@ def create_app(settings: Settings, config: ServiceConfig, *,
     install_error_handlers(app)
     routers = [(routes_ledger.router, "ledger"), (routes_tail.router, "ledger"),
                (routes_ceremonies.router, "ceremonies"), (routes_operations.router, "operations"),
-               (routes_operations.health, "health")]
+               (routes_gateway.router, "gateway"), (routes_operations.health, "health")]
     for router, tag in routers:
         app.include_router(router, tags=[tag])
     app.state.api_routes = [r for router, _ in routers for r in router.routes

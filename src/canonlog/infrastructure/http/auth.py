@@ -24,7 +24,7 @@ from canonlog.infrastructure.http.authz import PolicyAuthorizer
 from canonlog.infrastructure.http.errors import ApiError
 
 #: Scopes a token can carry: read the ledger, append to it, operate it (halt, verify).
-SCOPES: Final = ("read", "append", "operate", "approve")
+SCOPES: Final = ("read", "append", "operate", "approve", "request", "commit")
 
 _ALGORITHMS_BY_KEY_TYPE: Final[Mapping[str, frozenset[str]]] = {
     "RSA": frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"}),

@@ -59,6 +59,12 @@ STATUS_BY_ERROR: dict[type[CanonlogError], int] = {
     canonlog_errors.CheckpointConflict: 409,
     canonlog_errors.AppendOnlyViolation: 403,
     canonlog_errors.TamperDetected: 500,
+    canonlog_errors.InvalidCommand: 422,
+    canonlog_errors.WriteDenied: 403,
+    canonlog_errors.GovernedStreamRefused: 403,
+    canonlog_errors.TicketNotFound: 404,
+    canonlog_errors.GatewayError: 409,
+    canonlog_errors.GatewayPolicyError: 503,
 }
 
 #: Codes of the statuses the service answers without a more specific code.
@@ -102,6 +108,8 @@ def error_details(error: CanonlogError) -> dict[str, Any]:
         return {"stream_id": error.stream_id,
                 "expected_version": getattr(expected, "value", expected),
                 "actual_version": error.actual}
+    if isinstance(error, canonlog_errors.WriteDenied):
+        return {"kind": error.kind}
     if isinstance(error, canonlog_errors.SystemHalted) and error.reason is not None:
         return {"halt_reason": error.reason}
     return {}
