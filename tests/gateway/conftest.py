@@ -20,6 +20,7 @@ from canonlog.infrastructure.gateway_policy_file import load_policy_file
 from canonlog.infrastructure.head_store import MemoryHeadStore
 from canonlog.infrastructure.memory import InMemoryLease
 from canonlog.infrastructure.postgres.asyncpg_log import AsyncpgEventLog
+from tests.http.conftest import auth_config, jwks_file, tokens  # noqa: F401  (HTTP fixtures)
 from tests.support.keys import public_bytes, seeded_key
 
 EXAMPLE_POLICIES = Path(__file__).parents[2] / "examples" / "gateway" / "policies.toml"

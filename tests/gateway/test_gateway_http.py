@@ -9,7 +9,7 @@ from canonlog.infrastructure.http import ServiceConfig
 from canonlog.infrastructure.http.authz import PolicyAuthorizer, load_policy
 from canonlog.infrastructure.postgres.asyncpg_log import AsyncpgEventLog
 from tests.gateway.conftest import CEO_KEY, EXAMPLE_POLICIES, register_approvers
-from tests.http.conftest import auth_config, jwks_file, running_service, tokens  # noqa: F401
+from tests.http.conftest import running_service
 
 KPI = {"task_id": "KPI_WEEKLY_SUMMARY", "execution_id": "kpi-w49", "target": "kpi/weekly/revenue",
        "operation": "upsert", "payload": {"week": "2026-W49", "revenue": 1250},
