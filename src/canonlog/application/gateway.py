@@ -170,22 +170,26 @@ class WriteGateway:
 
     # -- reads -----------------------------------------------------------------------
 
-    async def ticket(self, execution_id: str) -> Ticket:
+    async def ticket(self, execution_id: str, *, find_commit: bool = True) -> Ticket:
         """Returns the ticket of an execution id with everything recorded about it; raises
-        TicketNotFound when none was requested, WriteDenied when it was denied."""
-        folded = await self._fold(execution_id)
+        TicketNotFound when none was requested, WriteDenied when it was denied.
+
+        Whether it was committed is read from the target's stream, which is read whole;
+        find_commit False skips that read (the status is then never committed)."""
+        folded = await self._fold(execution_id, find_commit=find_commit)
         if folded is None:
             raise TicketNotFound(f"no write was requested under execution id {execution_id!r}")
         if isinstance(folded, Denied):
             raise WriteDenied(folded.reason, kind=folded.kind)
         return folded
 
-    async def _fold(self, execution_id: str) -> Ticket | Denied | None:
+    async def _fold(self, execution_id: str, *, find_commit: bool = True
+                    ) -> Ticket | Denied | None:
         if not isinstance(execution_id, str) or not execution_id:
             raise InvalidCommand("execution_id must be a non-empty string")
         folded = fold_ticket(await self._reader.read_stream(self._ledger_id,
                                                             ticket_stream(execution_id)))
-        if not isinstance(folded, Ticket) or folded.closed:
+        if not isinstance(folded, Ticket) or folded.closed or not find_commit:
             return folded
         plan = self._executor(folded.command).plan(folded.command)
         committed = tuple(e for e in await self._reader.read_stream(self._ledger_id,
@@ -203,7 +207,7 @@ class WriteGateway:
         not allow it, IdempotencyConflict when its execution id was used for another."""
         policy = self.policy
         for _ in range(_ATTEMPTS):
-            existing = await self._fold(command.execution_id)
+            existing = await self._fold(command.execution_id, find_commit=False)
             if existing is not None:
                 return _same_request(existing, command)
             denial = judge(command, policy.policies)
@@ -234,7 +238,7 @@ class WriteGateway:
                 logger.info("write denied", task_id=command.task_id,
                             execution_id=command.execution_id, kind=denial.kind)
                 raise WriteDenied(denial.reason, kind=denial.kind)
-            return await self.ticket(command.execution_id)
+            return await self.ticket(command.execution_id, find_commit=False)
         raise ConcurrencyConflict(f"ticket {command.execution_id} kept moving; try again")
 
     async def approve(self, execution_id: str, key_id: str, signature: bytes) -> Ticket:
@@ -287,10 +291,16 @@ class WriteGateway:
         approvals are in, TicketExpired (recording the expiry) after its expiry, and
         TicketClosed for a rejected ticket."""
         for _ in range(_ATTEMPTS):
-            folded = await self.ticket(execution_id)
-            if folded.status is TicketStatus.COMMITTED:
-                return AppendResult(folded.committed, replayed=True)
-            ticket = await self._open_ticket(execution_id, folded)
+            # The commit itself finds an earlier commit (the database replays it), so
+            # the target's stream is read only when a step was refused.
+            try:
+                ticket = await self._open_ticket(
+                    execution_id, await self.ticket(execution_id, find_commit=False))
+            except TicketClosed:
+                landed = await self.ticket(execution_id)
+                if landed.status is TicketStatus.COMMITTED:
+                    return AppendResult(landed.committed, replayed=True)
+                raise
             if ticket.status is not TicketStatus.APPROVED:
                 raise ApprovalsMissing(
                     f"ticket {execution_id} has {len(ticket.approvals)} of the "
