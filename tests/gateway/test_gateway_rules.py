@@ -177,3 +177,19 @@ async def test_the_gateway_events_verify_like_any_other(gw):
         await gw.gateway.request_write(command(task="NOPE", execution_id="x"))
     report = await verify_chain(gw.log, "main")
     assert report.ok and report.events_checked == (await gw.log.head("main")).sequence
+
+
+async def test_an_approver_key_not_registered_in_the_ledger_does_not_count(gw):
+    from canonlog.infrastructure.gateway_policy_file import parse_policies
+    from tests.gateway.conftest import EXAMPLE_POLICIES
+    text = EXAMPLE_POLICIES.read_text() + (
+        '\n[approvers.cfo]\nkey_ids = ["cfo-2026"]\nroles = ["executive"]\n'
+        '\n[approvers.impostor]\nkey_ids = ["ceo-2025"]\nroles = ["executive"]\n')
+    await gw.gateway.load_policies(parse_policies(text), "ops")
+    await gw.logs[0].add_key("main", "ceo-2025", "agent", "ceo", b"\x01" * 32, "ops")
+    await gw.gateway.request_write(plan_command())
+    signature = await gw.sign("plan-7-001")
+    with pytest.raises(ApprovalInvalid, match="not registered in ledger main"):
+        await gw.gateway.approve("plan-7-001", "cfo-2026", signature)
+    with pytest.raises(ApprovalInvalid, match="registered to 'ceo'"):
+        await gw.gateway.approve("plan-7-001", "ceo-2025", signature)
