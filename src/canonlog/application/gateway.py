@@ -25,7 +25,6 @@ from canonlog.application.ports import (
     CanonicalWriter,
     Clock,
     EventReader,
-    ExecutionPlan,
     WriteExecutor,
 )
 from canonlog.domain.canonical import parse_json
@@ -52,6 +51,7 @@ from canonlog.domain.events import (
 )
 from canonlog.domain.gateway import (
     POLICY_STREAM,
+    ExecutionPlan,
     GatewayPolicies,
     Operation,
     PolicyVersion,

@@ -20,7 +20,7 @@ from canonlog.domain.events import (
     StreamState,
     WriterGrant,
 )
-from canonlog.domain.gateway import WriteCommand
+from canonlog.domain.gateway import ExecutionPlan, WriteCommand
 from canonlog.domain.governance import GovernancePolicy, PolicyInForce
 
 
@@ -457,16 +457,6 @@ class CanonicalWriter(Protocol):
     async def append(self, request: AppendRequest) -> AppendResult:
         """Appends one request atomically; raises the error that refused it."""
         ...
-
-
-@dataclass(frozen=True, slots=True)
-class ExecutionPlan:
-    """How a governed write is performed: events appended to one stream of the ledger,
-    under an expected version, together with the write's audit event."""
-
-    stream_id: str
-    events: tuple[NewEvent, ...]
-    expected_version: ExpectedVersion = StreamState.ANY
 
 
 class WriteExecutor(Protocol):

@@ -30,7 +30,13 @@ from typing import Any, Final
 
 from canonlog.domain.canonical import RawJson, canonical_json
 from canonlog.domain.errors import InvalidCommand, InvalidEvent
-from canonlog.domain.events import SYSTEM_STREAM_PREFIX, check_name
+from canonlog.domain.events import (
+    SYSTEM_STREAM_PREFIX,
+    ExpectedVersion,
+    NewEvent,
+    StreamState,
+    check_name,
+)
 
 APPROVAL_STATEMENT_V1: Final = "canonlog/gateway/approval/v1"
 #: Streams the gateway keeps for itself: one per ticket, and the policy versions.
@@ -108,6 +114,16 @@ class WriteCommand:
                 "target": self.target, "operation": self.operation.value,
                 "summary": self.summary, "requested_by": self.requested_by,
                 "payload_sha256": self.payload_sha256}
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionPlan:
+    """How a governed write is performed: events appended to one stream of the ledger,
+    under an expected version, together with the write's audit event."""
+
+    stream_id: str
+    events: tuple[NewEvent, ...]
+    expected_version: ExpectedVersion = StreamState.ANY
 
 
 def ticket_stream(execution_id: str) -> str:
