@@ -230,15 +230,18 @@ class WriteGateway:
                     NewEvent.create(STAGED, {"payload": parse_json(command.payload, "payload")}),
                 ]
             try:
-                await self._append(ticket_stream(command.execution_id), events,
-                                   StreamState.NO_STREAM, context)
+                result = await self._append(ticket_stream(command.execution_id), events,
+                                            StreamState.NO_STREAM, context)
             except (ConcurrencyConflict, IdempotencyConflict):
                 continue  # requested concurrently: judged against what landed
             if denial is not None:
                 logger.info("write denied", task_id=command.task_id,
                             execution_id=command.execution_id, kind=denial.kind)
                 raise WriteDenied(denial.reason, kind=denial.kind)
-            return await self.ticket(command.execution_id, find_commit=False)
+            # The new stream holds exactly the events just recorded.
+            ticket = fold_ticket(list(result.events))
+            assert isinstance(ticket, Ticket)
+            return ticket
         raise ConcurrencyConflict(f"ticket {command.execution_id} kept moving; try again")
 
     async def approve(self, execution_id: str, key_id: str, signature: bytes) -> Ticket:
