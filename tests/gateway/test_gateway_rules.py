@@ -193,3 +193,27 @@ async def test_an_approver_key_not_registered_in_the_ledger_does_not_count(gw):
         await gw.gateway.approve("plan-7-001", "cfo-2026", signature)
     with pytest.raises(ApprovalInvalid, match="registered to 'ceo'"):
         await gw.gateway.approve("plan-7-001", "ceo-2025", signature)
+
+
+async def test_a_ticket_written_around_the_gateway_gains_nothing(gw):
+    """Without the one-door setting anyone with append rights can write a ticket stream;
+    the commit still judges it by the policy and the approvers' signatures."""
+    from canonlog.domain.errors import TamperDetected
+    from canonlog.domain.events import AppendRequest, NewEvent
+    forged = plan_command("plan-forged", target="plans/ceo/7day/forged")
+    requested = {**forged.audit_fields(), "policy_version": 1, "policy_sha256": "x",
+                 "approvals_required": 0, "expires_at": "2999-01-01T00:00:00.000000Z"}
+    approved = {**forged.audit_fields(), "approver": "ceo", "key_id": "ceo-2026",
+                "roles": ["executive"], "signature": "00" * 64, "policy_version": 1}
+    await gw.writer.append(AppendRequest.create(ticket_stream("plan-forged"), [
+        NewEvent.create("gateway.requested", requested),
+        NewEvent.create("gateway.staged", {"payload": {"goals": ["ship the gateway"],
+                                                       "horizon_days": 7}}),
+        NewEvent.create("gateway.approved", approved)]))
+    with pytest.raises(ApprovalsMissing, match="0 of the 1"):
+        await gw.gateway.commit_write("plan-forged")
+    assert await gw.events("plans/ceo/7day/forged") == []
+    await gw.writer.append(AppendRequest.create(ticket_stream("garbage"), [
+        NewEvent.create("gateway.requested", {"task_id": 1})]))
+    with pytest.raises(TamperDetected, match="does not"):
+        await gw.gateway.commit_write("garbage")

@@ -304,15 +304,23 @@ class WriteGateway:
                 if landed.status is TicketStatus.COMMITTED:
                     return AppendResult(landed.committed, replayed=True)
                 raise
-            if ticket.status is not TicketStatus.APPROVED:
+            # The policy and the signatures decide, not what the ticket's events claim:
+            # a ticket stream written around the gateway gains nothing.
+            task = self.policy.policies.tasks.get(ticket.command.task_id)
+            denial = judge(ticket.command, self.policy.policies)
+            if task is None or denial is not None:
+                raise TicketClosed(f"ticket {execution_id} does not pass its policy: "
+                                   f"{denial.reason if denial else 'no task policy'}")
+            approvers = await self._counted_approvers(ticket)
+            if len(approvers) < task.approvals:
                 raise ApprovalsMissing(
-                    f"ticket {execution_id} has {len(ticket.approvals)} of the "
-                    f"{ticket.approvals_required} approvals its policy needs")
+                    f"ticket {execution_id} has {len(approvers)} of the "
+                    f"{task.approvals} approvals its policy needs")
             plan = self._executor(ticket.command).plan(ticket.command)
             audit = NewEvent.create(COMMITTED, {
                 **ticket.command.audit_fields(), "policy_version": ticket.policy_version,
                 "requested_seq": ticket.requested_seq,
-                "approvers": sorted({a.approver for a in ticket.approvals})})
+                "approvers": sorted(approvers)})
             try:
                 result = await self._append(plan.stream_id, [*plan.events, audit],
                                             plan.expected_version, self._context(ticket))
@@ -379,6 +387,28 @@ class WriteGateway:
             logger.info("ticket closed", execution_id=execution_id, event_type=event_type)
             return await self.ticket(execution_id)
         raise ConcurrencyConflict(f"ticket {execution_id} kept moving; try again")
+
+    async def _counted_approvers(self, ticket: Ticket) -> set[str]:
+        """The distinct approvers whose approval of ticket counts: by a key of theirs the
+        policy names, registered to them and active when they approved, with a signature
+        that verifies over the ticket's statement."""
+        if not ticket.approvals:
+            return set()
+        policies = self.policy.policies
+        task = policies.tasks[ticket.command.task_id]
+        keys = {k.key_id: k for k in await self._reader.list_keys(self._ledger_id)}
+        statement = self.statement(ticket)
+        counted = set()
+        for approval in ticket.approvals:
+            approver = policies.approver_of_key(approval.key_id)
+            key = keys.get(approval.key_id)
+            if (approver is not None and approver.name == approval.approver
+                    and task.may_approve(approver) and key is not None
+                    and key.purpose == "agent" and key.owner_id == approver.name
+                    and (key.revoked_seq is None or key.revoked_seq > approval.sequence)
+                    and signature_is_valid(key.public_key, approval.signature, statement)):
+                counted.add(approver.name)
+        return counted
 
     async def _registered_key(self, key_id: str, approver: str) -> RegisteredKey:
         for key in await self._reader.list_keys(self._ledger_id):

@@ -52,6 +52,7 @@ class ApprovalRecord:
     approver: str
     key_id: str
     sequence: int
+    signature: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +109,14 @@ def fold_ticket(events: list[RecordedEvent]) -> Ticket | Denied | None:
     for no events). Raises TamperDetected when the events do not form a ticket."""
     if not events:
         return None
+    try:
+        return _fold(events)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise TamperDetected(f"stream {events[0].stream_id} does not hold a ticket the "
+                             f"gateway wrote: {type(exc).__name__}: {exc}") from exc
+
+
+def _fold(events: list[RecordedEvent]) -> Ticket | Denied:
     first = payload_of(events[0])
     if events[0].event_type == DENIED:
         return Denied(first["kind"], first["reason"], first.get("command_sha256", ""))
@@ -131,7 +140,8 @@ def fold_ticket(events: list[RecordedEvent]) -> Ticket | Denied | None:
     for event in events[2:]:
         data = payload_of(event)
         if event.event_type == APPROVED:
-            approvals.append(ApprovalRecord(data["approver"], data["key_id"], event.sequence))
+            approvals.append(ApprovalRecord(data["approver"], data["key_id"], event.sequence,
+                                            bytes.fromhex(data["signature"])))
             if len({a.approver for a in approvals}) >= required:
                 status = TicketStatus.APPROVED
         elif event.event_type == REJECTED:
