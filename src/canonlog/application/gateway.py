@@ -344,7 +344,7 @@ class WriteGateway:
             policy_version=ticket.policy_version, requested_seq=ticket.requested_seq,
             expires_at=ticket.expires_at)
 
-    # -- helpers ---------------------------------------------------------------------
+    # -- what the steps share -----------------------------------------------------------
 
     async def _open_ticket(self, execution_id: str, ticket: Ticket | None = None) -> Ticket:
         """The ticket, when it may still be approved or committed: not closed, requested
