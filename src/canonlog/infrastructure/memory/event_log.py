@@ -42,7 +42,8 @@ from canonlog.domain.events import (
 from canonlog.domain.governance import PolicyInForce
 from canonlog.domain.hashing import request_digest_v1
 from canonlog.infrastructure.memory.governance import MemoryGovernance
-from canonlog.infrastructure.memory.pgtext import is_json_object, storable
+from canonlog.infrastructure.memory.jsontext import NOT_AN_OBJECT, json_problem
+from canonlog.infrastructure.memory.pgtext import storable
 from canonlog.infrastructure.memory.store import (
     MAX_NAME,
     MemoryLedger,
@@ -124,10 +125,13 @@ class MemoryEventLog(MemoryGovernance):
                 raise halted_error(ledger)
             check_grant(ledger, grant.writer_id, grant.epoch)
             events = [e for r in requests for e in r.events]
+            not_an_object = None
             for number, event in enumerate(events, 1):
-                if not (is_json_object(event.payload) and is_json_object(event.metadata)):
-                    raise InvalidEvent(f"event {number} of the batch: payload and metadata "
-                                       "must be JSON objects")
+                if not _json_objects(event.payload, event.metadata) and not_an_object is None:
+                    not_an_object = number
+            if not_an_object is not None:
+                raise InvalidEvent(f"event {not_an_object} of the batch: payload and metadata "
+                                   "must be JSON objects")
             return self._append_checked(ledger, grant, requests, codes)
 
     def _append_checked(
@@ -322,3 +326,19 @@ def _timestamptz(moment: datetime | None) -> datetime | None:
     if moment is None:
         return None
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _json_objects(payload: bytes, metadata: bytes) -> bool:
+    """canonlog.json_objects_v1: whether both are JSON objects; raises InvalidEvent
+    naming the problem when one is an object but not canonical JSON v1."""
+    payload_problem = json_problem(payload)
+    if payload_problem == NOT_AN_OBJECT:
+        return False
+    metadata_problem = None if metadata == b"{}" else json_problem(metadata)
+    if metadata_problem == NOT_AN_OBJECT:
+        return False
+    if payload_problem is not None:
+        raise InvalidEvent(f"payload {payload_problem}")
+    if metadata_problem is not None:
+        raise InvalidEvent(f"metadata {metadata_problem}")
+    return True

@@ -68,13 +68,6 @@ def _check_strings(value: Any) -> None:
             _check_strings(item)
 
 
-def is_json_object(raw: bytes) -> bool:
-    try:
-        return isinstance(parse_jsonb(raw, "payload"), dict)
-    except InvalidEvent:
-        return False
-
-
 def canonical_jsonb(value: Any) -> str:
     """Renders a value parse_jsonb returned as canonlog.canonical_json_v1 renders jsonb.
 

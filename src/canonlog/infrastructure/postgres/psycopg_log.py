@@ -13,7 +13,7 @@ from psycopg.rows import DictRow, dict_row
 from psycopg.types.composite import CompositeInfo, register_composite
 from psycopg_pool import AsyncConnectionPool, PoolClosed
 
-from canonlog.domain.errors import InvalidEvent, StorageError
+from canonlog.domain.errors import CanonlogError, InvalidEvent, StorageError
 from canonlog.infrastructure.postgres.errors import connection_failed, translate_error
 from canonlog.infrastructure.postgres.event_log import PostgresEventLog
 from canonlog.infrastructure.postgres.queries import QUERIES
@@ -164,6 +164,8 @@ class PsycopgDriver:
     async def append(self, args: tuple[Any, ...]) -> Row:
         try:
             (row,) = await self.fetch("append", *_typed(args))
+        except CanonlogError:
+            raise  # the database's refusal, translated (InvalidEvent is a ValueError)
         except (TypeError, ValueError, AttributeError, OverflowError) as exc:
             # psycopg raises these unwrapped when it cannot convert an argument to
             # its parameter type (a lone surrogate, a naive datetime, an int beyond
