@@ -68,19 +68,21 @@ async def refusal(ledger: Ledger, payloads: list[bytes], **kwargs: object) -> st
 @pytest.mark.parametrize(("payload", "problem"), REFUSED)
 async def test_a_direct_call_cannot_store_a_payload_canonical_json_refuses(
         ledger, payload, problem):
-    assert await refusal(ledger, [payload]) == f"canonlog: payload {problem}"
+    assert await refusal(ledger, [payload]) == f"canonlog: event 1 of the batch: payload {problem}"
 
 
 @pytest.mark.parametrize(("payload", "problem"), REFUSED[:3] + REFUSED[8:10])
 async def test_nor_such_metadata(ledger, payload, problem):
-    assert await refusal(ledger, [b"{}"], metadata=[payload]) == f"canonlog: metadata {problem}"
+    assert await refusal(ledger, [b"{}"], metadata=[payload]) == (
+        f"canonlog: event 1 of the batch: metadata {problem}")
 
 
 @pytest.mark.parametrize(("payload", "problem"), [REFUSED[0], REFUSED[8]])
 async def test_one_refused_event_refuses_the_whole_batch(ledger, payload, problem):
     payloads = [b'{"n":%d}' % i for i in range(100)]
     payloads[57] = payload
-    assert await refusal(ledger, payloads, requests=10) == f"canonlog: payload {problem}"
+    assert await refusal(ledger, payloads, requests=10) == (
+        f"canonlog: event 58 of the batch: payload {problem}")
 
 
 async def test_canonical_json_at_the_edges_is_stored_byte_for_byte(ledger):

@@ -19,11 +19,11 @@ async def test_bytes_canonical_json_refuses_are_refused_by_name(
     head = await event_log.head("main")
     with pytest.raises(InvalidEvent) as caught:
         await append_one(event_log, grant, AppendRequest("s", (NewEvent("x", payload),)))
-    assert str(caught.value) == f"payload {problem}"
+    assert str(caught.value) == f"event 1 of the batch: payload {problem}"
     with pytest.raises(InvalidEvent) as caught:
         await event_log.append_batch(grant, [
             AppendRequest("s", (NewEvent("x", b"{}"), NewEvent("x", b"{}", payload)))])
-    assert str(caught.value) == f"metadata {problem}"
+    assert str(caught.value) == f"event 2 of the batch: metadata {problem}"
     assert await event_log.head("main") == head
 
 

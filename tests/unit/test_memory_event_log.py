@@ -173,7 +173,7 @@ async def test_payloads_jsonb_accepts_but_canonical_json_refuses_are_refused(
     head = await log.head("main")
     with pytest.raises(InvalidEvent) as caught:
         await append_one(log, grant, AppendRequest("s", (NewEvent("x", payload),)))
-    assert str(caught.value) == problem
+    assert str(caught.value) == f"event 1 of the batch: {problem}"
     assert await log.head("main") == head
 
 

@@ -98,7 +98,8 @@ class NewEvent:
     event_type: str
     payload: bytes
     metadata: bytes = b"{}"
-    #: None lets the ledger assign a random UUID; a signed event must carry its own.
+    #: None lets the ledger assign a UUID (version 7 on PostgreSQL 18, otherwise a random
+    #: one); a signed event must carry its own.
     event_id: uuid.UUID | None = None
     #: An agent's Ed25519 signature over the signable content (canonlog.domain.signing).
     signing_key_id: str | None = None

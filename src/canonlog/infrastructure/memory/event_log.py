@@ -127,7 +127,7 @@ class MemoryEventLog(MemoryGovernance):
             events = [e for r in requests for e in r.events]
             not_an_object = None
             for number, event in enumerate(events, 1):
-                if not _json_objects(event.payload, event.metadata) and not_an_object is None:
+                if not _json_objects(event.payload, event.metadata, number) and not_an_object is None:
                     not_an_object = number
             if not_an_object is not None:
                 raise InvalidEvent(f"event {not_an_object} of the batch: payload and metadata "
@@ -328,9 +328,9 @@ def _timestamptz(moment: datetime | None) -> datetime | None:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
-def _json_objects(payload: bytes, metadata: bytes) -> bool:
-    """canonlog.json_objects_v1: whether both are JSON objects; raises InvalidEvent
-    naming the problem when one is an object but not canonical JSON v1."""
+def _json_objects(payload: bytes, metadata: bytes, number: int) -> bool:
+    """canonlog.json_objects_v2: whether both are JSON objects; raises InvalidEvent
+    naming the event and the problem when one is an object but not canonical JSON v1."""
     payload_problem = json_problem(payload)
     if payload_problem == NOT_AN_OBJECT:
         return False
@@ -338,7 +338,7 @@ def _json_objects(payload: bytes, metadata: bytes) -> bool:
     if metadata_problem == NOT_AN_OBJECT:
         return False
     if payload_problem is not None:
-        raise InvalidEvent(f"payload {payload_problem}")
+        raise InvalidEvent(f"event {number} of the batch: payload {payload_problem}")
     if metadata_problem is not None:
-        raise InvalidEvent(f"metadata {metadata_problem}")
+        raise InvalidEvent(f"event {number} of the batch: metadata {metadata_problem}")
     return True
