@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
@@ -109,3 +111,49 @@ class AppendQueue:
             if not future.done():
                 future.set_exception(error)
         self.fail_queued(error)
+
+
+class AppendDeadlines:
+    """Calls on_expire for each watched append not resolved within timeout seconds.
+
+    One timer serves every append: the timeout is the same for all, so deadlines
+    come in the order appends are watched, and the timer only ever waits for the
+    oldest unresolved one. (A timer per append costs about as much as the rest of
+    the writer's work for that append.) Resolved appends leave the front of the
+    line as new ones are watched, so the line holds about what is in flight.
+    """
+
+    def __init__(self, timeout: float,
+                 on_expire: Callable[[asyncio.Future[AppendResult], AppendRequest], None]) -> None:
+        self._timeout = timeout
+        self._on_expire = on_expire
+        self._line: deque[tuple[float, asyncio.Future[AppendResult], AppendRequest]] = deque()
+        self._timer: asyncio.TimerHandle | None = None
+
+    def watch(self, future: asyncio.Future[AppendResult], request: AppendRequest) -> None:
+        line = self._line
+        while line and line[0][1].done():
+            line.popleft()
+        loop = asyncio.get_running_loop()
+        line.append((loop.time() + self._timeout, future, request))
+        if self._timer is None:
+            self._timer = loop.call_at(line[0][0], self._sweep)
+
+    def _sweep(self) -> None:
+        self._timer = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        line = self._line
+        while line and (line[0][1].done() or line[0][0] <= now):
+            _, future, request = line.popleft()
+            if not future.done():
+                self._on_expire(future, request)
+        if line:
+            self._timer = loop.call_at(line[0][0], self._sweep)
+
+    def close(self) -> None:
+        """Stops watching: nothing expires after this."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._line.clear()

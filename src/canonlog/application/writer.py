@@ -30,7 +30,7 @@ from typing import Final
 
 import structlog
 
-from canonlog.application.append_queue import AppendQueue, Pending
+from canonlog.application.append_queue import AppendDeadlines, AppendQueue, Pending
 from canonlog.application.halting import HaltOutcome, halt_ledger
 from canonlog.application.ports import (
     AppendOutcome,
@@ -133,6 +133,8 @@ class EventWriterService:
         self._checkpoints = checkpoints
         self._queue = AppendQueue(max_requests=config.max_batch_requests,
                                   max_events=config.max_batch_events, max_wait=config.max_wait)
+        self._deadlines = (None if config.append_timeout is None
+                           else AppendDeadlines(config.append_timeout, self._expire))
         self._grant: WriterGrant | None = None
         self._state = WriterState.NEW
         self._unsaved_head: Head | None = None
@@ -221,17 +223,11 @@ class EventWriterService:
         if self._state is not WriterState.ACCEPTING:
             raise self._not_accepting()
         future = self._queue.put(request)
-        timeout = self._config.append_timeout
-        if timeout is None:
-            return await future
-        # One timer per append (cheaper than a cancel scope): it fails the future, so
-        # the flusher skips the request if it has not been sent yet; if it has, it may
-        # still commit.
-        expiry = asyncio.get_running_loop().call_later(timeout, self._expire, future, request)
-        try:
-            return await future
-        finally:
-            expiry.cancel()
+        if self._deadlines is not None:
+            # Expiry fails the future: the flusher skips the request if it has not
+            # been sent yet; if it has, it may still commit.
+            self._deadlines.watch(future, request)
+        return await future
 
     def _expire(self, future: asyncio.Future[AppendResult], request: AppendRequest) -> None:
         if future.done():
@@ -272,6 +268,8 @@ class EventWriterService:
             self._logger.error("writer stopped with a batch unresolved")
         await self._tasks.cancel()
         self._queue.fail_waiting(WriterStopped(f"writer {self._config.writer_id} stopped"))
+        if self._deadlines is not None:
+            self._deadlines.close()
         self._save_head(None, force=True)
         if hand_over and was_accepting and self._grant is not None:
             await self._event_log.release_grant(self._grant)
