@@ -68,6 +68,12 @@ async def test_a_cut_off_tail_is_caught_against_checkpoints(database, tmp_path, 
     assert ("  NOT RECOMPUTED: sequences 1..14 were not recomputed: checkpoint #14 vouches only "
             "for the hash stored there, so an edit or a deletion before it is not detected "
             "(verify without --from-checkpoint recomputes them)") in incremental.lines()
+    assert "  POLICY NOT CHECKED: the governance policy was not checked up to #14" in (
+        incremental.stdout)
+    assert "POLICY NOT CHECKED" not in before.stdout
+    as_json = (await cli.ok("verify", "--from-checkpoint", "--json")).json()
+    assert as_json["policy_not_checked"].startswith("the governance policy was not checked up")
+    assert (await cli.ok("verify", "--json")).json()["policy_not_checked"] is None
 
     await as_superuser(database.admin.uri(),
                        "DELETE FROM canonlog.events WHERE ledger_id = 'main' AND seq > 10")

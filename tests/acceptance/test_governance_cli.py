@@ -352,17 +352,38 @@ FORGED_WITNESS = """
     FROM canonlog.policies;
 """
 
+#: A witness key row written straight into the key table, as only a superuser can.
+FORGED_KEY_ROW = """
+    SELECT set_config('canonlog.append_guard', 'on', false);
+    INSERT INTO canonlog.keys (ledger_id, key_id, purpose, owner_id, public_key, added_seq,
+                               added_at)
+    SELECT 'main', 'w-root', 'witness', 'root', decode(repeat('ab', 32), 'hex'),
+           (SELECT max(seq) FROM canonlog.events), now();
+"""
+#: An agent key, registered by its chained event, turned into a witness key in the table.
+EDITED_KEY_ROW = """
+    ALTER TABLE canonlog.keys DISABLE TRIGGER keys_guard_write;
+    UPDATE canonlog.keys SET purpose = 'witness', owner_id = 'root' WHERE key_id = 'agent-k';
+    ALTER TABLE canonlog.keys ENABLE ALWAYS TRIGGER keys_guard_write;
+"""
+FORGERIES = {"promotion": FORGED_PROMOTION, "witness": FORGED_WITNESS,
+             "key-row": FORGED_KEY_ROW, "edited-key-row": EDITED_KEY_ROW}
 
-@pytest.mark.parametrize("forgery", ["promotion", "witness"])
+
+@pytest.mark.parametrize("forgery", sorted(FORGERIES))
 async def test_a_superusers_forgery_is_caught_by_verify_and_writer_startup(
         cli, app_log, database, tmp_path, forgery):
     await init_ledger(cli, tmp_path, ["alice", "bob"], "--threshold", "2")
     await cli.ok("append", "--stream", "orders", "--type", "placed", "--payload", '{"n": 1}')
+    if forgery == "edited-key-row":
+        await cli.ok("keys", "add", "--key-id", "agent-k", "--owner", "agent-1", "--public-key", "cd" * 32)
     assert "events verified" in (await cli.ok("verify")).stdout
     conn = await asyncpg.connect(database.admin.uri())
     try:
-        await conn.execute(FORGED_PROMOTION if forgery == "promotion" else FORGED_WITNESS)
-        forged_at = await conn.fetchval("SELECT max(seq) FROM canonlog.events")
+        await conn.execute(FORGERIES[forgery])
+        forged_at = await conn.fetchval(
+            "SELECT added_seq FROM canonlog.keys WHERE key_id = 'agent-k'"
+            if forgery == "edited-key-row" else "SELECT max(seq) FROM canonlog.events")
     finally:
         await conn.close()
 

@@ -293,4 +293,7 @@ async def test_junk_with_a_huge_sequence_does_not_stop_the_publisher(
     (passed,) = [e for e in logged if e["event"] == "startup verification passed"]
     assert passed["not_checked"] == (
         "sequences 1..1 were not recomputed: only the last 3 events were recomputed, linked to "
-        f"the store's own hash at #1; {UNPROTECTED}")
+        "the store's own hash at #1; the governance policy was not checked up to #1: the "
+        "policy, keys and halt in force there were read from the ledger's own events before "
+        "it, each against its own hash but not linked to a trusted checkpoint, and the "
+        f"ceremonies and key changes before it were not replayed; {UNPROTECTED}")

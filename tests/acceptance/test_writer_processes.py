@@ -11,7 +11,7 @@ import asyncpg
 import pytest
 import redis.asyncio as redis
 
-from canonlog.application.verifier import verify_chain
+from canonlog.application.chain_verification import verify_chain
 from canonlog.infrastructure.postgres.asyncpg_log import AsyncpgEventLog
 from tests.acceptance.processes import WriterProcess
 

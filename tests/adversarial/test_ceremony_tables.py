@@ -9,6 +9,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from canonlog.application.ports import EventLog
+from canonlog.domain.errors import ApprovalRefused
 from canonlog.infrastructure.memory import MemoryEventLog
 from canonlog.infrastructure.postgres.asyncpg_log import AsyncpgEventLog
 from canonlog.infrastructure.postgres.migrations import check_schema
@@ -20,6 +21,7 @@ from tests.support.ceremony import (
     policy_of,
     resume_by_ceremony,
 )
+from tests.support.keys import public_bytes
 
 MUTATIONS = {
     "UPDATE canonlog.approvals SET signature = signature": "CL001",
@@ -89,6 +91,28 @@ async def test_owner_and_superuser_in_replica_mode_cannot_change_ceremonies(
                            setup=("SET ROLE canonlog_owner",)) == sqlstate
     assert await _sqlstate(ceremony.admin.uri(), statement,
                            setup=("SET session_replication_role = replica",)) == sqlstate
+
+
+async def test_a_witness_key_row_outside_the_policy_counts_for_no_approval(ceremony):
+    """A witness key a superuser writes straight into the key table is not a witness of
+    the policy: an approval by it is refused, however the row reads."""
+    forged = Ed25519PrivateKey.from_private_bytes(bytes([9]) * 32)
+    conn = await asyncpg.connect(ceremony.admin.uri())
+    try:
+        await conn.execute("SELECT set_config('canonlog.append_guard', 'on', false)")
+        await conn.execute(
+            "INSERT INTO canonlog.keys (ledger_id, key_id, purpose, owner_id, public_key,"
+            " added_seq, added_at) VALUES ('main', 'w-root', 'witness', 'root', $1, 1, now())",
+            public_bytes(forged))
+    finally:
+        await conn.close()
+    operator = await AsyncpgEventLog.connect(ceremony.operator.uri())
+    try:
+        (proposal,) = [c.proposal_id for c in await operator.ceremonies("main")]
+        with pytest.raises(ApprovalRefused, match="not a witness key of the policy"):
+            await operator.approve("main", proposal, "w-root", bytes(64), "ops")
+    finally:
+        await operator.close()
 
 
 @pytest.mark.parametrize("statement", MUTATIONS)

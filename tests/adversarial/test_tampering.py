@@ -13,7 +13,7 @@ import io
 import asyncpg
 import pytest
 
-from canonlog.application.verifier import verify_chain
+from canonlog.application.chain_verification import verify_chain
 from canonlog.domain.events import AppendRequest, NewEvent
 from canonlog.infrastructure.export import export_ledger, verify_export
 from canonlog.infrastructure.postgres.asyncpg_log import AsyncpgEventLog

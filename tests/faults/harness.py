@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import asyncpg
 
 import canonlog
-from canonlog.application.verifier import verify_chain
+from canonlog.application.chain_verification import verify_chain
 from canonlog.infrastructure.postgres.asyncpg_log import AsyncpgEventLog
 
 

@@ -14,8 +14,8 @@ from typing import Any
 import asyncpg
 import pytest
 
+from canonlog.application.chain_verification import verify_events
 from canonlog.application.ports import AppendOutcome, AppendResult, EventLog, append_one
-from canonlog.application.verifier import verify_events
 from canonlog.domain.canonical import canonical_json
 from canonlog.domain.ceremony import resume_statement_v1
 from canonlog.domain.errors import CanonlogError, InvalidEvent

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from canonlog.application.verifier import verify_chain
+from canonlog.application.chain_verification import verify_chain
 from canonlog.domain.errors import ConcurrencyConflict
 from canonlog.domain.events import AppendRequest, NewEvent, StreamState
 from canonlog.infrastructure.postgres.asyncpg_log import AsyncpgEventLog

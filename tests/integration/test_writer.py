@@ -7,10 +7,10 @@ import asyncio
 import asyncpg
 import pytest
 
+from canonlog.application.chain_verification import verify_chain
 from canonlog.application.client import LedgerClient
 from canonlog.application.halting import LedgerHaltChannel
 from canonlog.application.ports import AppendResult, append_one
-from canonlog.application.verifier import verify_chain
 from canonlog.application.writer import EventWriterService, WriterConfig, WriterState
 from canonlog.domain.errors import (
     ConcurrencyConflict,

@@ -28,7 +28,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from canonlog.application.verifier import verify_events
+from canonlog.application.chain_verification import verify_events
 from canonlog.domain.canonical import canonical_json
 from canonlog.domain.events import GENESIS_HASH, RecordedEvent
 from canonlog.domain.hashing import event_hash_input_v1, event_hash_v1, request_digest_v1

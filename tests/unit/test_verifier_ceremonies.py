@@ -7,7 +7,7 @@ import json
 from dataclasses import replace
 
 from canonlog.application import ceremonies
-from canonlog.application.verifier import verify_events
+from canonlog.application.chain_verification import verify_events
 from canonlog.infrastructure.memory import MemoryEventLog
 from tests.support.ceremony import policy_of
 from tests.support.chains import rechain

@@ -7,8 +7,8 @@ from dataclasses import replace
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from canonlog.application.chain_verification import verify_chain, verify_events
 from canonlog.application.ports import append_one
-from canonlog.application.verifier import verify_chain, verify_events
 from canonlog.domain.errors import InvalidEvent
 from canonlog.domain.events import AppendRequest, Head, NewEvent, WriteContext
 from canonlog.domain.signing import sign_event

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from canonlog.domain.ceremony import Ceremony
 from canonlog.domain.errors import CanonlogError
@@ -22,6 +22,9 @@ from canonlog.domain.events import (
 )
 from canonlog.domain.gateway import ExecutionPlan, WriteCommand
 from canonlog.domain.governance import GovernancePolicy, PolicyInForce
+
+if TYPE_CHECKING:
+    from canonlog.application.verifier import ChainReport, SignaturePolicy
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +87,19 @@ class EventReader(Protocol):
     async def policies(self, ledger_id: str) -> list[PolicyInForce]:
         """Returns the governance policies the store holds for the ledger, oldest first;
         the last is the one in force (none: the ledger has no policy)."""
+        ...
+
+
+class ChainChecker(Protocol):
+    """Recomputes a ledger's chain from its store, dividing the work as it sees fit."""
+
+    async def verify_chain(self, reader: EventReader, ledger_id: str, *, after: Head,
+                           until: int | None, signatures: SignaturePolicy,
+                           progress: ProgressCallback | None) -> ChainReport:
+        """Returns the report a single verifier gives over the events after after.sequence
+        up to until (the head when None), the first linked to after.hash: the same breaks
+        at the same sequences, and the store's policies and keys held against the chain.
+        Raises VerificationIncomplete when part of the work could not be done."""
         ...
 
 

@@ -124,6 +124,9 @@ def _not_checked(verification: VerificationReport) -> str:
     """What a startup check leaves to a full `canonlog verify`."""
     gap = verification.coverage.not_recomputed()
     unchecked = [gap] if gap else []
+    policy = verification.coverage.policy_not_checked()
+    if policy:
+        unchecked.append(policy)
     if verification.unprotected:
         unchecked.append(UNPROTECTED)
     return "; ".join(unchecked) or "nothing: every hash was recomputed"

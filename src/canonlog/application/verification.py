@@ -35,15 +35,9 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from canonlog.application.ports import EventReader, ProgressCallback
-from canonlog.application.verifier import (
-    DEFAULT_PAGE_SIZE,
-    ChainReport,
-    SignaturePolicy,
-    VerifiableEvent,
-    verify_chain,
-    verify_events,
-)
+from canonlog.application.chain_verification import DEFAULT_PAGE_SIZE, verify_chain, verify_events
+from canonlog.application.ports import ChainChecker, EventReader, ProgressCallback
+from canonlog.application.verifier import ChainReport, SignaturePolicy, VerifiableEvent
 from canonlog.domain.events import GENESIS_HASH, Head
 
 #: Where a verification started recomputing hashes; see Coverage.
@@ -86,6 +80,16 @@ class Coverage:
             return f"{since}: the caller vouched for #{self.start.sequence} itself"
         return (f"{since}: only the last {self.recomputed} events were recomputed, linked to "
                 f"the store's own hash at #{self.start.sequence}")
+
+    def policy_not_checked(self) -> str | None:
+        """What of the governance policy a verification that starts mid-chain could not
+        check, or None when it replayed the policy from genesis."""
+        if self.mode == "genesis" or self.start.sequence == 0:
+            return None
+        return (f"the governance policy was not checked up to #{self.start.sequence}: the "
+                f"policy, keys and halt in force there were read from the ledger's own events "
+                f"before it, each against its own hash but not linked to a trusted checkpoint, "
+                f"and the ceremonies and key changes before it were not replayed")
 
 
 #: What a verification without a trusted checkpoint cannot see.
@@ -146,6 +150,7 @@ async def verify_ledger(
     signatures: SignaturePolicy = "check",
     progress: ProgressCallback | None = None,
     page_size: int = DEFAULT_PAGE_SIZE,
+    checker: ChainChecker | None = None,
 ) -> VerificationReport:
     """Compares the store with every trusted head and recomputes the ledger's chain.
 
@@ -157,7 +162,8 @@ async def verify_ledger(
     (the store's head when None). Events past until are not recomputed. Raises
     ValueError when both anchor and tail are given; every problem found in the
     ledger is reported, not raised. tamper_evidence and require_checkpoints are
-    carried into the report's verdict (see VerificationReport.ok).
+    carried into the report's verdict (see VerificationReport.ok). Given checker, the
+    chain is recomputed by it (in parallel processes, say) rather than in this one.
     """
     if anchor is not None and tail is not None:
         raise ValueError("verify_ledger takes an anchor or a tail, not both")
@@ -176,8 +182,12 @@ async def verify_ledger(
         mode, start = ("checkpoint", matching[-1]) if matching else ("genesis", start)
     if start.sequence == 0:
         mode = "genesis"
-    chain = await verify_chain(reader, ledger_id, after=start, until=until, page_size=page_size,
-                               signatures=signatures, progress=progress)
+    if checker is not None:
+        chain = await checker.verify_chain(reader, ledger_id, after=start, until=until,
+                                           signatures=signatures, progress=progress)
+    else:
+        chain = await verify_chain(reader, ledger_id, after=start, until=until,
+                                   page_size=page_size, signatures=signatures, progress=progress)
     return VerificationReport(chain, comparison,
                               Coverage(mode, start, chain.last_sequence, comparison.uncovered),
                               tuple(tamper_evidence), require_checkpoints)
@@ -210,12 +220,28 @@ def verify_exported(
             yield event
 
     chain = verify_events(watched(), ledger_id, signatures=signatures, progress=progress)
+    return exported_verdict(chain, seen, trusted=heads, tamper_evidence=tamper_evidence,
+                            require_checkpoints=require_checkpoints)
+
+
+def exported_verdict(chain: ChainReport, hashes: dict[int, bytes], *,
+                     trusted: Iterable[Head] = (), tamper_evidence: Sequence[str] = (),
+                     require_checkpoints: bool = False) -> VerificationReport:
+    """verify_exported's verdict on a chain recomputed elsewhere from genesis, given the
+    export's hash at each trusted head's sequence it holds (checkpoint_sequences)."""
+    ledger_id = chain.ledger_id
+    heads = _sorted_heads(trusted)
     head = Head(ledger_id, chain.last_sequence, chain.head_hash)
-    comparison = _compare(head, heads, seen, "export")
+    comparison = _compare(head, heads, hashes, "export")
     return VerificationReport(chain, comparison,
                               Coverage("genesis", Head(ledger_id, 0, GENESIS_HASH),
                                        chain.last_sequence, comparison.uncovered),
                               tuple(tamper_evidence), require_checkpoints)
+
+
+def checkpoint_sequences(trusted: Iterable[Head]) -> frozenset[int]:
+    """The sequences at which an export's hashes are compared with trusted heads."""
+    return frozenset(h.sequence for h in _sorted_heads(trusted))
 
 
 async def _stored_head(reader: EventReader, ledger_id: str, sequence: int) -> Head:

@@ -18,9 +18,10 @@ from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from canonlog.application.chain_verification import verify_events
 from canonlog.application.ports import EventReader, WitnessState
 from canonlog.application.verification import verify_ledger
-from canonlog.application.verifier import ChainReport, VerifiableEvent, verify_events
+from canonlog.application.verifier import ChainReport, VerifiableEvent
 from canonlog.domain.checkpoint import (
     NoteSignature,
     SignedCheckpoint,

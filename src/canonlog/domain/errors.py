@@ -290,6 +290,11 @@ class ExportFormatError(CanonlogError, ValueError):
     """An export file is not valid canonlog JSON Lines."""
 
 
+class VerificationIncomplete(CanonlogError):
+    """A verification could not check every event it set out to (a process that checked
+    part of the ledger died or failed): it proves nothing, and fails."""
+
+
 #: SQLSTATE -> error class, for the adapters' translation choke point.
 ERRORS_BY_SQLSTATE: dict[str, type[CanonlogError]] = {
     "CL001": AppendOnlyViolation,

@@ -44,6 +44,7 @@ from canonlog.infrastructure.checkpoint_store import DirectoryCheckpointStore, F
 from canonlog.infrastructure.gateway_policy_file import load_policy_file
 from canonlog.infrastructure.head_store import FileHeadStore
 from canonlog.infrastructure.keyfiles import load_private_key, public_bytes
+from canonlog.infrastructure.parallel_verification import ParallelChainChecker, default_processes
 from canonlog.infrastructure.postgres.asyncpg_log import AsyncpgEventLog, translated
 from canonlog.infrastructure.postgres.embedded import EmbeddedServer, provision, start_embedded
 from canonlog.infrastructure.postgres.inspector import PostgresInspector
@@ -125,6 +126,14 @@ async def open_event_log(settings: Settings) -> AsyncIterator[tuple[AsyncpgEvent
         yield log, connections
     finally:
         await log.close()
+
+
+def chain_checker(settings: Settings, dsn: str, processes: int | None = None
+                  ) -> ParallelChainChecker:
+    """Verification of the database at dsn in processes processes (default: the setting,
+    else the cores)."""
+    return ParallelChainChecker(dsn, processes or settings.verify_processes
+                                or default_processes())
 
 
 @asynccontextmanager

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import asyncpg
 
-from canonlog.application.verifier import verify_chain
+from canonlog.application.chain_verification import verify_chain
 from canonlog.domain.errors import CanonlogError, ConcurrencyConflict
 from canonlog.domain.events import AppendRequest, NewEvent, StreamState, WriteContext
 from canonlog.infrastructure.bootstrap import open_event_log

@@ -16,8 +16,9 @@ from typing import Any, NamedTuple, TextIO, TypeVar
 
 import orjson
 
+from canonlog.application.chain_verification import verify_events
 from canonlog.application.ports import EventReader, ProgressCallback
-from canonlog.application.verifier import ChainReport, SignaturePolicy, verify_events
+from canonlog.application.verifier import ChainReport, SignaturePolicy
 from canonlog.domain.errors import ExportFormatError
 from canonlog.domain.events import RecordedEvent
 

@@ -76,6 +76,9 @@ class Settings(BaseSettings):
     require_checkpoints: bool = Field(
         default=False, description="verify fails when no trusted checkpoint is found"
     )
+    verify_processes: int | None = Field(
+        default=None, ge=1, description="processes `canonlog verify` checks ranges of the ledger "
+        "in (default: the cores this process may run on)")
     checkpoint_every_events: int = Field(default=1000, ge=1, description="publish after N events")
     checkpoint_every_seconds: float = Field(
         default=60.0, gt=0, description="publish after T seconds when the head moved"

@@ -17,7 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from canonlog.application.ports import EventLog
-from canonlog.domain.errors import CanonlogError, ExportFormatError, StorageError
+from canonlog.domain.errors import (
+    CanonlogError,
+    ExportFormatError,
+    StorageError,
+    VerificationIncomplete,
+)
 from canonlog.infrastructure.bootstrap import open_event_log, open_governance_log
 from canonlog.infrastructure.settings import Settings
 
@@ -56,6 +61,8 @@ def exit_status(error: BaseException, failed_verification: tuple[type[CanonlogEr
         return EXIT_UNAVAILABLE, str(error)
     if isinstance(error, ExportFormatError):
         return EXIT_VERIFY_FAILED, str(error)
+    if isinstance(error, VerificationIncomplete):
+        return EXIT_VERIFY_FAILED, f"{type(error).__name__}: {error}"
     if isinstance(error, CanonlogError):
         code = EXIT_VERIFY_FAILED if isinstance(error, failed_verification) else EXIT_REFUSED
         return code, f"{type(error).__name__}: {error}"

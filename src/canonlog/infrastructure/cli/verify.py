@@ -1,7 +1,9 @@
 """`canonlog verify`: the chain of a database or of an export, held to signed checkpoints.
 
 Both are verified the same way (verify_ledger, verify_exported): every hash
-recomputed from genesis and compared with every trusted checkpoint on the way.
+recomputed from genesis and compared with every trusted checkpoint on the way, in
+ranges checked by parallel processes (--processes, CANONLOG_VERIFY_PROCESSES; one
+per core by default) and joined at the end.
 --from-checkpoint starts at the newest trusted checkpoint the database still
 matches instead, and the output names the range it did not recompute. Exits 1
 when a hash, a link or a checkpoint does not match (naming the first break), when
@@ -12,6 +14,7 @@ are required (--require-checkpoints, CANONLOG_REQUIRE_CHECKPOINTS) and none is t
 from __future__ import annotations
 
 import argparse
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -19,53 +22,65 @@ from canonlog.application.checkpoints import CheckpointReview
 from canonlog.application.verification import (
     UNPROTECTED,
     VerificationReport,
-    verify_exported,
+    checkpoint_sequences,
+    exported_verdict,
     verify_ledger,
 )
 from canonlog.application.verifier import ChainReport
-from canonlog.infrastructure.bootstrap import trusted_checkpoints
+from canonlog.infrastructure.bootstrap import chain_checker, open_event_log, trusted_checkpoints
 from canonlog.infrastructure.cli.checkpoints import print_review, review_json
 from canonlog.infrastructure.cli.progress import Progress
 from canonlog.infrastructure.cli.support import (
     EXIT_OK,
     EXIT_VERIFY_FAILED,
     add_command,
-    ledger_log,
     ledger_of,
     print_json,
+    usage_error,
     with_checkpoint_dir,
 )
 from canonlog.infrastructure.export import export_events
+from canonlog.infrastructure.parallel_verification import default_processes, verify_export_file
 from canonlog.infrastructure.settings import Settings
 
 
 async def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
     settings = with_checkpoint_dir(settings, args)
     required = args.require_checkpoints or settings.require_checkpoints
+    if args.processes is not None and args.processes < 1:
+        raise usage_error(f"--processes must be 1 or more, not {args.processes}")
+    processes = args.processes or settings.verify_processes or default_processes()
     if args.export:
-        exported_ledger, events = export_events(Path(args.export))
+        path = Path(args.export)
+        exported_ledger, _ = export_events(path)
         ledger = args.ledger or exported_ledger
         review = await _review(settings, args, ledger)
-        progress = Progress("verifying export")
-        verification = verify_exported(
-            events, ledger, trusted=review.heads() if review else (),
-            tamper_evidence=review.tamper_evidence() if review else (),
-            require_checkpoints=required, progress=progress)
+        trusted = review.heads() if review else ()
+        progress = Progress(f"verifying export ({processes} processes)")
+        chain, hashes = await asyncio.to_thread(
+            verify_export_file, path, ledger, processes=processes,
+            watch=checkpoint_sequences(trusted), progress=progress)
         progress.finish()
+        verification = exported_verdict(
+            chain, hashes, trusted=trusted,
+            tamper_evidence=review.tamper_evidence() if review else (),
+            require_checkpoints=required)
         return _show(args, verification, review)
     ledger = ledger_of(settings, args)
     review = await _review(settings, args, ledger)
-    async with ledger_log(settings, args, must_exist=True) as (log, _):
+    async with open_event_log(settings) as (log, connections):
+        await log.ledger_state(ledger)  # LedgerNotFound before anything is read
         total = None
         if not args.from_checkpoint:  # every event up to the head (or --until) is recomputed
             head = (await log.head(ledger)).sequence
             total = head if args.until is None else min(head, args.until)
-        progress = Progress("verifying", total)
+        progress = Progress(f"verifying ({processes} processes)", total)
         verification = await verify_ledger(
             log, ledger, trusted=review.heads() if review else (),
             tamper_evidence=review.tamper_evidence() if review else (),
             require_checkpoints=required, from_genesis=not args.from_checkpoint,
-            until=args.until, progress=progress)
+            until=args.until, progress=progress,
+            checker=chain_checker(settings, connections.dsn, processes))
         progress.finish()
     return _show(args, verification, review)
 
@@ -111,6 +126,7 @@ def _show(args: argparse.Namespace, verification: VerificationReport,
         print_json({**chain_json(chain), "ok": verification.ok,
                     "verified_from": coverage.start.sequence,
                     "not_recomputed": coverage.not_recomputed(),
+                    "policy_not_checked": coverage.policy_not_checked(),
                     "checkpoints_consulted": review is not None,
                     "checkpoints_required": verification.checkpoints_required,
                     "unprotected": UNPROTECTED if verification.unprotected else None,
@@ -121,6 +137,9 @@ def _show(args: argparse.Namespace, verification: VerificationReport,
     gap = coverage.not_recomputed()
     if gap is not None:
         print(f"  NOT RECOMPUTED: {gap} (verify without --from-checkpoint recomputes them)")
+    unchecked = coverage.policy_not_checked()
+    if unchecked is not None:
+        print(f"  POLICY NOT CHECKED: {unchecked}")
     if review is not None:
         print_review(review, comparison)
     elif verification.unprotected:
@@ -149,3 +168,6 @@ def register(sub: Any) -> None:
                    help="fail when no trusted checkpoint is found "
                         "(default: CANONLOG_REQUIRE_CHECKPOINTS)")
     p.add_argument("--checkpoint-dir", help="checkpoint directory (default: CANONLOG_CHECKPOINT_DIR)")
+    p.add_argument("--processes", type=int, metavar="N",
+                   help="check ranges of the ledger in N processes (default: "
+                        "CANONLOG_VERIFY_PROCESSES, else the cores)")
