@@ -10,10 +10,20 @@ from bench.workloads import ALL_SYSTEMS, WORKLOADS
 
 VERIFICATION_TITLES = {
     "verify-db": "verification from the database",
+    "verify-db-1": "verification from the database, one process",
+    "verify-read-db": "reading the same rows, no verification (COPY binary, one process)",
     "verify-export": "verification from an export file",
+    "verify-export-1": "verification from an export file, one process",
 }
-TITLES = {w.key: w.title for w in WORKLOADS} | VERIFICATION_TITLES
-WORKLOAD_ORDER = [w.key for w in WORKLOADS] + list(VERIFICATION_TITLES)
+#: The many-ledgers workload (bench/many_ledgers.py): ledgers, callers per ledger.
+LEDGERS, CALLERS = 4, 256
+LEDGER_TITLES = {
+    "ledgers-1": f"1 ledger, its own writer process, {CALLERS} callers",
+    f"ledgers-{LEDGERS}": f"{LEDGERS} ledgers in one server, a writer process each, "
+                          f"{CALLERS} callers each (aggregate)",
+}
+TITLES = {w.key: w.title for w in WORKLOADS} | VERIFICATION_TITLES | LEDGER_TITLES
+WORKLOAD_ORDER = [w.key for w in WORKLOADS] + list(VERIFICATION_TITLES) + list(LEDGER_TITLES)
 
 
 @dataclass(frozen=True, slots=True)

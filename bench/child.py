@@ -14,11 +14,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench.many_ledgers import ledger_writer
 from bench.measure import Stopwatch, rss_bytes
 from bench.peers import ASYNC_SYSTEMS, LEDGER, THREADED_SYSTEMS, CanonlogSystem, Stream, Target
 from bench.workloads import Plan, drive_async, drive_threads
-from canonlog.application.verification import verify_exported, verify_ledger
+from canonlog.application.verification import verify_ledger
 from canonlog.infrastructure.export import export_events, export_ledger
+from canonlog.infrastructure.parallel_verification import (
+    DB_RANGE_EVENTS,
+    ParallelChainChecker,
+    read_rows,
+    verify_export_file,
+)
 from canonlog.infrastructure.postgres.asyncpg_log import AsyncpgEventLog
 
 #: Callers and events per call that fill a ledger quickly (build and memory jobs).
@@ -121,13 +128,15 @@ class _RssTrail:
 
 
 async def _verify_db(job: dict[str, Any]) -> dict[str, Any]:
+    """Verifies the ledger from genesis in job['processes'] processes, as `canonlog verify`."""
     target = _target(job)
     log = await AsyncpgEventLog.connect(target.app_uri)
+    checker = ParallelChainChecker(target.app_uri, job["processes"])
     try:
         trail = _RssTrail()
         watch = Stopwatch(target.postmaster_pid)
         watch.start()
-        report = (await verify_ledger(log, LEDGER, progress=trail)).chain  # from genesis
+        report = (await verify_ledger(log, LEDGER, progress=trail, checker=checker)).chain
         watch.stop()
     finally:
         await log.close()
@@ -137,12 +146,35 @@ async def _verify_db(job: dict[str, Any]) -> dict[str, Any]:
             "memory": trail.summary()}
 
 
+async def _read_db(job: dict[str, Any]) -> dict[str, Any]:
+    """Reads the rows verification reads, with the same driver and query, and nothing else."""
+    target = _target(job)
+    log = await AsyncpgEventLog.connect(target.app_uri)
+    try:
+        head = (await log.head(LEDGER)).sequence
+    finally:
+        await log.close()
+    trail = _RssTrail()
+    watch = Stopwatch(target.postmaster_pid)
+    watch.start()
+    count = 0
+    for low in range(0, head, DB_RANGE_EVENTS):
+        count += sum(1 for _ in read_rows(target.app_uri, LEDGER, low, min(low + DB_RANGE_EVENTS,
+                                                                            head)))
+        trail(count)
+    watch.stop()
+    if count != head:
+        raise SystemExit(f"read {count} rows, not {head}")
+    return {"measurement": watch.measurement(count, []).to_json(), "memory": trail.summary()}
+
+
 async def _verify_export(job: dict[str, Any]) -> dict[str, Any]:
     trail = _RssTrail()
     watch = Stopwatch(None)  # no database involved
     watch.start()
-    ledger, events = export_events(Path(job["export"]))
-    report = verify_exported(events, ledger, progress=trail).chain  # from genesis
+    path = Path(job["export"])
+    ledger, _ = export_events(path)
+    report, _ = verify_export_file(path, ledger, processes=job["processes"], progress=trail)
     watch.stop()
     if not report.ok:
         raise SystemExit(f"verification failed: {report.summary()}")
@@ -179,8 +211,8 @@ async def _memory(job: dict[str, Any]) -> dict[str, Any]:
             "trail": trail.samples}
 
 
-JOBS = {"append": _append, "build": _build, "verify-db": _verify_db,
-        "verify-export": _verify_export, "memory": _memory}
+JOBS = {"append": _append, "build": _build, "verify-db": _verify_db, "read-db": _read_db,
+        "verify-export": _verify_export, "memory": _memory, "ledger-writer": ledger_writer}
 
 
 def main() -> None:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import statistics
 from typing import Any
 
-from bench.aggregate import find
+from bench.aggregate import CALLERS, LEDGERS, find
 
 #: RSS may grow by this much over the second half of a run and still count as flat:
 #: a leak of a fixed size per event grows as much in the second half as in the first.
@@ -41,6 +42,24 @@ def _canonlog(results: list[dict[str, Any]], workload: str, field: str) -> float
         return None
     value = entry[field] if field.startswith("ratio") else entry["median"][field]
     return None if value is None else float(value)
+
+
+def _run_ratio(results: list[dict[str, Any]], workload: str, reference: str) -> float | None:
+    """The median over runs of workload's events/s over reference's in the same run."""
+    entry, other = find(results, workload, "canonlog"), find(results, reference, "canonlog")
+    if entry is None or other is None:
+        return None
+    pairs = zip(entry["runs"], other["runs"], strict=False)  # a failed run drops out of both
+    ratios = [a["events_per_s"] / b["events_per_s"] for a, b in pairs if b["events_per_s"]]
+    return statistics.median(ratios) if ratios else None
+
+
+def _scaling(ratio: float | None) -> dict[str, Any]:
+    """The many-ledgers figure: reported, with no target of its own yet."""
+    goal = f"{LEDGERS} ledgers, {CALLERS} callers each: aggregate vs one ledger"
+    if ratio is None:
+        return _goal(goal, "reported", "not measured", None)
+    return _goal(goal, "reported (no target yet)", f"{ratio:.2f}x", True)
 
 
 def _flat(memory: dict[str, Any]) -> tuple[bool, float]:
@@ -99,6 +118,13 @@ def evaluate_goals(document: dict[str, Any]) -> list[dict[str, Any]]:
                   200_000, " events/s"),
         _at_least("verification from the database", _canonlog(results, "verify-db", "events_per_s"),
                   100_000, " events/s"),
+        _at_least("verification from the database: every core vs one process",
+                  _run_ratio(results, "verify-db", "verify-db-1"), 1.7),
+        _at_least("verification from an export: every core vs one process",
+                  _run_ratio(results, "verify-export", "verify-export-1"), 1.7),
+        _at_least("verification from the database vs reading the same rows",
+                  _run_ratio(results, "verify-db", "verify-read-db"), 0.5),
+        _scaling(_run_ratio(results, f"ledgers-{LEDGERS}", "ledgers-1")),
         _memory_goal("verification in constant memory", verification),
         _memory_goal(f"writer RSS flat over {memory.get('events', 0):,} events",
                      {"": [memory["memory"]] if memory else []}),

@@ -24,12 +24,14 @@ import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from bench.aggregate import Row, summarise
+from bench import many_ledgers
+from bench.aggregate import LEDGERS, Row, summarise
 from bench.environment import machine_info, package_versions
 from bench.peers import raw_query
 from bench.report import evaluate_goals, render
@@ -46,6 +48,7 @@ from bench.server import (
 )
 from bench.workloads import WORKLOADS, Plan
 from canonlog.infrastructure.bootstrap import configure_logging
+from canonlog.infrastructure.parallel_verification import default_processes
 from canonlog.infrastructure.settings import Settings
 
 CANONLOG_TEMPLATE = "bench_canonlog_template"
@@ -127,17 +130,24 @@ class Runner:
         say(f"    {plan.label:<36} {m['events_per_s']:>10,.0f} events/s   p99 {m['p99_ms']:8.2f} ms")
 
     def verification(self, run: int, database: str, export: Path) -> None:
-        for kind, system in (("verify-db", "database"), ("verify-export", "export file")):
+        """Verification in every core's process and in one, and the rows read alone."""
+        cores = default_processes()
+        for key, kind, processes, what in (
+                ("verify-db", "verify-db", cores, f"verify database, {cores} processes"),
+                ("verify-db-1", "verify-db", 1, "verify database, 1 process"),
+                ("verify-read-db", "read-db", 1, "read the same rows, 1 process"),
+                ("verify-export", "verify-export", cores, f"verify export, {cores} processes"),
+                ("verify-export-1", "verify-export", 1, "verify export, 1 process")):
             try:
                 result = self.child({"kind": kind, "target": self.target(database),
-                                     "export": str(export)}, timeout=600)
+                                     "export": str(export), "processes": processes}, timeout=600)
             except RuntimeError as exc:
-                self.failed(f"{kind} run {run}", exc)
+                self.failed(f"{key} run {run}", exc)
                 continue
             m = result["measurement"]
-            self.rows.append(Row(run, kind, "canonlog", f"canonlog ({system})", m, {},
-                                 result["memory"]))
-            say(f"    {'verify from the ' + system:<36} {m['events_per_s']:>10,.0f} events/s   "
+            self.rows.append(Row(run, key, "canonlog", f"canonlog ({what})",
+                                 m | {"processes": processes}, {}, result["memory"]))
+            say(f"    {what:<36} {m['events_per_s']:>10,.0f} events/s   "
                 f"RSS {result['memory']['rss_start_mb']:.0f} -> {result['memory']['rss_end_mb']:.0f} MB")
 
     def memory(self, events: int) -> dict[str, Any]:
@@ -155,6 +165,15 @@ class Runner:
         say(f"    {memory['events']:,} events at {memory['events_per_s']:,.0f} events/s; RSS "
             f"{rss['rss_start_mb']} / {rss['rss_middle_mb']} / {rss['rss_end_mb']} MB")
         return memory
+
+    @contextmanager
+    def fresh_database(self, name: str) -> Iterator[str]:
+        """A fresh canonlog database for the block, dropped after it."""
+        _sync(create_database(self.cluster, name, CANONLOG_TEMPLATE))
+        try:
+            yield name
+        finally:
+            _sync(drop_database(self.cluster, name))
 
     def failed(self, what: str, exc: BaseException) -> None:
         say(f"    FAILED {what}: {exc}")
@@ -192,6 +211,10 @@ def measure(runner: Runner, *, runs: int, only: set[str] | None) -> tuple[dict[s
         if build:
             say(f"[run {run_number}/{runs}] verification of {build['events']:,} events")
             runner.verification(run_number, verify_db, export)
+        if only is None or "ledgers" in only:
+            say(f"[run {run_number}/{runs}] {LEDGERS} ledgers in one server against one")
+            many_ledgers.measure(runner, run_number, runner.cluster.postmaster_pid,
+                                 runner.fresh_database)
     if build:
         _sync(drop_database(runner.cluster, verify_db))
         export.unlink(missing_ok=True)
@@ -255,7 +278,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="where results.json and RESULTS.md go (default: bench/)")
     parser.add_argument("--runs", type=int, help="runs per figure (default 3, --quick 1)")
     parser.add_argument("--only", help="comma-separated workloads to run (keys: "
-                        + ", ".join(w.key for w in WORKLOADS) + ", verify, memory)")
+                        + ", ".join(w.key for w in WORKLOADS) + ", verify, ledgers, memory)")
     raise SystemExit(run(parser.parse_args(argv)))
 
 

@@ -15,13 +15,17 @@ process, in order, so the two can be compared in one run.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import mmap
 import multiprocessing
 import os
+import sys
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
+from multiprocessing.context import BaseContext
 from pathlib import Path
 from typing import Final, TypeVar
 
@@ -73,21 +77,60 @@ def run_ranges(job: Callable[[T], R], tasks: Sequence[T], processes: int,
     when a process died or a task failed otherwise.
     """
     if processes <= 1 or len(tasks) <= 1:
-        results = []
-        for task in tasks:
-            results.append(job(task))
-            if done is not None:
-                done(results[-1])
-        return results
-    context = multiprocessing.get_context("forkserver")
-    # The server the processes fork from imports this module once, not each process.
-    context.set_forkserver_preload([__name__])
-    with ProcessPoolExecutor(min(processes, len(tasks)), mp_context=context) as pool:
+        return _in_this_process(job, tasks, done)
+    with _pool(processes, len(tasks)) as pool:
         futures = [pool.submit(job, task) for task in tasks]
         for future in as_completed(futures):
             if done is not None and future.exception() is None:
                 done(future.result())
         return [_result(future, index) for index, future in enumerate(futures)]
+
+
+async def run_ranges_async(job: Callable[[T], R], tasks: Sequence[T], processes: int,
+                           done: Callable[[R], None] | None = None) -> list[R]:
+    """run_ranges for a caller on an event loop: the processes start from the loop's thread
+    and their results are awaited, not waited for."""
+    if processes <= 1 or len(tasks) <= 1:
+        return _in_this_process(job, tasks, done)
+    with _pool(processes, len(tasks)) as pool:
+        futures = [pool.submit(job, task) for task in tasks]
+        for waited in asyncio.as_completed([asyncio.wrap_future(f) for f in futures]):
+            with contextlib.suppress(Exception):
+                result = await waited
+                if done is not None:
+                    done(result)
+        return [_result(future, index) for index, future in enumerate(futures)]
+
+
+def _in_this_process(job: Callable[[T], R], tasks: Sequence[T],
+                     done: Callable[[R], None] | None) -> list[R]:
+    results = []
+    for task in tasks:
+        results.append(job(task))
+        if done is not None:
+            done(results[-1])
+    return results
+
+
+def _pool(processes: int, tasks: int) -> ProcessPoolExecutor:
+    """A pool of processes forked from this one when it runs a single thread (they start
+    at once, with everything imported), else from a fork server, which forking a process
+    with threads in it could deadlock."""
+    context: BaseContext
+    if threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods():
+        context = multiprocessing.get_context("fork")
+    else:
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(_preload())
+    return ProcessPoolExecutor(min(processes, tasks), mp_context=context)
+
+
+def _preload() -> list[str]:
+    """What the server the processes fork from imports once: this module and the main
+    module (run as a path or with -m), which each process would otherwise import anew
+    as it starts (multiprocessing's spawn preparation)."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    return ["__main__", __name__, *([spec.name] if spec is not None and spec.name else [])]
 
 
 def _result(future: Future[R], index: int) -> R:
@@ -158,8 +201,8 @@ class ParallelChainChecker:
         tasks = [_DbRange(self._conninfo, ledger_id, low, min(low + self._range_events, end),
                           after, tuple(e for e in system if e.sequence <= low), signatures)
                  for low in range(after.sequence, end, self._range_events)]
-        results = await asyncio.to_thread(run_ranges, _check_db_range, tasks, self.processes,
-                                          _counter(progress))
+        results = await run_ranges_async(_check_db_range, tasks, self.processes,
+                                         _counter(progress))
         seen = [(e.sequence, e.hash) for r in results for e in r.system_events]
         if seen != [(e.sequence, e.hash) for e in system if e.sequence > after.sequence]:
             # The ledger's own events changed between the two reads: check it in one

@@ -14,7 +14,6 @@ are required (--require-checkpoints, CANONLOG_REQUIRE_CHECKPOINTS) and none is t
 from __future__ import annotations
 
 import argparse
-import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -57,9 +56,9 @@ async def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
         review = await _review(settings, args, ledger)
         trusted = review.heads() if review else ()
         progress = Progress(f"verifying export ({processes} processes)")
-        chain, hashes = await asyncio.to_thread(
-            verify_export_file, path, ledger, processes=processes,
-            watch=checkpoint_sequences(trusted), progress=progress)
+        chain, hashes = verify_export_file(path, ledger, processes=processes,
+                                           watch=checkpoint_sequences(trusted),
+                                           progress=progress)
         progress.finish()
         verification = exported_verdict(
             chain, hashes, trusted=trusted,
