@@ -12,8 +12,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Iterable
 
-from canonlog.application.governance_replay import compare_stored_governance
 from canonlog.application.ports import EventReader, ProgressCallback
+from canonlog.application.stored_governance import compare_stored_governance
 from canonlog.application.verifier import (
     ChainReport,
     ChainVerifier,

@@ -33,7 +33,6 @@ import psycopg
 from psycopg import sql
 
 from canonlog.application.chain_verification import verify_chain
-from canonlog.application.governance_replay import compare_stored_governance
 from canonlog.application.ports import EventReader, ProgressCallback
 from canonlog.application.range_verification import (
     RangeResult,
@@ -41,6 +40,7 @@ from canonlog.application.range_verification import (
     join_ranges,
     with_later_breaks,
 )
+from canonlog.application.stored_governance import compare_stored_governance
 from canonlog.application.verifier import ChainReport, SignaturePolicy, VerifiableEvent
 from canonlog.domain.errors import CanonlogError, StorageError, VerificationIncomplete
 from canonlog.domain.events import GENESIS_HASH, SYSTEM_STREAM, Head

@@ -1,5 +1,5 @@
-"""The governance a verification replays: the ledger's own events checked against the
-policy in force, and the policies and keys the store holds held against the chain.
+"""The store's governance held against the chain: the policies and the keys the
+database holds, compared with those the chain records.
 
 The database enforces the stored policy and the stored keys; the chain is what
 witnesses can check. A policy row or a key row the chain does not record as it
