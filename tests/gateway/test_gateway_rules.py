@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from canonlog.application.verifier import verify_chain
+from canonlog.application.chain_verification import verify_chain
 from canonlog.domain.errors import (
     ApprovalInvalid,
     ApprovalsMissing,
