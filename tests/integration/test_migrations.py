@@ -163,3 +163,23 @@ async def test_a_login_without_the_rights_to_migrate_gets_a_migration_error(data
             await migrate(conn)
     finally:
         await conn.close()
+
+
+def test_a_skipped_number_is_allowed_but_never_applied_below_the_database_newest():
+    """Migration numbers are reserved per change, so a release may skip one; a database
+    that has a later migration never gets an earlier one applied out of order."""
+    from datetime import UTC, datetime
+
+    from canonlog.infrastructure.postgres.migrations import (
+        AppliedMigration,
+        Migration,
+        _check_history,
+    )
+    shipped = (Migration(1, "core", "a"), Migration(5, "late", "b"), Migration(9, "next", "c"))
+    at = datetime.now(UTC)
+    applied = {m.version: AppliedMigration(m.version, m.name, m.checksum, at)
+               for m in shipped}
+    _check_history(shipped, applied)
+    _check_history(shipped, {1: applied[1]})
+    with pytest.raises(MigrationError, match="0005_late is older than migration 0009"):
+        _check_history(shipped, {1: applied[1], 9: applied[9]})

@@ -65,6 +65,11 @@ class EventReader(Protocol):
         """Returns up to limit events with sequence greater than after, in sequence order."""
         ...
 
+    async def read_execution(self, ledger_id: str, execution_id: str) -> list[RecordedEvent]:
+        """Returns the events appended under execution_id (one request's, on one stream),
+        in sequence order; empty when none were."""
+        ...
+
     async def head(self, ledger_id: str) -> Head:
         """Returns the newest sequence and hash; sequence 0 and the genesis hash when empty."""
         ...

@@ -247,6 +247,13 @@ class MemoryEventLog(MemoryGovernance):
         start = max(from_version, 1) - 1
         return events[start:] if limit is None else events[start:start + _limit(limit)]
 
+    async def read_execution(self, ledger_id: str, execution_id: str) -> list[RecordedEvent]:
+        self._check_open()
+        storable(ledger_id, execution_id)
+        ledger = self._ledgers.get(ledger_id)
+        recorded = ledger.executions.get(execution_id) if ledger else None
+        return list(recorded.events) if recorded else []
+
     async def read_all(
         self, ledger_id: str, *, after: int = 0, limit: int = 1000
     ) -> list[RecordedEvent]:

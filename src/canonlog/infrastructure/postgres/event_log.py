@@ -107,6 +107,10 @@ class PostgresEventLog:
         rows = await self._driver.fetch("read_all", ledger_id, after, limit)
         return [event_from_row(r) for r in rows]
 
+    async def read_execution(self, ledger_id: str, execution_id: str) -> list[RecordedEvent]:
+        rows = await self._driver.fetch("read_execution", ledger_id, execution_id)
+        return [event_from_row(r) for r in rows]
+
     async def head(self, ledger_id: str) -> Head:
         return head_from_row(ledger_id, await self._driver.fetchrow("head", ledger_id))
 

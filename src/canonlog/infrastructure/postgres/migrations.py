@@ -90,8 +90,9 @@ def shipped_migrations() -> tuple[Migration, ...]:
             found.append(Migration(int(match[1]), match[2], entry.read_text("utf-8")))
     found.sort(key=lambda m: m.version)
     versions = [m.version for m in found]
-    if versions != list(range(1, len(found) + 1)):
-        raise MigrationError(f"shipped migrations are not numbered 1..N: {versions}")
+    # Numbers are reserved per change, so a release may skip one; never repeat one.
+    if len(set(versions)) != len(versions) or (versions and versions[0] != 1):
+        raise MigrationError(f"shipped migrations must be numbered from 1, each once: {versions}")
     return tuple(found)
 
 
@@ -152,6 +153,13 @@ async def migrate(conn: asyncpg.Connection) -> list[Migration]:
 
 def _check_history(shipped: tuple[Migration, ...], applied: dict[int, AppliedMigration]) -> None:
     by_version = {m.version: m for m in shipped}
+    newest = max(applied, default=0)
+    skipped = [m for m in shipped if m.version < newest and m.version not in applied]
+    if skipped:
+        raise MigrationError(
+            f"migration {skipped[0].version:04d}_{skipped[0].name} is older than migration "
+            f"{newest:04d}, which the database has, so it cannot be applied in order"
+        )
     for version, record in sorted(applied.items()):
         migration = by_version.get(version)
         if migration is None:

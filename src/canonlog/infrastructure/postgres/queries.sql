@@ -39,6 +39,13 @@ WHERE ledger_id = $1 AND stream_id = $2 AND stream_version >= $3
 ORDER BY stream_version
 LIMIT $4
 
+-- name: read_execution
+SELECT e.* FROM canonlog.executions x
+JOIN canonlog.events e ON e.ledger_id = x.ledger_id
+    AND e.seq BETWEEN x.first_seq AND x.first_seq + x.event_count - 1
+WHERE x.ledger_id = $1 AND x.execution_id = $2
+ORDER BY e.seq
+
 -- name: migrations_bootstrap
 CREATE SCHEMA IF NOT EXISTS canonlog;
 CREATE TABLE IF NOT EXISTS canonlog.schema_migrations (
