@@ -84,7 +84,7 @@ class GatewaySystem:
                 target=stream.name, operation="append",
                 payload=order_payload(stream.name, version), requested_by="bench")
             await self._gateway.request_write(command)
-            await self._gateway.commit_write(command.execution_id)
+            await self._gateway.commit_write(command.execution_id, "bench")
 
     async def stored(self) -> int:
         assert self._gateway is not None

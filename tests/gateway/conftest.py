@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from canonlog.application.gateway import LedgerExecutor, WriteGateway
+from canonlog.application.gateway import WriteGateway
 from canonlog.application.halting import LedgerHaltChannel
 from canonlog.application.writer import EventWriterService, WriterConfig
-from canonlog.domain.gateway import WriteCommand
+from canonlog.domain.gateway import LedgerExecutor, WriteCommand
 from canonlog.infrastructure.gateway_policy_file import load_policy_file
 from canonlog.infrastructure.head_store import MemoryHeadStore
 from canonlog.infrastructure.memory import InMemoryLease

@@ -8,7 +8,8 @@ import os
 import signal
 import sys
 
-from canonlog.application.gateway import LedgerExecutor, WriteGateway
+from canonlog.application.gateway import WriteGateway
+from canonlog.domain.gateway import LedgerExecutor
 from canonlog.infrastructure.gateway_policy_file import load_policy_file
 from canonlog.infrastructure.postgres.asyncpg_log import AsyncpgEventLog
 from tests.gateway.conftest import CEO_KEY, EXAMPLE_POLICIES, plan_command, start_writer

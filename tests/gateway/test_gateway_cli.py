@@ -61,17 +61,28 @@ async def test_the_example_tasks_end_to_end_through_the_cli(cli, tmp_path):
 
     trail = (await cli.ok("audit", "--task", "CEO_GOAL_PLAN_7DAY", "--json")).json()
     assert [e["event_type"] for e in trail] == [
-        "gateway.policy_loaded", "gateway.requested", "gateway.approved", "gateway.committed"]
-    approved = trail[2]
+        "gateway.policy_loaded", "gateway.requested", "gateway.refused", "gateway.approved",
+        "gateway.refused", "gateway.committed"]
+    refused, approved, again, committed = trail[2:]
+    assert (refused["step"], refused["kind"], refused["by"]) == (
+        "commit", "approvals_missing", "ops-alice")
+    assert (again["step"], again["kind"], again["subject"]) == (
+        "approve", "already_approved", "ceo")
     assert (approved["approver"], approved["key_id"], approved["policy_version"]) == (
         "ceo", "ceo-2026", 1)
+    assert committed["committed_by"] == "ops-alice"
     assert "hire" not in str(trail)  # payloads stay out of the audit trail
-    assert "approved" in (await cli.ok("audit", "--since", "2000-01-01T00:00Z")).stdout
+    lines = (await cli.ok("audit", "--since", "2000-01-01T00:00Z")).stdout
+    assert "approved" in lines and "committed_by=ops-alice" in lines
     denied = await cli("write", "request", "--task", "PAYROLL", "--execution-id", "p-1",
                        "--target", "kpi/weekly/x", "--operation", "upsert", "--payload", "{}")
     assert denied.code == 3 and "WriteDenied: no policy allows task 'PAYROLL'" in denied.stderr
     assert (await cli.ok("audit", "--ticket", "p-1", "--json")).json()[-1]["kind"] == \
         "unknown_task"
+    slashed = await cli("write", "request", "--task", "KPI_WEEKLY_SUMMARY", "--execution-id",
+                        "kpi/w50", "--target", "kpi/weekly/x", "--operation", "upsert",
+                        "--payload", "{}")
+    assert slashed.code == 3 and "names its ticket in URLs" in slashed.stderr
     await cli.ok("verify")
 
 

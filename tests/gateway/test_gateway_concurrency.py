@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from canonlog.application.gateway import LedgerExecutor, WriteGateway
+from canonlog.application.gateway import WriteGateway
 from canonlog.domain.errors import (
     AppendOutcomeUnknown,
     ConcurrencyConflict,
     TicketClosed,
     TicketExpired,
 )
-from canonlog.domain.gateway import ticket_stream
+from canonlog.domain.gateway import LedgerExecutor, ticket_stream
 from canonlog.domain.tickets import TicketStatus
 from canonlog.infrastructure.gateway_policy_file import load_policy_file
 from canonlog.infrastructure.postgres.asyncpg_log import AsyncpgEventLog
@@ -37,7 +37,8 @@ async def test_fifty_concurrent_commits_of_one_ticket_write_once(gw):
     other = WriteGateway(gw.writer, gw.log, "main", {"ledger": LedgerExecutor()}, clock=gw.clock)
     await other.load_policies(load_policy_file(EXAMPLE_POLICIES), "ops")
     results = await asyncio.gather(*(
-        (gw.gateway if i % 2 else other).commit_write("kpi-2026-w49") for i in range(50)))
+        (gw.gateway if i % 2 else other).commit_write("kpi-2026-w49", f"committer-{i % 5}")
+        for i in range(50)))
     written = await gw.events("kpi/weekly/revenue")
     assert [e.event_type for e in written] == ["write.upsert", "gateway.committed"]
     assert {tuple(e.sequence for e in r.events) for r in results} == {
@@ -50,7 +51,7 @@ async def test_a_commit_racing_a_rejection_has_exactly_one_outcome(gw):
         execution = f"plan-race-{i}"
         await gw.gateway.request_write(plan_command(execution, target=f"plans/ceo/7day/r{i}"))
         await gw.gateway.approve(execution, "ceo-2026", await gw.sign(execution))
-        outcomes = await asyncio.gather(gw.gateway.commit_write(execution),
+        outcomes = await asyncio.gather(gw.gateway.commit_write(execution, "committer"),
                                         gw.gateway.reject(execution, "changed my mind", "coo"),
                                         return_exceptions=True)
         ticket = await gw.gateway.ticket(execution)
@@ -76,7 +77,7 @@ async def test_approvals_racing_expiry_never_land_after_it(gw):
         ceo, coo = await gw.sign(execution), await gw.sign(execution, COO_KEY)
         outcomes = await asyncio.gather(
             gw.gateway.approve(execution, "ceo-2026", ceo),
-            expiring.commit_write(execution),
+            expiring.commit_write(execution, "committer"),
             gw.gateway.approve(execution, "coo-2026", coo),
             return_exceptions=True)
         assert isinstance(outcomes[1], TicketExpired)
@@ -85,7 +86,7 @@ async def test_approvals_racing_expiry_never_land_after_it(gw):
         types = [e.event_type for e in await gw.events(ticket_stream(execution))]
         assert types[-1] == "gateway.expired" and types.count("gateway.expired") == 1
         with pytest.raises(TicketExpired):
-            await gw.gateway.commit_write(execution)
+            await gw.gateway.commit_write(execution, "committer")
         assert await gw.events(f"plans/ceo/7day/e{i}") == []
 
 
@@ -106,8 +107,8 @@ async def test_a_commit_whose_outcome_was_lost_commits_once_when_retried(gw):
                          {"ledger": LedgerExecutor()}, clock=gw.clock)
     await lossy.load_policies(load_policy_file(EXAMPLE_POLICIES), "ops")
     with pytest.raises(AppendOutcomeUnknown):
-        await lossy.commit_write("kpi-2026-w49")
-    result = await gw.gateway.commit_write("kpi-2026-w49")
+        await lossy.commit_write("kpi-2026-w49", "committer")
+    result = await gw.gateway.commit_write("kpi-2026-w49", "committer")
     assert result.replayed
     assert len(await gw.events("kpi/weekly/revenue")) == 2
 
@@ -132,7 +133,7 @@ async def test_a_process_killed_between_approval_and_commit_commits_once_after_r
         assert gateway.policy.version == 1
         ticket = await gateway.ticket("plan-crash")
         assert ticket.status is TicketStatus.APPROVED
-        first, again = [await gateway.commit_write("plan-crash") for _ in range(2)]
+        first, again = [await gateway.commit_write("plan-crash", "committer") for _ in range(2)]
         assert not first.replayed and again.replayed
         written = await log.read_stream("main", "plans/ceo/7day/crash")
         assert [e.event_type for e in written] == ["write.create", "gateway.committed"]

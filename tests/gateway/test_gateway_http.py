@@ -90,6 +90,12 @@ async def test_bad_requests_over_http_name_the_problem_and_write_nothing(databas
         bad_op = await http.post("/v1/gateway/tickets", json=KPI | {"operation": "merge"},
                                  headers=everyone)
         assert bad_op.status_code == 422 and bad_op.json()["error"]["code"] == "invalid_command"
+        for unsafe in ("run/42", "run?42", "run%2F42"):
+            slashed = await http.post("/v1/gateway/tickets", json=KPI | {"execution_id": unsafe},
+                                      headers=everyone)
+            assert slashed.status_code == 422
+            assert slashed.json()["error"]["code"] == "invalid_command"
+            assert "names its ticket in URLs" in slashed.json()["error"]["message"]
         assert (await http.get("/v1/head", headers=everyone)).json() == head
         unknown = await http.post("/v1/gateway/tickets", json=KPI | {"task_id": "PAYROLL"},
                                   headers=everyone)

@@ -27,6 +27,7 @@ from canonlog.application.ports import (
     EventReader,
     WriteExecutor,
 )
+from canonlog.domain.approvals import Refusal, counted_approvers, judge_approval
 from canonlog.domain.canonical import parse_json
 from canonlog.domain.errors import (
     ApprovalInvalid,
@@ -45,15 +46,12 @@ from canonlog.domain.events import (
     AppendRequest,
     ExpectedVersion,
     NewEvent,
-    RegisteredKey,
     StreamState,
     WriteContext,
 )
 from canonlog.domain.gateway import (
     POLICY_STREAM,
-    ExecutionPlan,
     GatewayPolicies,
-    Operation,
     PolicyVersion,
     WriteCommand,
     approval_statement_v1,
@@ -61,13 +59,13 @@ from canonlog.domain.gateway import (
     rfc3339,
     ticket_stream,
 )
-from canonlog.domain.signing import signature_is_valid
 from canonlog.domain.tickets import (
     APPROVED,
     COMMITTED,
     DENIED,
     EXPIRED,
     POLICY_LOADED,
+    REFUSED,
     REJECTED,
     REQUESTED,
     STAGED,
@@ -85,22 +83,6 @@ logger = structlog.get_logger("canonlog.gateway")
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-class LedgerExecutor:
-    """The default executor: the write is one event on the target's stream of the ledger,
-    of type ``write.<operation>`` with the command's payload. create expects a new
-    stream, update and delete an existing one; upsert and append take it as it is."""
-
-    _EXPECTED: Final[Mapping[Operation, ExpectedVersion]] = {
-        Operation.CREATE: StreamState.NO_STREAM, Operation.UPDATE: StreamState.STREAM_EXISTS,
-        Operation.DELETE: StreamState.STREAM_EXISTS, Operation.UPSERT: StreamState.ANY,
-        Operation.APPEND: StreamState.ANY,
-    }
-
-    def plan(self, command: WriteCommand) -> ExecutionPlan:
-        event = NewEvent.create(f"write.{command.operation.value}", command.payload)
-        return ExecutionPlan(command.target, (event,), self._EXPECTED[command.operation])
 
 
 class WriteGateway:
@@ -174,8 +156,8 @@ class WriteGateway:
         """Returns the ticket of an execution id with everything recorded about it; raises
         TicketNotFound when none was requested, WriteDenied when it was denied.
 
-        Whether it was committed is read from the target's stream, which is read whole;
-        find_commit False skips that read (the status is then never committed)."""
+        Whether it was committed is read from the events recorded under the execution
+        id; find_commit False skips that read (the status is then never committed)."""
         folded = await self._fold(execution_id, find_commit=find_commit)
         if folded is None:
             raise TicketNotFound(f"no write was requested under execution id {execution_id!r}")
@@ -191,11 +173,11 @@ class WriteGateway:
                                                             ticket_stream(execution_id)))
         if not isinstance(folded, Ticket) or folded.closed or not find_commit:
             return folded
+        # Only the planned write on the target's stream commits the ticket: events that
+        # another stream holds under the same execution id do not.
         plan = self._executor(folded.command).plan(folded.command)
-        committed = tuple(e for e in await self._reader.read_stream(self._ledger_id,
-                                                                    plan.stream_id)
-                          if e.execution_id == execution_id)
-        if any(e.event_type == COMMITTED for e in committed):
+        committed = tuple(await self._reader.read_execution(self._ledger_id, execution_id))
+        if any(e.event_type == COMMITTED and e.stream_id == plan.stream_id for e in committed):
             return replace(folded, status=TicketStatus.COMMITTED, committed=committed)
         return folded
 
@@ -244,30 +226,27 @@ class WriteGateway:
             return ticket
         raise ConcurrencyConflict(f"ticket {command.execution_id} kept moving; try again")
 
-    async def approve(self, execution_id: str, key_id: str, signature: bytes) -> Ticket:
+    async def approve(self, execution_id: str, key_id: str, signature: bytes,
+                      submitted_by: str | None = None) -> Ticket:
         """Records an approver's signature over the ticket's statement and returns the
         ticket. Raises ApprovalInvalid for a key that is unknown, revoked or not an
         approver's of the task, a signature that does not verify over this ticket's
-        statement, or a second approval by the same approver; TicketClosed (TicketExpired)
-        when the ticket can no longer be approved."""
+        statement, or a second approval by the same approver, recording the refusal once
+        per ticket, rule and key (with submitted_by, who passed it on); TicketClosed
+        (TicketExpired) when the ticket can no longer be approved."""
         for _ in range(_ATTEMPTS):
             ticket = await self._open_ticket(execution_id)
-            approver = self.policy.policies.approver_of_key(key_id)
-            task = self.policy.policies.tasks.get(ticket.command.task_id)
-            if approver is None or task is None or not task.may_approve(approver):
-                raise ApprovalInvalid(f"key {key_id!r} is not an approver's key for task "
-                                      f"{ticket.command.task_id!r}")
-            key = await self._registered_key(key_id, approver.name)
-            if ticket.approved_by(approver.name):
-                raise ApprovalInvalid(f"{approver.name} has approved ticket {execution_id} "
-                                      "already; approvals count distinct approvers")
-            if not isinstance(signature, bytes) or not signature_is_valid(
-                    key.public_key, signature, self.statement(ticket)):
-                raise ApprovalInvalid(f"the signature by key {key_id!r} does not verify over "
-                                      f"the approval statement of ticket {execution_id}")
+            verdict = judge_approval(
+                self.policy.policies, ticket, key_id, signature,
+                await self._reader.list_keys(self._ledger_id), self.statement(ticket),
+                self._ledger_id)
+            if isinstance(verdict, Refusal):
+                await self._record_refusal(ticket, verdict, submitted_by)
+                raise ApprovalInvalid(verdict.reason)
+            assert isinstance(signature, bytes)
             event = NewEvent.create(APPROVED, {
-                **ticket.command.audit_fields(), "approver": approver.name, "key_id": key_id,
-                "roles": sorted(approver.roles), "signature": signature.hex(),
+                **ticket.command.audit_fields(), "approver": verdict.name, "key_id": key_id,
+                "roles": sorted(verdict.roles), "signature": signature.hex(),
                 "policy_version": ticket.policy_version})
             try:
                 await self._append(ticket_stream(execution_id), [event], ticket.version,
@@ -275,7 +254,7 @@ class WriteGateway:
                                                 writer_time=self._clock()))
             except ConcurrencyConflict:
                 continue
-            logger.info("write approved", execution_id=execution_id, approver=approver.name)
+            logger.info("write approved", execution_id=execution_id, approver=verdict.name)
             return await self.ticket(execution_id)
         raise ConcurrencyConflict(f"ticket {execution_id} kept moving; approve again")
 
@@ -287,12 +266,13 @@ class WriteGateway:
         event_fields = {"reason": reason, "rejected_by": rejected_by}
         return await self._close(execution_id, REJECTED, event_fields)
 
-    async def commit_write(self, execution_id: str) -> AppendResult:
-        """Performs the ticket's write with its ``gateway.committed`` event in one append
-        and returns the recorded events; once committed, returns the original events
-        (``replayed``) and writes nothing. Raises ApprovalsMissing before the policy's
-        approvals are in, TicketExpired (recording the expiry) after its expiry, and
-        TicketClosed for a rejected ticket."""
+    async def commit_write(self, execution_id: str, committed_by: str) -> AppendResult:
+        """Performs the ticket's write with its ``gateway.committed`` event, which names
+        committed_by, in one append and returns the recorded events; once committed,
+        returns the original events (``replayed``) and writes nothing, whoever commits
+        again. Raises ApprovalsMissing before the policy's approvals are in (recording
+        the refusal once per ticket and approval count), TicketExpired (recording the
+        expiry) after its expiry, and TicketClosed for a rejected ticket."""
         for _ in range(_ATTEMPTS):
             # The commit itself finds an earlier commit (the database replays it), so
             # the target's stream is read only when a step was refused.
@@ -313,19 +293,23 @@ class WriteGateway:
                                    f"{denial.reason if denial else 'no task policy'}")
             approvers = await self._counted_approvers(ticket)
             if len(approvers) < task.approvals:
-                raise ApprovalsMissing(
-                    f"ticket {execution_id} has {len(approvers)} of the "
-                    f"{task.approvals} approvals its policy needs")
+                refusal = Refusal("commit", "approvals_missing",
+                                  f"{len(approvers)}/{task.approvals}",
+                                  f"ticket {execution_id} has {len(approvers)} of the "
+                                  f"{task.approvals} approvals its policy needs")
+                await self._record_refusal(ticket, refusal, committed_by)
+                raise ApprovalsMissing(refusal.reason)
             plan = self._executor(ticket.command).plan(ticket.command)
             audit = NewEvent.create(COMMITTED, {
                 **ticket.command.audit_fields(), "policy_version": ticket.policy_version,
                 "requested_seq": ticket.requested_seq,
-                "approvers": sorted(approvers)})
+                "approvers": sorted(approvers), "committed_by": committed_by})
             try:
                 result = await self._append(plan.stream_id, [*plan.events, audit],
                                             plan.expected_version, self._context(ticket))
             except IdempotencyConflict:
-                # Another step closed or committed it first: what landed decides.
+                # Another step closed or committed it first (a commit by another
+                # principal differs by committed_by): what landed decides.
                 landed = await self.ticket(execution_id)
                 if landed.status is TicketStatus.COMMITTED:
                     return AppendResult(landed.committed, replayed=True)
@@ -389,38 +373,34 @@ class WriteGateway:
         raise ConcurrencyConflict(f"ticket {execution_id} kept moving; try again")
 
     async def _counted_approvers(self, ticket: Ticket) -> set[str]:
-        """The distinct approvers whose approval of ticket counts: by a key of theirs the
-        policy names, registered to them and active when they approved, with a signature
-        that verifies over the ticket's statement."""
         if not ticket.approvals:
             return set()
-        policies = self.policy.policies
-        task = policies.tasks[ticket.command.task_id]
         keys = {k.key_id: k for k in await self._reader.list_keys(self._ledger_id)}
-        statement = self.statement(ticket)
-        counted = set()
-        for approval in ticket.approvals:
-            approver = policies.approver_of_key(approval.key_id)
-            key = keys.get(approval.key_id)
-            if (approver is not None and approver.name == approval.approver
-                    and task.may_approve(approver) and key is not None
-                    and key.purpose == "agent" and key.owner_id == approver.name
-                    and (key.revoked_seq is None or key.revoked_seq > approval.sequence)
-                    and signature_is_valid(key.public_key, approval.signature, statement)):
-                counted.add(approver.name)
-        return counted
+        return counted_approvers(self.policy.policies, ticket, keys, self.statement(ticket))
 
-    async def _registered_key(self, key_id: str, approver: str) -> RegisteredKey:
-        for key in await self._reader.list_keys(self._ledger_id):
-            if key.key_id != key_id:
+    async def _record_refusal(self, ticket: Ticket, refusal: Refusal, by: str | None) -> None:
+        """Records refusal on the ticket's stream as ``gateway.refused`` unless the same
+        decision is recorded there already: the first of each is the record, so asking
+        again costs the caller a refusal and the chain nothing."""
+        execution_id = ticket.command.execution_id
+        for _ in range(_ATTEMPTS):
+            if refusal.key in ticket.refusals:
+                return
+            event = NewEvent.create(REFUSED, {
+                **ticket.command.audit_fields(), "step": refusal.step, "kind": refusal.kind,
+                "subject": refusal.subject, "reason": refusal.reason, "by": by,
+                "policy_version": ticket.policy_version})
+            try:
+                await self._append(ticket_stream(execution_id), [event], ticket.version,
+                                   WriteContext(task_id=ticket.command.task_id,
+                                                writer_time=self._clock()))
+            except ConcurrencyConflict:
+                ticket = await self.ticket(execution_id, find_commit=False)
                 continue
-            if key.revoked_seq is not None:
-                raise ApprovalInvalid(f"key {key_id!r} was revoked at sequence {key.revoked_seq}")
-            if key.purpose != "agent" or key.owner_id != approver:
-                raise ApprovalInvalid(f"key {key_id!r} is registered to {key.owner_id!r} "
-                                      f"({key.purpose}), not to approver {approver!r}")
-            return key
-        raise ApprovalInvalid(f"key {key_id!r} is not registered in ledger {self._ledger_id}")
+            logger.info("gateway step refused", execution_id=execution_id,
+                        step=refusal.step, kind=refusal.kind)
+            return
+        raise ConcurrencyConflict(f"ticket {execution_id} kept moving; try again")
 
     def _executor(self, command: WriteCommand) -> WriteExecutor:
         name = self.policy.policies.executor_for(command.target)

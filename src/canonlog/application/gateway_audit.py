@@ -4,8 +4,9 @@ audit_trail walks the chain (the same events `canonlog verify` recomputes) and
 returns the gateway's audit events with the facts they carry, so "who approved
 what, under which policy version" is answered without trusting any other store:
 each ``gateway.approved`` names the approver, their key and the policy version the
-ticket was requested under, and each ``gateway.policy_loaded`` the document that
-version stands for (by its SHA-256).
+ticket was requested under, each ``gateway.committed`` who committed, each
+``gateway.refused`` the step and rule that refused it, and each
+``gateway.policy_loaded`` the document that version stands for (by its SHA-256).
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ _PAGE: Final = 1000
 #: The facts of an audit event's payload an audit entry shows (never a payload itself).
 _FACTS: Final = ("target", "operation", "summary", "requested_by", "payload_sha256",
                  "policy_version", "approver", "key_id", "roles", "approvers", "rejected_by",
-                 "reason", "kind", "expires_at", "sha256", "loaded_by")
+                 "reason", "kind", "expires_at", "sha256", "loaded_by", "committed_by", "step",
+                 "subject", "by")
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +50,8 @@ class AuditEntry:
         kind = self.event_type.removeprefix("gateway.")
         shown = " ".join(f"{k}={v}" for k, v in self.facts.items()
                          if k in ("target", "operation", "approver", "key_id", "policy_version",
-                                  "reason", "kind", "sha256", "loaded_by", "approvers"))
+                                  "reason", "kind", "sha256", "loaded_by", "approvers",
+                                  "committed_by", "step", "by"))
         return (f"{self.sequence:>8} {self.recorded_at.isoformat()} {kind:<13} "
                 f"{self.task_id or '-'} {self.execution_id or '-'} {shown}")
 

@@ -45,6 +45,9 @@ POLICY_STREAM: Final = "gateway-policy"
 #: Execution ids are at most this long, so that a ticket's stream id fits the name limit.
 MAX_EXECUTION_ID: Final = 200
 MAX_SUMMARY: Final = 1000
+#: What an execution id may not contain: it names its ticket in URL paths, where these
+#: end or split a path segment, or are rewritten by clients (RFC 3986, section 3.3).
+URL_UNSAFE: Final = "/\\?#%"
 
 
 class Operation(enum.StrEnum):
@@ -87,6 +90,12 @@ class WriteCommand:
         if len(execution_id) > MAX_EXECUTION_ID:
             raise InvalidCommand(f"execution_id is {len(execution_id)} characters; the limit "
                                  f"is {MAX_EXECUTION_ID}")
+        unsafe = sorted(set(execution_id) & set(URL_UNSAFE))
+        if unsafe or execution_id in (".", ".."):
+            raise InvalidCommand(
+                f"execution_id {execution_id!r} names its ticket in URLs, so it may not be . or "
+                f".. or contain any of {' '.join(URL_UNSAFE)} (it contains "
+                f"{' '.join(unsafe) or execution_id})")
         if target.startswith((SYSTEM_STREAM_PREFIX, TICKET_STREAM_PREFIX, POLICY_STREAM)):
             raise InvalidCommand(f"target {target!r} is a stream the ledger or the gateway "
                                  "keeps for itself")
@@ -124,6 +133,22 @@ class ExecutionPlan:
     stream_id: str
     events: tuple[NewEvent, ...]
     expected_version: ExpectedVersion = StreamState.ANY
+
+
+class LedgerExecutor:
+    """The default executor: the write is one event on the target's stream of the ledger,
+    of type ``write.<operation>`` with the command's payload. create expects a new
+    stream, update and delete an existing one; upsert and append take it as it is."""
+
+    _EXPECTED: Final[Mapping[Operation, ExpectedVersion]] = {
+        Operation.CREATE: StreamState.NO_STREAM, Operation.UPDATE: StreamState.STREAM_EXISTS,
+        Operation.DELETE: StreamState.STREAM_EXISTS, Operation.UPSERT: StreamState.ANY,
+        Operation.APPEND: StreamState.ANY,
+    }
+
+    def plan(self, command: WriteCommand) -> ExecutionPlan:
+        event = NewEvent.create(f"write.{command.operation.value}", command.payload)
+        return ExecutionPlan(command.target, (event,), self._EXPECTED[command.operation])
 
 
 def ticket_stream(execution_id: str) -> str:

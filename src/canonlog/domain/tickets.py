@@ -5,10 +5,12 @@ Each ticket has a stream of its own (``gateway-ticket/<execution id>``):
 the write can be performed after a restart; audit events carry only its SHA-256),
 then ``gateway.approved`` per approval, and at most one closing event:
 ``gateway.rejected``, ``gateway.expired`` or ``gateway.denied`` (a denial is the
-ticket's only event). ``gateway.committed`` lands on the target's stream, in the
-same append as the write itself. Every closing event and the commit carry the
-ticket's execution id in their context, so the ledger records one outcome per
-execution id: whichever lands first, the others are refused by the database.
+ticket's only event). ``gateway.refused`` records a refused approval or commit, once
+per ticket, step, rule and subject (domain/approvals.py). ``gateway.committed``, which
+names who committed, lands on the target's stream, in the same append as the write
+itself. Every closing event and the commit carry the ticket's execution id in their
+context, so the ledger records one outcome per execution id: whichever lands first,
+the others are refused by the database.
 """
 
 from __future__ import annotations
@@ -30,10 +32,11 @@ REJECTED: Final = "gateway.rejected"
 EXPIRED: Final = "gateway.expired"
 DENIED: Final = "gateway.denied"
 COMMITTED: Final = "gateway.committed"
+REFUSED: Final = "gateway.refused"
 POLICY_LOADED: Final = "gateway.policy_loaded"
 #: Every audit event type of the gateway, for the auditor's reads.
 AUDIT_EVENTS: Final = frozenset({REQUESTED, APPROVED, REJECTED, EXPIRED, DENIED, COMMITTED,
-                                 POLICY_LOADED})
+                                 REFUSED, POLICY_LOADED})
 
 
 class TicketStatus(enum.StrEnum):
@@ -60,7 +63,8 @@ class Ticket:
     """A requested write and what happened to it so far.
 
     ``version`` is the ticket stream's version, the expected version of its next
-    event; ``committed`` holds the committed events once found on the target stream.
+    event; ``committed`` holds the committed events once found on the target stream;
+    ``refusals`` the (step, kind, subject) of every refusal recorded on the ticket.
     """
 
     command: WriteCommand
@@ -74,6 +78,7 @@ class Ticket:
     approvals: tuple[ApprovalRecord, ...] = ()
     reason: str | None = None
     committed: tuple[RecordedEvent, ...] = ()
+    refusals: frozenset[tuple[str, str, str]] = frozenset()
 
     @property
     def closed(self) -> bool:
@@ -136,6 +141,7 @@ def _fold(events: list[RecordedEvent]) -> Ticket | Denied:
         approvals_required=required, requested_seq=events[0].sequence,
         requested_at=events[0].recorded_at, expires_at=parse_rfc3339(first["expires_at"]))
     approvals: list[ApprovalRecord] = []
+    refusals: set[tuple[str, str, str]] = set()
     status, reason = ticket.status, None
     for event in events[2:]:
         data = payload_of(event)
@@ -149,10 +155,13 @@ def _fold(events: list[RecordedEvent]) -> Ticket | Denied:
                                                     f"{data['reason']}"
         elif event.event_type == EXPIRED:
             status, reason = TicketStatus.EXPIRED, f"expired at {data['expires_at']}"
+        elif event.event_type == REFUSED:
+            refusals.add((data["step"], data["kind"], data["subject"]))
     return Ticket(command=command, status=status, version=ticket.version,
                   policy_version=ticket.policy_version, approvals_required=required,
                   requested_seq=ticket.requested_seq, requested_at=ticket.requested_at,
-                  expires_at=ticket.expires_at, approvals=tuple(approvals), reason=reason)
+                  expires_at=ticket.expires_at, approvals=tuple(approvals), reason=reason,
+                  refusals=frozenset(refusals))
 
 
 @dataclass(frozen=True, slots=True)

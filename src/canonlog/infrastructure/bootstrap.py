@@ -21,7 +21,7 @@ import structlog
 
 from canonlog.application.checkpoints import CheckpointPublisher, CheckpointSigner, SignedCheckpoints
 from canonlog.application.client import LedgerClient, StreamGuard
-from canonlog.application.gateway import LedgerExecutor, WriteGateway
+from canonlog.application.gateway import WriteGateway
 from canonlog.application.ports import (
     CanonicalWriter,
     EventLog,
@@ -39,7 +39,7 @@ from canonlog.domain.errors import (
     GovernedStreamRefused,
     OperatorLoginMissing,
 )
-from canonlog.domain.gateway import GatewayPolicies
+from canonlog.domain.gateway import GatewayPolicies, LedgerExecutor
 from canonlog.infrastructure.checkpoint_store import DirectoryCheckpointStore, FileWitnessState
 from canonlog.infrastructure.gateway_policy_file import load_policy_file
 from canonlog.infrastructure.head_store import FileHeadStore

@@ -96,7 +96,8 @@ async def cmd_approve(settings: Settings, args: argparse.Namespace) -> int:
                 signature = bytes.fromhex(args.signature)
             except ValueError as exc:
                 raise InvalidCommand(f"--signature is not hex: {exc}") from exc
-        return _show(args, await gateway.approve(args.ticket, args.key_id, signature))
+        return _show(args, await gateway.approve(args.ticket, args.key_id, signature,
+                                                 actor_of(settings, args)))
 
 
 async def cmd_reject(settings: Settings, args: argparse.Namespace) -> int:
@@ -107,8 +108,9 @@ async def cmd_reject(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def cmd_commit(settings: Settings, args: argparse.Namespace) -> int:
-    async with open_gateway(_settings(settings, args)) as gateway:
-        result = await gateway.commit_write(args.ticket)
+    settings = _settings(settings, args)
+    async with open_gateway(settings) as gateway:
+        result = await gateway.commit_write(args.ticket, actor_of(settings, args))
     events = [{"sequence": e.sequence, "stream_id": e.stream_id, "event_type": e.event_type,
                "hash": e.hash.hex()} for e in result.events]
     first = result.events[0]

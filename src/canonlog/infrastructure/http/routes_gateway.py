@@ -37,7 +37,7 @@ Gateway = Annotated[WriteGateway, Depends(write_gateway)]
 Requester = Annotated[Principal, Depends(requires("request"))]
 Approver = Annotated[Principal, Depends(requires("approve"))]
 Committer = Annotated[Principal, Depends(requires("commit"))]
-ExecutionId = Annotated[str, Path(min_length=1, max_length=200)]
+ExecutionId = Annotated[str, Path(min_length=1, max_length=200, pattern=r"^[^/\\?#%]+$")]
 
 router = APIRouter(prefix="/v1/gateway", route_class=StrictJsonRoute,
                    responses=errors(401, 403, 404, 409, 422, 503))
@@ -135,7 +135,8 @@ async def gateway_approve(execution_id: ExecutionId, body: GatewayApprovalIn, ga
         signature = bytes.fromhex(body.signature)
     except ValueError as exc:  # pragma: no cover - the pattern admits only hex
         raise ApprovalInvalid("the signature is not hex") from exc
-    return TicketOut.of(await gateway.approve(execution_id, body.key_id, signature))
+    return TicketOut.of(await gateway.approve(execution_id, body.key_id, signature,
+                                              principal.subject))
 
 
 @router.post("/tickets/{execution_id}/rejection", response_model=TicketOut,
@@ -149,9 +150,10 @@ async def gateway_reject(execution_id: ExecutionId, body: RejectionIn, gateway: 
              summary="Perform an approved write, once")
 async def gateway_commit(execution_id: ExecutionId, gateway: Gateway,
                          principal: Committer) -> CommitOut:
-    """Writes the ticket's write and its audit event in one append; committing again
-    returns the original events with replayed true and writes nothing."""
-    result = await gateway.commit_write(execution_id)
+    """Writes the ticket's write and its audit event, which records the token's subject
+    as who committed, in one append; committing again returns the original events with
+    replayed true and writes nothing."""
+    result = await gateway.commit_write(execution_id, principal.subject)
     return CommitOut(ticket=execution_id, replayed=result.replayed, events=[
         {"sequence": e.sequence, "stream_id": e.stream_id, "stream_version": e.stream_version,
          "event_type": e.event_type, "hash": e.hash.hex()} for e in result.events])
