@@ -18,8 +18,9 @@ from canonlog.application.writer import EventWriterService, WriterConfig
 from canonlog.domain.gateway import LedgerExecutor, WriteCommand
 from canonlog.infrastructure.gateway_policy_file import load_policy_file
 from canonlog.infrastructure.head_store import MemoryHeadStore
-from canonlog.infrastructure.memory import InMemoryLease
+from canonlog.infrastructure.memory import InMemoryLease, MemoryEventLog
 from canonlog.infrastructure.postgres.asyncpg_log import AsyncpgEventLog
+from canonlog.testing import open_in_memory
 from tests.http.conftest import auth_config, jwks_file, tokens  # noqa: F401  (HTTP fixtures)
 from tests.support.keys import public_bytes, seeded_key
 
@@ -44,12 +45,12 @@ class Clock:
 @dataclass
 class GatewayEnv:
     database: Any
-    log: AsyncpgEventLog
+    log: Any
     writer: EventWriterService
     gateway: WriteGateway
     clock: Clock
     #: Other logs to close; the first is the operator's (keys, halts).
-    logs: list[AsyncpgEventLog] = field(default_factory=list)
+    logs: list[Any] = field(default_factory=list)
 
     async def sign(self, execution_id: str, key: Ed25519PrivateKey = CEO_KEY) -> bytes:
         ticket = await self.gateway.ticket(execution_id)
@@ -76,7 +77,7 @@ def plan_command(execution_id: str = "plan-7-001", task: str = "CEO_GOAL_PLAN_7D
                    summary="next week's goals", requested_by="planner")
 
 
-async def register_approvers(log: AsyncpgEventLog) -> None:
+async def register_approvers(log: Any) -> None:
     await log.add_key("main", "ceo-2026", "agent", "ceo", public_bytes(CEO_KEY), "ops")
     await log.add_key("main", "coo-2026", "agent", "coo", public_bytes(COO_KEY), "ops")
 
@@ -93,7 +94,26 @@ async def start_writer(log: AsyncpgEventLog, writer_id: str = "writer-a",
 
 
 @pytest.fixture
-async def gw(database: Any) -> AsyncIterator[GatewayEnv]:
+def gw(postgres_gw: GatewayEnv) -> GatewayEnv:
+    """The gateway on PostgreSQL (tests of the rules alone run on memory too)."""
+    return postgres_gw
+
+
+@pytest.fixture
+async def memory_gw() -> AsyncIterator[GatewayEnv]:
+    """The gateway on the in-memory ledger of canonlog.testing, one log for every role."""
+    log = MemoryEventLog()
+    clock = Clock()
+    async with open_in_memory("main", event_log=log) as client:
+        await register_approvers(log)
+        gateway = WriteGateway(client.writer, log, "main", {"ledger": LedgerExecutor()},
+                               clock=clock)
+        await gateway.load_policies(load_policy_file(EXAMPLE_POLICIES), "ops")
+        yield GatewayEnv(None, log, client.writer, gateway, clock, [log])
+
+
+@pytest.fixture
+async def postgres_gw(database: Any) -> AsyncIterator[GatewayEnv]:
     log = await AsyncpgEventLog.connect(database.app.uri(), max_size=6)
     writer = await start_writer(log)
     operator = await AsyncpgEventLog.connect(database.operator.uri(), max_size=2)

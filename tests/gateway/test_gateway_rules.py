@@ -1,4 +1,5 @@
-"""The gateway's rules against a real PostgreSQL: requests, approvals, commits, audit."""
+"""The gateway's rules: requests, approvals, commits, audit; each against a real
+PostgreSQL and against the in-memory ledger of canonlog.testing."""
 
 from __future__ import annotations
 
@@ -20,6 +21,11 @@ from canonlog.domain.gateway import ticket_stream
 from canonlog.domain.tickets import TicketStatus, payload_of
 from tests.gateway.conftest import COO_KEY, command, plan_command
 from tests.support.keys import seeded_key
+
+
+@pytest.fixture(params=["postgres", "memory"])
+def gw(request):
+    return request.getfixturevalue(f"{request.param}_gw")
 
 
 async def test_a_write_without_approval_commits_the_write_and_its_audit_event_together(gw):
