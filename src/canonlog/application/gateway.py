@@ -74,6 +74,7 @@ from canonlog.domain.tickets import (
     TicketStatus,
     fold_ticket,
     payload_of,
+    same_request,
 )
 
 #: Attempts at a ticket step that keeps meeting concurrent steps before it gives up.
@@ -191,7 +192,7 @@ class WriteGateway:
         for _ in range(_ATTEMPTS):
             existing = await self._fold(command.execution_id, find_commit=False)
             if existing is not None:
-                return _same_request(existing, command)
+                return same_request(existing, command)
             denial = judge(command, policy.policies)
             context = WriteContext(task_id=command.task_id, writer_time=self._clock())
             if denial is not None:
@@ -420,16 +421,3 @@ class WriteGateway:
         return await self._writer.append(AppendRequest.create(
             stream_id, events, expected_version=expected, context=context))
 
-
-def _same_request(existing: Ticket | Denied, command: WriteCommand) -> Ticket:
-    """The ticket already recorded under the command's execution id, when it is for the
-    same command; raises IdempotencyConflict when it is not, WriteDenied when denied."""
-    if isinstance(existing, Denied):
-        if existing.command_sha256 != command.digest():
-            raise IdempotencyConflict(f"execution id {command.execution_id!r} was used for "
-                                      "another command")
-        raise WriteDenied(existing.reason, kind=existing.kind)
-    if existing.command.digest() != command.digest():
-        raise IdempotencyConflict(f"execution id {command.execution_id!r} was used for "
-                                  "another command")
-    return existing

@@ -21,7 +21,7 @@ from datetime import datetime
 from typing import Any, Final
 
 from canonlog.domain.canonical import canonical_json, parse_json
-from canonlog.domain.errors import TamperDetected
+from canonlog.domain.errors import IdempotencyConflict, TamperDetected, WriteDenied
 from canonlog.domain.events import RecordedEvent
 from canonlog.domain.gateway import Operation, WriteCommand, parse_rfc3339
 
@@ -171,3 +171,17 @@ class Denied:
     kind: str
     reason: str
     command_sha256: str
+
+
+def same_request(existing: Ticket | Denied, command: WriteCommand) -> Ticket:
+    """The ticket already recorded under the command's execution id, when it is for the
+    same command; raises IdempotencyConflict when it is not, WriteDenied when denied."""
+    if isinstance(existing, Denied):
+        if existing.command_sha256 != command.digest():
+            raise IdempotencyConflict(f"execution id {command.execution_id!r} was used for "
+                                      "another command")
+        raise WriteDenied(existing.reason, kind=existing.kind)
+    if existing.command.digest() != command.digest():
+        raise IdempotencyConflict(f"execution id {command.execution_id!r} was used for "
+                                  "another command")
+    return existing
