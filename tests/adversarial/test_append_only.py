@@ -140,6 +140,9 @@ async def test_readers_cannot_append_halt_or_take_the_grant(ledger):
                            " '{NULL}', '{NULL}', '{NULL}', '{NULL}', '{x}', '{\"\\\\x7b7d\"}',"
                            " '{\"\\\\x7b7d\"}', '{NULL}', '{NULL}')") == "42501"
     assert await _sqlstate(reader, "SELECT * FROM canonlog.executions") == "42501"
+    # What an execution id produced is read through a function that answers with events.
+    assert await _sqlstate(reader, "SELECT * FROM canonlog.read_execution_v1('main', 'x')") \
+        is None
 
 
 async def test_violations_map_to_canonlog_errors(ledger):

@@ -40,11 +40,7 @@ ORDER BY stream_version
 LIMIT $4
 
 -- name: read_execution
-SELECT e.* FROM canonlog.executions x
-JOIN canonlog.events e ON e.ledger_id = x.ledger_id
-    AND e.seq BETWEEN x.first_seq AND x.first_seq + x.event_count - 1
-WHERE x.ledger_id = $1 AND x.execution_id = $2
-ORDER BY e.seq
+SELECT * FROM canonlog.read_execution_v1($1, $2)
 
 -- name: migrations_bootstrap
 CREATE SCHEMA IF NOT EXISTS canonlog;
