@@ -41,11 +41,13 @@ MUTATIONS = {
 #: What each runtime role may execute in schema canonlog; every other function is
 #: refused. Governance (keys, policies, ceremonies) is the operator's alone, and
 #: establishing a policy no runtime role's.
-HASHING = {"event_hash_v1", "frame_text_v1", "frame_opt_text_v1", "frame_time_v1"}
+#: What every runtime role may run: the hash functions and reading an execution's events.
+READING = {"event_hash_v1", "frame_text_v1", "frame_opt_text_v1", "frame_time_v1",
+           "read_execution_v1"}
 MAY_EXECUTE = {
-    "canonlog_reader": HASHING,
-    "canonlog_writer": HASHING | {"append_v2", "acquire_grant_v1", "release_grant_v1", "halt_v1"},
-    "canonlog_operator": HASHING | {
+    "canonlog_reader": READING,
+    "canonlog_writer": READING | {"append_v2", "acquire_grant_v1", "release_grant_v1", "halt_v1"},
+    "canonlog_operator": READING | {
         "halt_v1", "add_key_v2", "revoke_key_v1", "propose_failover_v2", "propose_resume_v2",
         "propose_policy_v1", "approve_v2", "execute_failover_v2", "resume_ceremony_v2",
         "execute_policy_change_v1"},
@@ -129,7 +131,7 @@ async def test_the_application_login_runs_no_governance_function(ceremony):
         functions = await conn.fetch(
             "SELECT p.oid, p.proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace"
             " WHERE n.nspname = 'canonlog'")
-        logins = {ceremony.app.user: MAY_EXECUTE["canonlog_writer"] | HASHING,
+        logins = {ceremony.app.user: MAY_EXECUTE["canonlog_writer"] | READING,
                   ceremony.operator.user: MAY_EXECUTE["canonlog_operator"]}
         for role, allowed in (*MAY_EXECUTE.items(), *logins.items(), ("public", set())):
             may = {f["proname"] for f in functions if await conn.fetchval(
