@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from canonlog.domain.ceremony import Ceremony
 from canonlog.domain.errors import CanonlogError
@@ -22,6 +23,7 @@ from canonlog.domain.events import (
 )
 from canonlog.domain.gateway import ExecutionPlan, WriteCommand
 from canonlog.domain.governance import GovernancePolicy, PolicyInForce
+from canonlog.domain.saga import SagaStep
 
 if TYPE_CHECKING:
     from canonlog.application.verifier import ChainReport, SignaturePolicy
@@ -495,3 +497,56 @@ class WriteExecutor(Protocol):
 
 #: The gateway's clock: the current time, timezone-aware.
 Clock = Callable[[], datetime]
+
+
+# -- sagas ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StepOutcome:
+    """What a saga backend did: `applied` is false when the idempotency key had been
+    applied before and nothing was done this time."""
+
+    applied: bool
+    result: Mapping[str, Any]
+
+
+class SagaBackend(Protocol):
+    """A store a saga step writes to, applying each idempotency key at most once."""
+
+    kind: str
+    operations: frozenset[str]
+
+    async def apply(self, step: SagaStep) -> StepOutcome:
+        """Runs the step's operation unless its idempotency key was applied before.
+
+        Raises BackendUnavailable when the backend cannot be reached or answer (the
+        effect may or may not exist), BackendRejected when it refuses the operation.
+        """
+        ...
+
+    async def remove(self, step: SagaStep) -> None:
+        """Removes what the step's operation created; succeeds when it is already gone.
+        Raises BackendUnavailable or BackendRejected like apply."""
+        ...
+
+
+#: Undoes a step on its backend; idempotent, raising like SagaBackend.remove.
+CompensationHandler = Callable[[SagaBackend, SagaStep], Awaitable[None]]
+
+
+class SagaLocks(Protocol):
+    """Exclusive hold of one saga across processes, so one driver advances it at a time."""
+
+    def hold(self, saga_id: str) -> AbstractAsyncContextManager[bool]:
+        """Enters with True while this process holds the saga, False when another does;
+        never waits for it."""
+        ...
+
+
+class SagaObserver(Protocol):
+    """Told of each saga step and compensation as it ends (metrics)."""
+
+    def step_finished(self, backend: str, outcome: str, seconds: float, retry: bool) -> None: ...
+
+    def compensation_finished(self, backend: str, outcome: str) -> None: ...

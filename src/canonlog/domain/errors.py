@@ -295,6 +295,37 @@ class VerificationIncomplete(CanonlogError):
     part of the ledger died or failed): it proves nothing, and fails."""
 
 
+class SagaError(CanonlogError):
+    """A saga cannot do what was asked."""
+
+
+class InvalidSaga(SagaError, ValueError):
+    """A saga definition is malformed (unknown backend, operation or compensation, duplicate
+    step ids, a payload canonical JSON refuses); nothing was written."""
+
+
+class SagaNotFound(SagaError, LookupError):
+    """No saga has this id."""
+
+
+class SagaStateConflict(SagaError):
+    """The saga is not in a state that allows the request (for example executing a
+    finished saga); nothing was written."""
+
+
+class SagaBusy(SagaError):
+    """Another driver holds this saga (its lock, or it moved the saga's stream first)."""
+
+
+class BackendUnavailable(SagaError):
+    """A saga backend could not be reached or did not answer; the step may be retried."""
+
+
+class BackendRejected(SagaError):
+    """A saga backend refused an operation for good (bad input, a conflicting record);
+    retrying does not help."""
+
+
 #: SQLSTATE -> error class, for the adapters' translation choke point.
 ERRORS_BY_SQLSTATE: dict[str, type[CanonlogError]] = {
     "CL001": AppendOnlyViolation,

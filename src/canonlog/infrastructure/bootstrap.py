@@ -28,6 +28,8 @@ from canonlog.application.ports import (
     EventReader,
     HaltChannel,
     HeadStore,
+    SagaBackend,
+    SagaObserver,
     WriterLease,
 )
 from canonlog.application.witness import CheckpointWitness
@@ -55,6 +57,7 @@ from canonlog.infrastructure.settings import Settings
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
+    from canonlog.application.sagas import SagaOrchestrator
     from canonlog.infrastructure.http.app import ServiceConfig
 
 #: Seconds a command waits for Redis before giving up (the writer uses its renew interval).
@@ -433,3 +436,61 @@ def service_config(settings: Settings) -> ServiceConfig:
     return ServiceConfig(host=settings.http_host, port=settings.http_port, auth=auth,
                          max_body_bytes=settings.http_max_body_bytes, checkpoints=checkpoints,
                          authorizer=authorizer)
+
+
+# -- sagas ------------------------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def saga_backends(settings: Settings) -> AsyncIterator[dict[str, SagaBackend]]:
+    """Yields the configured saga backends by name (relational, graph, vector, kv, file),
+    creating the graph and vector tables in the user's database; vector only where the
+    server has pgvector."""
+    from canonlog.infrastructure.sagas.files import FileBackend
+    from canonlog.infrastructure.sagas.kv import KeyValueBackend
+    from canonlog.infrastructure.sagas.postgres import (
+        GraphBackend,
+        RelationalBackend,
+        VectorBackend,
+        connect_pool,
+    )
+
+    backends: dict[str, SagaBackend] = {}
+    pool = await connect_pool(settings.saga_backend_dsn) if settings.saga_backend_dsn else None
+    saga_redis = settings.saga_redis_url or settings.redis_url
+    async with _redis(settings.model_copy(update={"redis_url": saga_redis}),
+                      _COMMAND_REDIS_TIMEOUT) as client:
+        try:
+            if pool is not None:
+                graph, vector = GraphBackend(pool), VectorBackend(pool)
+                await graph.ensure_schema()
+                backends.update(relational=RelationalBackend(pool), graph=graph)
+                if await vector.available():
+                    await vector.ensure_schema()
+                    backends["vector"] = vector
+            if client is not None:
+                backends["kv"] = KeyValueBackend(client)
+            if settings.saga_files_dir is not None:
+                backends["file"] = FileBackend(settings.saga_files_dir)
+            yield backends
+        finally:
+            if pool is not None:
+                await pool.close()
+
+
+@asynccontextmanager
+async def open_sagas(settings: Settings, client: LedgerClient, *,
+                     observer: SagaObserver | None = None) -> AsyncIterator[SagaOrchestrator]:
+    """Yields the saga orchestrator on client's ledger with the configured backends, the
+    default compensations and the per-saga lock on canonlog's database."""
+    from canonlog.application.saga_registry import CompensationRegistry
+    from canonlog.application.sagas import SagaOrchestrator
+    from canonlog.infrastructure.sagas.postgres import PostgresSagaLocks
+
+    event_log = client.event_log
+    assert isinstance(event_log, AsyncpgEventLog)
+    async with saga_backends(settings) as backends:
+        yield SagaOrchestrator(
+            client, backends, CompensationRegistry.with_defaults(),
+            PostgresSagaLocks(event_log.pool), max_attempts=settings.saga_max_attempts,
+            retry_base_delay=settings.saga_retry_base_delay, observer=observer)

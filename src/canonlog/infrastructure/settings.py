@@ -124,6 +124,18 @@ class Settings(BaseSettings):
         default=None, description="the write gateway's policy file (TOML); unset: no gateway")
     gateway_one_door: bool = Field(
         default=False, description="refuse direct appends to streams the gateway governs")
+    # -- sagas (docs/reference/sagas.md) --
+    saga_max_attempts: int = Field(default=3, ge=1, le=100,
+                                   description="attempts per saga step or compensation")
+    saga_retry_base_delay: float = Field(default=0.5, ge=0, description="seconds before the "
+                                         "first retry; each further retry waits twice as long")
+    saga_stale_after: float = Field(default=30.0, gt=0, description="seconds an unfinished saga "
+                                    "stays still before the worker resumes it")
+    saga_worker_interval: float = Field(default=5.0, gt=0, description="seconds between passes")
+    saga_backend_dsn: str | None = Field(default=None, description="the user's database for the "
+                                         "relational, graph and (with pgvector) vector backends")
+    saga_redis_url: str | None = Field(default=None, description="the key-value backend's server")
+    saga_files_dir: Path | None = Field(default=None, description="the file backend's directory")
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
     log_format: Literal["console", "json"] = "console"
 
