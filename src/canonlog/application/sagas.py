@@ -210,9 +210,12 @@ class SagaOrchestrator:
                             {"cause": action.cause, "reasons": list(action.reasons)})
                     elif isinstance(action, Finish):
                         events += await self._finish(state, action)
-                except ConcurrencyConflict:
-                    # Only an abort moves a held saga: read it again and go on from there.
+                except ConcurrencyConflict as exc:
+                    # Under the lock only an abort may move the saga: go on from it.
+                    # Anything else means another driver advanced it; stop here.
                     events = await self.history(saga_id)
+                    if fold(events).aborted == state.aborted:
+                        raise SagaBusy(f"another driver advanced saga {saga_id}") from exc
                 state = fold(events)
 
     async def _run_step(self, state: SagaState, action: RunStep) -> list[RecordedEvent]:
