@@ -17,7 +17,7 @@ import redis.asyncio as redis
 
 from canonlog.application.client import LedgerClient
 from canonlog.application.halting import LedgerHaltChannel
-from canonlog.application.ports import SagaBackend
+from canonlog.application.ports import SagaBackend, SagaLocks
 from canonlog.application.saga_registry import CompensationRegistry
 from canonlog.application.sagas import SagaOrchestrator
 from canonlog.application.writer import EventWriterService, WriterConfig
@@ -81,11 +81,13 @@ class SagaWorld:
     vector: bool
 
     def orchestrator(self, *, backends: Mapping[str, SagaBackend] | None = None,
-                     max_attempts: int = 3, **kwargs: Any) -> SagaOrchestrator:
+                     locks: SagaLocks | None = None, max_attempts: int = 3,
+                     retry_base_delay: float = 0.001, **kwargs: Any) -> SagaOrchestrator:
         return SagaOrchestrator(self.client, backends or self.backends,
-                                kwargs.pop("registry", None) or CompensationRegistry.with_defaults(),
-                                PostgresSagaLocks(self.event_log.pool),
-                                max_attempts=max_attempts, retry_base_delay=0.001, **kwargs)
+                                CompensationRegistry.with_defaults(),
+                                locks or PostgresSagaLocks(self.event_log.pool),
+                                max_attempts=max_attempts, retry_base_delay=retry_base_delay,
+                                **kwargs)
 
     async def ledger_events(self) -> int:
         return (await self.client.head()).sequence
