@@ -15,9 +15,9 @@ from datetime import UTC, datetime, timedelta
 
 import structlog
 
-from canonlog.application.ports import EventStore
+from canonlog.application.ports import EventReader
 from canonlog.application.sagas import SagaOrchestrator
-from canonlog.domain.errors import CanonlogError, SagaBusy
+from canonlog.domain.errors import CanonlogError, SagaBusy, SagaNotFound
 from canonlog.domain.events import RecordedEvent
 from canonlog.domain.saga import (
     SAGA_EVENT_TYPES,
@@ -26,16 +26,27 @@ from canonlog.domain.saga import (
     SagaState,
     SagaStatus,
     fold,
+    saga_stream,
 )
 
 logger = structlog.get_logger("canonlog.sagas.recovery")
 
 
+async def read_saga(reader: EventReader, ledger_id: str,
+                    saga_id: str) -> tuple[SagaState, list[RecordedEvent]]:
+    """A saga's state and history, read without a writer; raises SagaNotFound."""
+    events = await reader.read_stream(ledger_id, saga_stream(saga_id))
+    if not events:
+        raise SagaNotFound(f"no saga {saga_id!r} in ledger {ledger_id!r}")
+    return fold(events), events
+
+
 class SagaIndex:
     """Every saga of a ledger, folded from the chain; refresh() reads what is new."""
 
-    def __init__(self, store: EventStore, *, page_size: int = 1000) -> None:
-        self._store = store
+    def __init__(self, reader: EventReader, ledger_id: str, *, page_size: int = 1000) -> None:
+        self._reader = reader
+        self._ledger_id = ledger_id
         self._page_size = page_size
         self._position = 0
         self._events: dict[str, list[RecordedEvent]] = {}
@@ -45,7 +56,8 @@ class SagaIndex:
         """Reads the events appended since the last refresh and folds the sagas they touch."""
         touched: set[str] = set()
         while True:
-            page = await self._store.read_all(after=self._position, limit=self._page_size)
+            page = await self._reader.read_all(self._ledger_id, after=self._position,
+                                              limit=self._page_size)
             for event in page:
                 self._position = event.sequence
                 if event.stream_id.startswith(SAGA_STREAM_PREFIX) \
