@@ -179,7 +179,9 @@ async def shared(pg_admin: PgTarget, pg_template: PgTarget, auth_config: AuthCon
     try:
         async with running_service(database, tmp_path_factory.mktemp("service"), config,
                                    operator_dsn=database.operator.uri(),
-                                   gateway_policy_file=GATEWAY_POLICIES) as service:
+                                   gateway_policy_file=GATEWAY_POLICIES,
+                                   saga_files_dir=tmp_path_factory.mktemp("saga-files")
+                                   ) as service:
             yield service
     finally:
         await drop(pg_admin, target)

@@ -31,6 +31,7 @@ from canonlog.infrastructure.http import (
     routes_gateway,
     routes_ledger,
     routes_operations,
+    routes_sagas,
     routes_tail,
 )
 from canonlog.infrastructure.http.auth import AuthConfig, AuthConfigError, Authenticator
@@ -39,6 +40,7 @@ from canonlog.infrastructure.http.ceremonies import LedgerCeremonies
 from canonlog.infrastructure.http.errors import install_error_handlers
 from canonlog.infrastructure.http.metrics import ServiceMetrics
 from canonlog.infrastructure.http.middleware import RequestContextMiddleware
+from canonlog.infrastructure.http.sagas import open_saga_service
 from canonlog.infrastructure.http.service import CheckpointSource, LedgerService
 from canonlog.infrastructure.settings import Settings
 
@@ -148,6 +150,8 @@ def create_app(settings: Settings, config: ServiceConfig, *,
 
                 app.state.gateway = await start_gateway(settings, client.writer,
                                                         client.event_log)
+            app.state.sagas = await stack.enter_async_context(
+                open_saga_service(settings, client, metrics))
             log.info("service ready", ledger_id=client.ledger_id, host=config.host,
                      port=config.port, auth_required=config.auth.required)
             try:
@@ -167,7 +171,8 @@ def create_app(settings: Settings, config: ServiceConfig, *,
     install_error_handlers(app)
     routers = [(routes_ledger.router, "ledger"), (routes_tail.router, "ledger"),
                (routes_ceremonies.router, "ceremonies"), (routes_operations.router, "operations"),
-               (routes_gateway.router, "gateway"), (routes_operations.health, "health")]
+               (routes_gateway.router, "gateway"), (routes_sagas.router, "sagas"),
+               (routes_operations.health, "health")]
     for router, tag in routers:
         app.include_router(router, tags=[tag])
     app.state.api_routes = [r for router, _ in routers for r in router.routes

@@ -65,6 +65,11 @@ STATUS_BY_ERROR: dict[type[CanonlogError], int] = {
     canonlog_errors.TicketNotFound: 404,
     canonlog_errors.GatewayError: 409,
     canonlog_errors.GatewayPolicyError: 503,
+    canonlog_errors.InvalidSaga: 422,
+    canonlog_errors.SagaNotFound: 404,
+    canonlog_errors.SagaError: 409,
+    canonlog_errors.BackendUnavailable: 503,
+    canonlog_errors.BackendRejected: 422,
 }
 
 #: Codes of the statuses the service answers without a more specific code.
