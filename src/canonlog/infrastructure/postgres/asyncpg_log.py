@@ -104,16 +104,18 @@ class AsyncpgDriver:
 class AsyncpgEventLog(PostgresEventLog):
     """The PostgreSQL EventLog through asyncpg; see the EventLog port for the contract."""
 
-    def __init__(self, driver: AsyncpgDriver) -> None:
+    def __init__(self, driver: AsyncpgDriver, dsn: str | None = None) -> None:
         super().__init__(driver)
         self.driver = driver
+        #: Where the pool connects, for tools that need connections of their own.
+        self.dsn = dsn
 
     @classmethod
     async def connect(cls, dsn: str, *, min_size: int = 1, max_size: int = 10) -> AsyncpgEventLog:
         async with translated():
             pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size,
                                              reset=_keep_session)
-        return cls(AsyncpgDriver(pool))
+        return cls(AsyncpgDriver(pool), dsn)
 
     @property
     def pool(self) -> asyncpg.Pool:
