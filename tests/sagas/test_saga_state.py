@@ -124,3 +124,16 @@ def test_a_stream_that_is_not_a_saga_does_not_fold():
         fold(_events()[1:])
     with pytest.raises(SagaStateConflict, match="unknown event"):
         fold(_events(("thing_happened", {})))
+
+
+def test_a_step_or_compensation_a_crash_keeps_leaving_pending_is_given_up():
+    crashed = [("step_pending", {"step_id": "a", "attempt": n}) for n in (1, 2)]
+    action = next_action(fold(_events(*crashed)), 2)
+    assert isinstance(action, StartCompensation)
+    assert "left pending after 2 attempts" in action.reasons[0]
+    backward = [*crashed, ("compensation_started", {"cause": "failed", "reasons": []}),
+                ("compensation_pending", {"step_id": "a", "attempt": 1}),
+                ("compensation_pending", {"step_id": "a", "attempt": 2})]
+    final = next_action(fold(_events(*backward)), 2)
+    assert final == Finish(SagaStatus.FAILED,
+                           ("compensation of step a was left pending after 2 attempts",))

@@ -108,8 +108,9 @@ class SagaMachine(RuleBasedStateMachine):
                                          step.step.payload_object())
             if present:
                 kept = step.status is StepStatus.SUCCEEDED and state.status is SagaStatus.COMPLETED
-                given_up = step.status is StepStatus.COMPENSATION_FAILED and any(
-                    f"compensation of step {step.step.step_id} failed" in r
+                given_up = step.status in (StepStatus.COMPENSATION_FAILED,
+                                           StepStatus.COMPENSATION_PENDING) and any(
+                    f"compensation of step {step.step.step_id} " in r
                     for r in state.reasons)
                 assert kept or given_up, (saga_id, step)
             elif state.status is SagaStatus.COMPLETED:

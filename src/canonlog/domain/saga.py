@@ -288,8 +288,9 @@ Action = RunStep | StartCompensation | Compensate | Finish | None
 def next_action(state: SagaState, max_attempts: int) -> Action:
     """The one thing a driver does next with this saga, or None when it has ended.
 
-    Forward, steps run in order; a step that failed retryably runs again until it has
-    had max_attempts attempts, then (or at once, for a refusal) compensation starts.
+    Forward, steps run in order; a step that failed retryably, or was left pending by a
+    crash, runs again until it has had max_attempts attempts, then (or at once, for a
+    refusal) compensation starts.
     Backward, every step whose effect may exist is compensated in reverse order, each
     up to max_attempts times; a compensation that keeps failing is left in place and
     the saga ends failed with the reason.
@@ -302,8 +303,14 @@ def next_action(state: SagaState, max_attempts: int) -> Action:
         for step in state.steps:
             if step.status is StepStatus.SUCCEEDED:
                 continue
-            if step.status in (StepStatus.WAITING, StepStatus.PENDING):
+            if step.status is StepStatus.WAITING:
                 return RunStep(step)
+            if step.status is StepStatus.PENDING:
+                if step.attempts < max_attempts:
+                    return RunStep(step)
+                return StartCompensation("failed", (
+                    f"step {step.step.step_id} was left pending after {step.attempts} attempts; "
+                    "its outcome is unknown",))
             if step.status is StepStatus.FAILED and step.retryable \
                     and step.attempts < max_attempts:
                 return RunStep(step)
@@ -315,10 +322,12 @@ def next_action(state: SagaState, max_attempts: int) -> Action:
     for step in reversed(state.steps):
         if not step.may_have_applied() or step.step.compensation is None:
             continue
-        if step.status is StepStatus.COMPENSATION_FAILED \
+        if step.status in (StepStatus.COMPENSATION_FAILED, StepStatus.COMPENSATION_PENDING) \
                 and step.compensation_attempts >= max_attempts:
-            given_up.append(f"compensation of step {step.step.step_id} failed after "
-                            f"{step.compensation_attempts} attempts: {step.error}")
+            outcome = (f"failed after {step.compensation_attempts} attempts: {step.error}"
+                       if step.status is StepStatus.COMPENSATION_FAILED else
+                       f"was left pending after {step.compensation_attempts} attempts")
+            given_up.append(f"compensation of step {step.step.step_id} {outcome}")
             continue
         return Compensate(step)
     if given_up or state.cause == "failed":
