@@ -45,6 +45,7 @@ async def test_sagas_over_http_run_show_list_and_count(database, user_db, redis_
         metrics = (await http.get("/metrics")).text
     assert 'canonlog_sagas{state="compensated"} 1.0' in metrics
     assert 'canonlog_saga_step_seconds_count{backend="kv",outcome="succeeded"} 1.0' in metrics
+    assert "canonlog_saga_worker_passes " in metrics
     assert 'canonlog_saga_compensations_total{backend="file",outcome="compensated"} 1.0' \
         in metrics
 

@@ -70,3 +70,29 @@ async def test_every_log_line_of_a_saga_names_it_its_step_and_its_trace(world: S
     assert all(e["saga_id"] == saga_id and e["trace_id"] == "trace-7" for e in lines)
     steps = [e["step_id"] for e in lines if e["event"] == "saga step succeeded"]
     assert steps == ["reserve", "cache", "receipt"]
+
+
+async def test_a_saga_whose_backend_breaks_does_not_stop_the_worker(world: SagaWorld):
+    class Broken:
+        kind, operations = "file", frozenset({"write"})
+
+        async def apply(self, step):
+            raise RuntimeError("a bug in a backend")
+
+        async def remove(self, step):
+            return None
+
+    sagas = world.orchestrator(backends={**world.backends, "file": Broken()})
+    saga_id = await sagas.create_saga("order", order_steps(world))
+    worker = SagaRecoveryWorker(sagas, SagaIndex(world.event_log, "main"), stale_after=0.001,
+                                interval=0.01)
+    stop = asyncio.Event()
+    running = asyncio.create_task(worker.run(stop))
+    for _ in range(200):
+        if worker.passes >= 2:
+            break
+        await asyncio.sleep(0.01)
+    stop.set()
+    await running
+    assert worker.failing and "RuntimeError: a bug in a backend" in (worker.last_error or "")
+    assert (await sagas.state(saga_id)).step("receipt").status.value == "pending"

@@ -102,8 +102,9 @@ class WorkerReport:
 
 
 class SagaRecoveryWorker:
-    """Resumes stale sagas every interval seconds; errors are logged and counted, never
-    fatal, and `last_error` says what went wrong last (for health)."""
+    """Resumes stale sagas every interval seconds. No error ends it: each is logged,
+    `failing` says whether the last pass failed or left a saga failing, `last_error`
+    what went wrong last, and `passes` counts the passes done."""
 
     def __init__(self, orchestrator: SagaOrchestrator, index: SagaIndex, *,
                  stale_after: float, interval: float) -> None:
@@ -112,6 +113,7 @@ class SagaRecoveryWorker:
         self._stale_after = timedelta(seconds=stale_after)
         self._interval = interval
         self.last_error: str | None = None
+        self.failing = False
         self.passes = 0
 
     async def run_once(self) -> WorkerReport:
@@ -126,10 +128,11 @@ class SagaRecoveryWorker:
                 except SagaBusy:
                     report.busy += 1
                     continue
-                except CanonlogError as exc:
+                except Exception as exc:  # one saga's failure must not stop the others
                     report.failed += 1
                     self.last_error = f"saga {state.saga_id}: {type(exc).__name__}: {exc}"
-                    logger.error("saga resume failed", error=str(exc))
+                    logger.error("saga resume failed", error=self.last_error,
+                                 exc_info=not isinstance(exc, CanonlogError))
                     continue
                 report.resumed += 1
                 logger.info("saga resumed", status=ended.status.value)
@@ -141,9 +144,12 @@ class SagaRecoveryWorker:
         stop = stop or asyncio.Event()
         while not stop.is_set():
             try:
-                await self.run_once()
-            except CanonlogError as exc:
+                report = await self.run_once()
+                self.failing = report.failed > 0
+            except Exception as exc:  # the worker outlives a pass that fails, and says so
+                self.failing = True
                 self.last_error = f"{type(exc).__name__}: {exc}"
-                logger.error("saga worker pass failed", error=self.last_error)
+                logger.error("saga worker pass failed", error=self.last_error,
+                             exc_info=not isinstance(exc, CanonlogError))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self._interval)

@@ -84,6 +84,11 @@ async def open_saga_service(settings: Settings, client: LedgerClient,
     async with open_sagas(settings, client, observer=SagaMetrics(metrics, index)) as sagas:
         worker = SagaRecoveryWorker(sagas, index, stale_after=settings.saga_stale_after,
                                     interval=settings.saga_worker_interval)
+        Gauge("canonlog_saga_worker_failing", "1 when the saga worker's last pass failed or "
+              "left a saga failing to resume.", registry=metrics.registry
+              ).set_function(lambda: float(worker.failing))
+        Gauge("canonlog_saga_worker_passes", "Passes the saga worker has finished.",
+              registry=metrics.registry).set_function(lambda: float(worker.passes))
         stop = asyncio.Event()
         task = asyncio.create_task(worker.run(stop), name="saga-worker")
         log.info("sagas ready", backends=sorted(sagas.catalogue().operations))
