@@ -23,6 +23,7 @@ from canonlog.domain.events import (
 )
 from canonlog.domain.gateway import ExecutionPlan, WriteCommand
 from canonlog.domain.governance import GovernancePolicy, PolicyInForce
+from canonlog.domain.relay import ConsumerSettings, ConsumerState, DeliveryFailure, RangeDigest
 from canonlog.domain.saga import SagaStep
 
 if TYPE_CHECKING:
@@ -550,3 +551,116 @@ class SagaObserver(Protocol):
     def step_finished(self, backend: str, outcome: str, seconds: float, retry: bool) -> None: ...
 
     def compensation_finished(self, backend: str, outcome: str) -> None: ...
+
+
+class Destination(Protocol):
+    """A secondary store a relay consumer delivers the chain to.
+
+    deliver() returns only once the store confirmed every event; the event's
+    sequence is its idempotency key there, so delivering an event again changes
+    nothing. Raises DestinationError when the store is down, slow or answers garbage.
+    """
+
+    async def deliver(self, events: Sequence[RecordedEvent]) -> None:
+        """Writes the events (one ledger, ascending sequences) and waits for confirmation."""
+        ...
+
+    async def close(self) -> None:
+        """Releases connections; delivering afterwards is an error."""
+        ...
+
+
+class ReconcilableDestination(Destination, Protocol):
+    """A destination that can say what it holds, for reconciliation."""
+
+    async def digest(self, ledger_id: str, first: int, last: int) -> RangeDigest:
+        """Returns the RangeDigest of the ledger's (sequence, hash) pairs it holds in
+        first..last."""
+        ...
+
+    async def entries(self, ledger_id: str, first: int, last: int) -> dict[int, bytes]:
+        """Returns the hash it holds for each of the ledger's sequences in first..last."""
+        ...
+
+
+class RelayStore(Protocol):
+    """Durable consumer state: cursors, failed events and dead letters.
+
+    Every change names the consumer; an unknown one raises ConsumerNotFound.
+    """
+
+    async def register(self, settings: ConsumerSettings) -> ConsumerState:
+        """Creates the consumer at sequence 0 if new, else updates its policy; returns it."""
+        ...
+
+    async def consumer(self, name: str) -> ConsumerState:
+        """Returns the consumer's stored state."""
+        ...
+
+    async def consumers(self) -> list[ConsumerState]:
+        """Returns every registered consumer, by name."""
+        ...
+
+    async def advance(self, name: str, expected_seq: int, sequence: int, digest: bytes) -> bool:
+        """Moves the cursor from expected_seq to (sequence, digest) and clears the failures
+        it passes; returns False, changing nothing, when the cursor is elsewhere."""
+        ...
+
+    async def record_failure(self, name: str, sequence: int, digest: bytes, error: str,
+                             retry_in: float) -> DeliveryFailure:
+        """Counts a failed attempt at an event and when to try again; returns the record."""
+        ...
+
+    async def dead_letter(self, name: str, expected_seq: int, sequence: int, digest: bytes
+                          ) -> bool:
+        """Marks the failed event a dead letter and moves the cursor past it, in one step."""
+        ...
+
+    async def failures(self, name: str, *, dead_letters_only: bool = False,
+                       limit: int = 1000) -> list[DeliveryFailure]:
+        """Returns the consumer's failed events (or only dead letters), by sequence."""
+        ...
+
+    async def resolve(self, name: str, sequence: int) -> bool:
+        """Forgets a failure once its event was delivered; False if there was none."""
+        ...
+
+    async def set_paused(self, name: str, paused: bool) -> ConsumerState:
+        """Pauses or resumes the consumer; resuming also clears a stop."""
+        ...
+
+    async def stop(self, name: str, reason: str) -> None:
+        """Stops the consumer until an operator resumes it, saying why."""
+        ...
+
+
+class ConsumerLease(Protocol):
+    """One relay process per consumer: held while a relay runs, waited for by others."""
+
+    async def acquire(self, consumer: str, *, wait: bool = True) -> bool:
+        """Takes the consumer's lease, waiting for it when wait; returns whether held."""
+        ...
+
+    async def held(self) -> bool:
+        """Returns whether the lease is still held (its session alive)."""
+        ...
+
+    async def release(self) -> None:
+        """Gives the lease up; harmless when not held."""
+        ...
+
+
+class IdempotencyStore(Protocol):
+    """Results of outside requests by key, each kept until it expires."""
+
+    async def get(self, key: str) -> Any | None:
+        """Returns the stored result unless missing or expired."""
+        ...
+
+    async def put_if_absent(self, key: str, result: Any, ttl: float) -> Any:
+        """Stores the result unless a live one is there; returns the one that holds now."""
+        ...
+
+    async def delete_expired(self) -> int:
+        """Deletes expired records; returns how many."""
+        ...

@@ -326,6 +326,37 @@ class BackendRejected(SagaError):
     retrying does not help."""
 
 
+class RelayError(CanonlogError):
+    """A relay consumer cannot go on as asked."""
+
+
+class ConsumerNotFound(RelayError, LookupError):
+    """No relay consumer of that name is registered."""
+
+
+class HistoryRewritten(RelayError):
+    """A consumer's cursor names an event whose hash is no longer the chain's: the
+    chain was rewritten or cut below what the destination already holds."""
+
+    def __init__(self, sequence: int) -> None:
+        super().__init__(f"history rewritten at sequence {sequence}")
+        self.sequence = sequence
+
+
+class ConsumerStopped(RelayError):
+    """A consumer stopped on an event it could not deliver (or on a rewritten chain)
+    and waits for an operator."""
+
+
+class DestinationError(RelayError):
+    """A destination did not confirm a delivery: down, slow, or answering garbage."""
+
+
+class WebhookRejected(CanonlogError):
+    """An incoming webhook is refused: bad or missing signature, or a timestamp
+    outside the replay window. Nothing was recorded."""
+
+
 #: SQLSTATE -> error class, for the adapters' translation choke point.
 ERRORS_BY_SQLSTATE: dict[str, type[CanonlogError]] = {
     "CL001": AppendOnlyViolation,

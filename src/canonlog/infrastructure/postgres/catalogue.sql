@@ -73,9 +73,9 @@ SELECT 'role ' || r.rolname || ' is '
                     CASE WHEN r.rolreplication THEN 'REPLICATION' END,
                     CASE WHEN r.rolbypassrls THEN 'BYPASSRLS' END)
 FROM pg_roles r WHERE r.rolname IN ('canonlog_owner', 'canonlog_reader', 'canonlog_writer',
-                                    'canonlog_operator')
+                                    'canonlog_operator', 'canonlog_relay')
 UNION ALL
 SELECT 'role ' || pg_get_userbyid(m.member) || ' is a member of ' || pg_get_userbyid(m.roleid)
 FROM pg_auth_members m
 WHERE pg_get_userbyid(m.member) IN ('canonlog_owner', 'canonlog_reader', 'canonlog_writer',
-                                    'canonlog_operator')
+                                    'canonlog_operator', 'canonlog_relay')

@@ -1,10 +1,10 @@
--- Every way a role that writes, reads or operates holds more power than that:
+-- Every way a role that writes, reads, relays or operates holds more power than that:
 -- it is a superuser, a member of canonlog_owner, or owns a canonlog object.
 -- $1 true checks the session's own login; false checks the runtime roles and
 -- every role that is a member of one of them, directly or not.
 WITH RECURSIVE members AS (
     SELECT r.oid FROM pg_roles r
-    WHERE r.rolname IN ('canonlog_reader', 'canonlog_writer', 'canonlog_operator')
+    WHERE r.rolname IN ('canonlog_reader', 'canonlog_writer', 'canonlog_operator', 'canonlog_relay')
     UNION
     SELECT m.member FROM pg_auth_members m JOIN members ON m.roleid = members.oid
 ),

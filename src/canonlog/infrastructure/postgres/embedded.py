@@ -107,8 +107,8 @@ def _quoted(role: str) -> str:
 
 
 async def ensure_app_role(conn: asyncpg.Connection, role: str = APP_ROLE) -> None:
-    """Makes role a login that writes and reads (canonlog_writer, canonlog_reader) and
-    holds no operator rights, creating it if missing; a login of an older installation
+    """Makes role a login that writes, reads and relays (canonlog_writer, canonlog_reader,
+    canonlog_relay) and holds no operator rights, creating it if missing; a login of an older installation
     that was also an operator loses that membership."""
     quoted = _quoted(role)
     exists = await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", role)
@@ -116,6 +116,9 @@ async def ensure_app_role(conn: asyncpg.Connection, role: str = APP_ROLE) -> Non
         await conn.execute(f"CREATE ROLE {quoted} LOGIN IN ROLE canonlog_writer, canonlog_reader")
     elif await conn.fetchval("SELECT pg_has_role($1, 'canonlog_operator', 'MEMBER')", role):
         await conn.execute(f"REVOKE canonlog_operator FROM {quoted}")
+    # The relay and the idempotency records run on the application's login too.
+    if not await conn.fetchval("SELECT pg_has_role($1, 'canonlog_relay', 'MEMBER')", role):
+        await conn.execute(f"GRANT canonlog_relay TO {quoted}")
 
 
 async def ensure_operator_role(conn: asyncpg.Connection, role: str = OPERATOR_ROLE) -> None:
