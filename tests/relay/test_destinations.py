@@ -4,25 +4,14 @@ DestinationError, never a driver exception."""
 
 from __future__ import annotations
 
-import asyncio
-import json
 import uuid
 
 import pytest
-from aiohttp import web
 
 from canonlog.domain.errors import DestinationError
 from canonlog.domain.relay import range_digest
-from canonlog.domain.webhook_signature import verify
 from canonlog.infrastructure.destinations import DestinationOptions, open_destination
-from canonlog.infrastructure.destinations.webhook import (
-    DELIVERY_HEADER,
-    SIGNATURE_HEADER,
-    TIMESTAMP_HEADER,
-)
-from tests.relay.conftest import LEDGER
-
-SECRET = b"s" * 32
+from tests.relay.conftest import LEDGER, SECRET
 
 
 @pytest.fixture(params=["postgresql", "valkey", "jsonl"])
@@ -88,43 +77,6 @@ async def test_a_destination_that_is_down_is_a_destination_error(ledger, url):
             await destination.deliver(events)
         finally:
             await destination.close()
-
-
-class Receiver:
-    """A real local HTTP server that checks signatures and keeps events by sequence."""
-
-    def __init__(self, status: int = 200, delay: float = 0.0, garbage: bool = False) -> None:
-        self.status, self.delay, self.garbage = status, delay, garbage
-        self.held: dict[int, str] = {}
-        self.deliveries: list[str] = []
-
-    async def handle(self, request: web.Request) -> web.Response:
-        body = await request.read()
-        await asyncio.sleep(self.delay)
-        verify(SECRET, request.headers.get(SIGNATURE_HEADER),
-               request.headers.get(TIMESTAMP_HEADER), body, now=__import__("time").time(),
-               window=300)
-        self.deliveries.append(request.headers[DELIVERY_HEADER])
-        if self.garbage:
-            return web.Response(status=502, text="<html>bad gateway</html>")
-        for event in json.loads(body)["events"]:
-            self.held[event["sequence"]] = event["hash"]
-        return web.Response(status=self.status)
-
-
-@pytest.fixture
-async def receiver():
-    state = Receiver()
-    app = web.Application()
-    app.router.add_post("/hook", state.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    state.url = f"http://127.0.0.1:{port}/hook"  # type: ignore[attr-defined]
-    yield state
-    await runner.cleanup()
 
 
 async def test_a_webhook_posts_signed_events_and_a_2xx_confirms(ledger, receiver):

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from canonlog.domain.ceremony import Ceremony
 from canonlog.domain.errors import CanonlogError
@@ -570,6 +570,7 @@ class Destination(Protocol):
         ...
 
 
+@runtime_checkable
 class ReconcilableDestination(Destination, Protocol):
     """A destination that can say what it holds, for reconciliation."""
 

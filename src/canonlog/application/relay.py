@@ -67,16 +67,19 @@ class RelayConsumer:
         self._retry_seq = 0
         self._retry_at = 0.0
         self._attempts = 0
+        self._backlog = False
 
     async def step(self) -> int:
         """Delivers at most one batch; returns how many events it synced (0: nothing to
         do now). Raises HistoryRewritten or ConsumerStopped when the consumer must stop."""
+        self._backlog = False
         state = await self._store.consumer(self.name)
         if state.paused:
             return 0
         if state.stopped is not None:
             raise ConsumerStopped(f"consumer {self.name!r} is stopped: {state.stopped}")
         events = await self._unsynced(state)
+        self._backlog = bool(events)
         if not events:
             return 0
         first = events[0]
@@ -99,6 +102,20 @@ class RelayConsumer:
                              "is another relay running it without the lease?")
         self._retry_seq = 0
         return len(batch)
+
+    async def drain(self) -> int:
+        """Steps until nothing is left to deliver now (waiting out retries); returns how
+        many events it synced. Raises what step() raises."""
+        synced = 0
+        while True:
+            count = await self.step()
+            synced += count
+            if count:
+                continue
+            if not self._backlog:
+                return synced
+            if self._retry_seq:
+                await asyncio.sleep(max(0.0, self._retry_at - time.monotonic()))
 
     async def _unsynced(self, state: ConsumerState) -> list[RecordedEvent]:
         """The events after the cursor, having checked the chain still holds the cursor."""

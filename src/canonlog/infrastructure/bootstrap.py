@@ -22,8 +22,10 @@ import structlog
 from canonlog.application.checkpoints import CheckpointPublisher, CheckpointSigner, SignedCheckpoints
 from canonlog.application.client import LedgerClient, StreamGuard
 from canonlog.application.gateway import WriteGateway
+from canonlog.application.idempotency import IdempotencyService
 from canonlog.application.ports import (
     CanonicalWriter,
+    Destination,
     EventLog,
     EventReader,
     HaltChannel,
@@ -32,26 +34,32 @@ from canonlog.application.ports import (
     SagaObserver,
     WriterLease,
 )
+from canonlog.application.relay import RelayConfig, RelayConsumer
 from canonlog.application.witness import CheckpointWitness
 from canonlog.application.writer import EventWriterService, WriterConfig
 from canonlog.domain.checkpoint import TrustedKey, check_key_name
 from canonlog.domain.errors import (
     CheckpointFormatError,
+    ConsumerNotFound,
     GatewayPolicyError,
     GovernedStreamRefused,
     OperatorLoginMissing,
 )
 from canonlog.domain.gateway import GatewayPolicies, LedgerExecutor
+from canonlog.domain.relay import ConsumerSettings
 from canonlog.infrastructure.checkpoint_store import DirectoryCheckpointStore, FileWitnessState
+from canonlog.infrastructure.destinations import DestinationOptions, open_destination
 from canonlog.infrastructure.gateway_policy_file import load_policy_file
 from canonlog.infrastructure.head_store import FileHeadStore
 from canonlog.infrastructure.keyfiles import load_private_key, public_bytes
 from canonlog.infrastructure.parallel_verification import ParallelChainChecker, default_processes
 from canonlog.infrastructure.postgres.asyncpg_log import AsyncpgEventLog, translated
 from canonlog.infrastructure.postgres.embedded import EmbeddedServer, provision, start_embedded
+from canonlog.infrastructure.postgres.idempotency import PostgresIdempotencyStore
 from canonlog.infrastructure.postgres.inspector import PostgresInspector
 from canonlog.infrastructure.postgres.migrations import migrate
 from canonlog.infrastructure.postgres.notifier import PostgresNotifier
+from canonlog.infrastructure.postgres.relay_store import AdvisoryConsumerLease, PostgresRelayStore
 from canonlog.infrastructure.settings import Settings
 
 if TYPE_CHECKING:
@@ -502,3 +510,53 @@ async def open_sagas(settings: Settings, client: LedgerClient, *,
                 retry_base_delay=settings.saga_retry_base_delay, observer=observer)
     finally:
         await lock_pool.close()
+
+
+# -- the relay ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RelayWiring:
+    """What the relay's commands and endpoints use: the chain's reader, the relay's
+    store, the idempotency service, and how to build a consumer's parts."""
+
+    log: AsyncpgEventLog
+    store: PostgresRelayStore
+    idempotency: IdempotencyService
+    dsn: str
+    settings: Settings
+
+    def consumer_settings(self, name: str) -> ConsumerSettings:
+        return ConsumerSettings(name, self.settings.ledger, self.settings.relay_poison_policy,
+                                self.settings.relay_max_attempts)
+
+    async def destination(self, name: str) -> Destination:
+        """Opens the destination configured for the consumer (relay_destinations)."""
+        url = self.settings.relay_consumers.get(name)
+        if url is None:
+            raise ConsumerNotFound(f"no destination is configured for consumer {name!r} "
+                                   "(CANONLOG_RELAY_DESTINATIONS='NAME=URL ...')")
+        secret = (self.settings.relay_webhook_secret or "").encode("utf-8")
+        return await open_destination(url, DestinationOptions(secret, self.settings.relay_timeout))
+
+    def consumer(self, name: str, destination: Destination,
+                 notifier: PostgresNotifier | None = None) -> RelayConsumer:
+        config = RelayConfig(batch_size=self.settings.relay_batch_size,
+                             poll_interval=self.settings.relay_poll_interval)
+        return RelayConsumer(name, self.log, self.store, destination, notifier=notifier,
+                             config=config)
+
+    def lease(self) -> AdvisoryConsumerLease:
+        return AdvisoryConsumerLease(self.dsn)
+
+
+@asynccontextmanager
+async def open_relay(settings: Settings) -> AsyncIterator[RelayWiring]:
+    """Yields the relay's wiring on the configured database, closing it afterwards."""
+    async with open_event_log(settings) as (log, connections):
+        store = await PostgresRelayStore.connect(connections.dsn)
+        try:
+            yield RelayWiring(log, store, IdempotencyService(PostgresIdempotencyStore(store.pool)),
+                              connections.dsn, settings)
+        finally:
+            await store.close()

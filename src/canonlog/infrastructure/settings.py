@@ -138,6 +138,18 @@ class Settings(BaseSettings):
     saga_files_dir: Path | None = Field(default=None, description="the file backend's directory")
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
     log_format: Literal["console", "json"] = "console"
+    # -- the relay and webhook intake
+    relay_destinations: str = Field(
+        default="", description="relay consumers, 'NAME=URL' separated by spaces or newlines")
+    relay_webhook_secret: str | None = Field(default=None, description="signs webhook deliveries")
+    relay_timeout: float = Field(default=10.0, gt=0, description="seconds a destination may take")
+    relay_max_attempts: int = Field(default=8, ge=1, description="attempts before the poison policy")
+    relay_poison_policy: Literal["stop", "dead_letter"] = "dead_letter"
+    relay_batch_size: int = Field(default=500, ge=1, le=100_000)
+    relay_poll_interval: float = Field(default=1.0, gt=0, description="seconds between polls")
+    webhook_intake_secret: str | None = Field(
+        default=None, description="HMAC secret of incoming webhooks; unset: intake refuses all")
+    webhook_replay_window: float = Field(default=300.0, gt=0, description="seconds of clock skew")
 
     @model_validator(mode="after")
     def _renewal_within_ttl(self) -> Settings:
@@ -177,6 +189,17 @@ class Settings(BaseSettings):
     def origin_for(self, ledger_id: str) -> str:
         """The origin line of the ledger's checkpoints."""
         return self.checkpoint_origin or default_origin(ledger_id)
+
+    @property
+    def relay_consumers(self) -> dict[str, str]:
+        """The configured relay consumers: name -> destination URL."""
+        consumers: dict[str, str] = {}
+        for entry in self.relay_destinations.split():
+            name, equals, url = entry.partition("=")
+            if not equals or not name or not url:
+                raise ValueError(f"relay destination {entry!r} is not 'NAME=URL'")
+            consumers[name] = url
+        return consumers
 
     @property
     def limits(self) -> Limits:

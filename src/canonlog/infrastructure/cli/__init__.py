@@ -3,8 +3,8 @@
 One module per group of commands: db (db, dev, demo), serve, ledger (head, read, export),
 verify, checkpoints (checkpoint ...), governance (halt, resume, failover), policy
 (ledger init, ledger adopt-policy, policy ...), keys,
-append, gateway (write ..., audit), sagas (saga ...). support holds the exit codes and the one
-mapping of errors to them.
+append, gateway (write ..., audit), sagas (saga ...), relay (relay ..., reconcile).
+support holds the exit codes and the one mapping of errors to them.
 
 Exit codes: 0 success; 1 verification found a problem; 2 usage error;
 3 refused by canonlog (halted, conflict, invalid input, schema problem);
@@ -28,6 +28,7 @@ from canonlog.infrastructure.cli import (
     keys,
     ledger,
     policy,
+    relay,
     sagas,
     serve,
     verify,
@@ -54,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     # In the order `canonlog --help` lists them.
     for group in (db, serve, ledger, policy, verify, checkpoints, governance, keys, append,
-                  gateway, sagas):
+                  gateway, sagas, relay):
         group.register(sub)
     return parser
 

@@ -32,18 +32,20 @@ class JsonLinesDestination:
 
     def _load(self) -> dict[int, tuple[str, bytes]]:
         held: dict[int, tuple[str, bytes]] = {}
-        if self._path.exists():
-            with self._path.open("rb") as f:
-                for number, line in enumerate(f, 1):
-                    if not line.strip():
-                        continue
-                    try:
-                        record = orjson.loads(line)
-                        held[int(record["sequence"])] = (str(record["ledger_id"]),
-                                                         bytes.fromhex(record["hash"]))
-                    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-                        raise DestinationError(f"{self._path}:{number}: not an event line: "
-                                               f"{exc}") from exc
+        try:
+            lines = self._path.read_bytes().splitlines() if self._path.exists() else []
+        except OSError as exc:
+            raise DestinationError(f"cannot read {self._path}: {exc}") from exc
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                record = orjson.loads(line)
+                held[int(record["sequence"])] = (str(record["ledger_id"]),
+                                                 bytes.fromhex(record["hash"]))
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+                raise DestinationError(f"{self._path}:{number}: not an event line: "
+                                       f"{exc}") from exc
         return held
 
     def _write(self, events: Sequence[RecordedEvent]) -> None:

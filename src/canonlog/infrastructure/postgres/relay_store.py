@@ -55,6 +55,11 @@ class PostgresRelayStore:
             pool = await asyncpg.create_pool(dsn, min_size=1, max_size=max_size)
         return cls(pool)
 
+    @property
+    def pool(self) -> asyncpg.Pool:
+        """The pool, for the idempotency store that shares it."""
+        return self._pool
+
     async def close(self) -> None:
         await self._pool.close()
 
