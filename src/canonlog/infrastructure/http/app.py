@@ -31,6 +31,7 @@ from canonlog.infrastructure.http import (
     routes_gateway,
     routes_ledger,
     routes_operations,
+    routes_relay,
     routes_sagas,
     routes_tail,
 )
@@ -40,6 +41,7 @@ from canonlog.infrastructure.http.ceremonies import LedgerCeremonies
 from canonlog.infrastructure.http.errors import install_error_handlers
 from canonlog.infrastructure.http.metrics import ServiceMetrics
 from canonlog.infrastructure.http.middleware import RequestContextMiddleware
+from canonlog.infrastructure.http.relay_runtime import relay_configured, relay_runtime
 from canonlog.infrastructure.http.sagas import open_saga_service
 from canonlog.infrastructure.http.service import CheckpointSource, LedgerService
 from canonlog.infrastructure.settings import Settings
@@ -143,6 +145,8 @@ def create_app(settings: Settings, config: ServiceConfig, *,
                             "approvals are refused until CANONLOG_OPERATOR_DSN is set")
             service = LedgerService(client, metrics, writer_id=settings.writer_id,
                                     checkpoints=config.checkpoints, limits=settings.limits)
+            app.state.relay = await stack.enter_async_context(
+                relay_runtime(settings, client, metrics))
             app.state.service = service
             app.state.ceremonies = LedgerCeremonies(client.event_log, governed, client.ledger_id)
             if settings.gateway_policy_file is not None:
@@ -173,6 +177,8 @@ def create_app(settings: Settings, config: ServiceConfig, *,
                (routes_ceremonies.router, "ceremonies"), (routes_operations.router, "operations"),
                (routes_gateway.router, "gateway"), (routes_sagas.router, "sagas"),
                (routes_operations.health, "health")]
+    if relay_configured(settings):
+        routers.append((routes_relay.router, "relay"))
     for router, tag in routers:
         app.include_router(router, tags=[tag])
     app.state.api_routes = [r for router, _ in routers for r in router.routes

@@ -70,6 +70,9 @@ STATUS_BY_ERROR: dict[type[CanonlogError], int] = {
     canonlog_errors.SagaError: 409,
     canonlog_errors.BackendUnavailable: 503,
     canonlog_errors.BackendRejected: 422,
+    canonlog_errors.WebhookRejected: 401,
+    canonlog_errors.ConsumerNotFound: 404,
+    canonlog_errors.RelayError: 409,
 }
 
 #: Codes of the statuses the service answers without a more specific code.
