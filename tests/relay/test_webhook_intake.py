@@ -78,20 +78,21 @@ async def test_concurrent_duplicates_produce_one_event(service):
     assert len(await webhook_events(service.app_dsn)) == 1
 
 
-@pytest.mark.parametrize("tamper", ["body", "signature", "old", "future", "missing"])
-async def test_a_bad_signature_or_timestamp_is_refused_and_records_nothing(service, tamper):
+async def test_a_bad_signature_or_timestamp_is_refused_and_records_nothing(service):
     body = b'{"n": 1}'
-    headers = signed(body, "d-x", time.time() - 3600 if tamper == "old" else
-                     time.time() + 3600 if tamper == "future" else None)
-    if tamper == "signature":
-        headers["X-Canonlog-Signature"] = "v1=" + "0" * 64
-    if tamper == "missing":
-        del headers["X-Canonlog-Signature"]
-    sent = b'{"n": 2}' if tamper == "body" else body
     async with service.client() as http:
-        response = await http.post("/v1/webhooks/shop", content=sent, headers=headers)
+        for tamper in ("body", "signature", "old", "future", "missing"):
+            headers = signed(body, "d-x", time.time() - 3600 if tamper == "old" else
+                             time.time() + 3600 if tamper == "future" else None)
+            if tamper == "signature":
+                headers["X-Canonlog-Signature"] = "v1=" + "0" * 64
+            if tamper == "missing":
+                del headers["X-Canonlog-Signature"]
+            sent = b'{"n": 2}' if tamper == "body" else body
+            response = await http.post("/v1/webhooks/shop", content=sent, headers=headers)
+            assert response.status_code == 401, (tamper, response.text)
+            assert response.json()["error"]["code"] == "webhook_rejected", tamper
         status = await http.get("/v1/webhooks/shop/deliveries/d-x")
-    assert response.status_code == 401, response.text
     assert status.status_code == 404
     assert await webhook_events(service.app_dsn) == []
 
