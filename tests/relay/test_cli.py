@@ -107,3 +107,46 @@ async def test_a_relay_killed_before_its_cursor_moved_redelivers_without_duplica
     assert again.code == 0 and json.loads(again.stdout)["synced"] == head
     assert receiver.deliveries == [f"{LEDGER}:1-{head}"] * 2
     assert sorted(receiver.held) == list(range(1, head + 1))
+
+
+async def test_a_malformed_destination_setting_is_a_usage_error(cli):
+    result = await cli("relay", "status", env={"CANONLOG_RELAY_DESTINATIONS": "no-equals-sign"})
+    assert result.code == 2 and "is not 'NAME=URL'" in result.stderr
+
+
+async def test_two_relay_processes_for_one_consumer_one_runs_the_other_takes_over(
+        database, cli, ledger):
+    async def start():
+        return await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "canonlog", "--dsn", database.app.uri(), "--admin-dsn",
+            database.admin.uri(), "relay", "run", "file", cwd=ROOT,
+            env=cli.env | {"CANONLOG_RELAY_POLL_INTERVAL": "0.05"},
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+
+    async def cursor_reaches(conn, sequence: int) -> None:
+        for _ in range(500):
+            if await conn.fetchval("SELECT cursor_seq FROM canonlog.relay_consumers "
+                                   "WHERE consumer = 'file'") == sequence:
+                return
+            await asyncio.sleep(0.02)
+        raise AssertionError(f"the cursor did not reach {sequence}")
+
+    conn = await asyncpg.connect(database.admin.uri())
+    first = await start()
+    second = None
+    try:
+        await cursor_reaches(conn, await ledger.append(3))
+        second = await start()
+        await asyncio.sleep(1.0)  # long enough for the second to have tried the lease
+        holders = await conn.fetch("SELECT pid FROM pg_locks WHERE locktype = 'advisory' "
+                                   "AND classid::int = 1668050793 AND granted")
+        assert len(holders) == 1 and second.returncode is None
+        first.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(first.wait(), 10) == 0
+        await cursor_reaches(conn, await ledger.append(2))  # delivered by the second
+    finally:
+        for process in (first, second):
+            if process is not None and process.returncode is None:
+                process.kill()
+                await process.wait()
+        await conn.close()

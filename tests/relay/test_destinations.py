@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from canonlog.domain.errors import DestinationError
+from canonlog.domain.errors import DestinationError, InvalidConsumer
 from canonlog.domain.relay import range_digest
 from canonlog.infrastructure.destinations import DestinationOptions, open_destination
 from tests.relay.conftest import LEDGER, SECRET
@@ -108,7 +108,7 @@ async def test_a_slow_or_garbage_answering_webhook_is_a_destination_error(ledger
 
 
 async def test_an_unknown_scheme_or_a_webhook_without_secret_is_refused():
-    with pytest.raises(ValueError, match="no destination for URL scheme 'ftp'"):
+    with pytest.raises(InvalidConsumer, match="no destination for URL scheme 'ftp'"):
         await open_destination("ftp://x/y")
-    with pytest.raises(ValueError, match="secret"):
+    with pytest.raises(InvalidConsumer, match="secret"):
         await open_destination("http://127.0.0.1/hook")

@@ -9,7 +9,7 @@ import asyncpg
 import pytest
 
 from canonlog.application.idempotency import IdempotencyService, generate_idempotency_key
-from canonlog.domain.errors import InvalidEvent
+from canonlog.domain.errors import InvalidEvent, InvalidIdempotencyKey
 from canonlog.infrastructure.postgres.idempotency import PostgresIdempotencyStore
 
 
@@ -59,7 +59,7 @@ async def test_cleanup_deletes_only_expired_records(service):
 
 
 async def test_bad_keys_and_ttls_are_refused(service):
-    with pytest.raises(ValueError):
+    with pytest.raises(InvalidIdempotencyKey):
         await service.store("", {"n": 1})
     with pytest.raises(ValueError):
         await service.store("k", {"n": 1}, ttl=0)

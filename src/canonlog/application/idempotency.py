@@ -15,6 +15,7 @@ from typing import Any
 
 from canonlog.application.ports import IdempotencyStore
 from canonlog.domain.canonical import canonical_json
+from canonlog.domain.errors import InvalidIdempotencyKey
 
 #: How long a stored result is returned to retries, by default: a day.
 DEFAULT_TTL = 24 * 3600.0
@@ -26,7 +27,7 @@ def generate_idempotency_key(operation: str, aggregate_id: str, payload: Any) ->
     ordered or spaced) give one key. Raises InvalidEvent for a payload that is not
     canonical JSON material (NaN, unpaired surrogates, too deep)."""
     if not operation or not aggregate_id:
-        raise ValueError("operation and aggregate_id must not be empty")
+        raise InvalidIdempotencyKey("operation and aggregate_id must not be empty")
     digest = hashlib.sha256(canonical_json(payload, what="idempotency payload")).hexdigest()
     return f"{operation}:{aggregate_id}:{digest[:16]}"
 
@@ -36,7 +37,7 @@ class IdempotencyService:
 
     def __init__(self, store: IdempotencyStore, *, default_ttl: float = DEFAULT_TTL) -> None:
         if default_ttl <= 0:
-            raise ValueError("default_ttl must be positive")
+            raise InvalidIdempotencyKey("default_ttl must be positive")
         self._store = store
         self._default_ttl = default_ttl
 
@@ -52,7 +53,7 @@ class IdempotencyService:
         _check_key(key)
         ttl = self._default_ttl if ttl is None else ttl
         if ttl <= 0:
-            raise ValueError("ttl must be positive")
+            raise InvalidIdempotencyKey("ttl must be positive")
         canonical_json(result, what="idempotency result")
         return await self._store.put_if_absent(key, result, ttl)
 
@@ -63,4 +64,4 @@ class IdempotencyService:
 
 def _check_key(key: str) -> None:
     if not 1 <= len(key) <= 512:
-        raise ValueError("an idempotency key is 1 to 512 characters")
+        raise InvalidIdempotencyKey("an idempotency key is 1 to 512 characters")

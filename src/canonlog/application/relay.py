@@ -239,6 +239,19 @@ class ConsumerStatus:
     failing: int
     dead_letters: int
 
+    def to_json(self) -> dict[str, Any]:
+        """The status as the CLI and the HTTP service render it."""
+        state = self.state
+        return {"consumer": state.name, "ledger_id": state.ledger_id,
+                "cursor": {"sequence": state.cursor_seq,
+                           "hash": state.cursor_hash.hex() if state.cursor_hash else None},
+                "head": self.head, "lag_events": self.lag_events,
+                "lag_seconds": round(self.lag_seconds, 3), "failing": self.failing,
+                "dead_letters": self.dead_letters, "paused": state.paused,
+                "stopped": state.stopped, "poison_policy": state.poison_policy,
+                "max_attempts": state.max_attempts,
+                "synced_at": state.synced_at.isoformat() if state.synced_at else None}
+
 
 async def consumer_status(name: str, reader: EventReader, store: RelayStore,
                           now: datetime | None = None) -> ConsumerStatus:

@@ -334,6 +334,10 @@ class ConsumerNotFound(RelayError, LookupError):
     """No relay consumer of that name is registered."""
 
 
+class InvalidConsumer(RelayError, ValueError):
+    """A consumer's settings are malformed, or name another ledger than its own."""
+
+
 class HistoryRewritten(RelayError):
     """A consumer's cursor names an event whose hash is no longer the chain's: the
     chain was rewritten or cut below what the destination already holds."""
@@ -350,6 +354,10 @@ class ConsumerStopped(RelayError):
 
 class DestinationError(RelayError):
     """A destination did not confirm a delivery: down, slow, or answering garbage."""
+
+
+class InvalidIdempotencyKey(CanonlogError, ValueError):
+    """An idempotency key or time to live is malformed; nothing was stored."""
 
 
 class WebhookRejected(CanonlogError):

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
+from canonlog.domain.errors import InvalidConsumer
+
 #: What a consumer does with an event that failed max_attempts times: stop and wait
 #: for an operator, or set the event aside as a dead letter and go on.
 PoisonPolicy = Literal["stop", "dead_letter"]
@@ -32,12 +34,12 @@ class ConsumerSettings:
     max_attempts: int = 8
 
     def __post_init__(self) -> None:
-        if not 1 <= len(self.name) <= 128:
-            raise ValueError("a consumer name is 1 to 128 characters")
+        if not 1 <= len(self.name) <= 128 or not self.name.isprintable():
+            raise InvalidConsumer("a consumer name is 1 to 128 printable characters")
         if self.poison_policy not in POISON_POLICIES:
-            raise ValueError(f"poison policy must be one of {POISON_POLICIES}")
+            raise InvalidConsumer(f"poison policy must be one of {POISON_POLICIES}")
         if self.max_attempts < 1:
-            raise ValueError("max_attempts must be at least 1")
+            raise InvalidConsumer("max_attempts must be at least 1")
 
 
 @dataclass(frozen=True, slots=True)

@@ -554,7 +554,7 @@ class RelayWiring:
 async def open_relay(settings: Settings) -> AsyncIterator[RelayWiring]:
     """Yields the relay's wiring on the configured database, closing it afterwards."""
     async with open_event_log(settings) as (log, connections):
-        store = await PostgresRelayStore.connect(connections.dsn)
+        store = await PostgresRelayStore.connect(connections.dsn, max_size=settings.pool_size)
         try:
             yield RelayWiring(log, store, IdempotencyService(PostgresIdempotencyStore(store.pool)),
                               connections.dsn, settings)

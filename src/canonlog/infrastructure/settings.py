@@ -162,6 +162,12 @@ class Settings(BaseSettings):
             )
         return self
 
+    @field_validator("relay_destinations")
+    @classmethod
+    def _relay_destinations_parse(cls, value: str) -> str:
+        parse_relay_destinations(value)
+        return value
+
     @field_validator("checkpoint_public_keys", "witness_keys")
     @classmethod
     def _named_keys_parse(cls, value: str) -> str:
@@ -193,13 +199,7 @@ class Settings(BaseSettings):
     @property
     def relay_consumers(self) -> dict[str, str]:
         """The configured relay consumers: name -> destination URL."""
-        consumers: dict[str, str] = {}
-        for entry in self.relay_destinations.split():
-            name, equals, url = entry.partition("=")
-            if not equals or not name or not url:
-                raise ValueError(f"relay destination {entry!r} is not 'NAME=URL'")
-            consumers[name] = url
-        return consumers
+        return parse_relay_destinations(self.relay_destinations)
 
     @property
     def limits(self) -> Limits:
@@ -227,3 +227,16 @@ def parse_named_keys(text: str) -> list[tuple[str, bytes]]:
             raise ValueError(f"public key of {name.strip()!r} is {len(raw)} bytes; Ed25519 keys are 32")
         keys.append((name.strip(), raw))
     return keys
+
+
+def parse_relay_destinations(text: str) -> dict[str, str]:
+    """Parses 'NAME=URL NAME=URL' (spaces or newlines between entries) into name -> URL."""
+    consumers: dict[str, str] = {}
+    for entry in text.split():
+        name, equals, url = entry.partition("=")
+        if not equals or not name or not url:
+            raise ValueError(f"relay destination {entry!r} is not 'NAME=URL'")
+        if name in consumers:
+            raise ValueError(f"relay consumer {name!r} is named twice")
+        consumers[name] = url
+    return consumers

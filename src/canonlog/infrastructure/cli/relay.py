@@ -15,7 +15,7 @@ from typing import Any
 
 from canonlog.application.ports import ReconcilableDestination
 from canonlog.application.reconciliation import reconcile
-from canonlog.application.relay import ConsumerStatus, consumer_status, replay_dead_letters
+from canonlog.application.relay import consumer_status, replay_dead_letters
 from canonlog.domain.relay import DeliveryFailure, ReconciliationReport
 from canonlog.infrastructure.bootstrap import open_relay
 from canonlog.infrastructure.cli.support import (
@@ -29,20 +29,6 @@ from canonlog.infrastructure.cli.support import (
 )
 from canonlog.infrastructure.postgres.notifier import PostgresNotifier
 from canonlog.infrastructure.settings import Settings
-
-
-def status_json(status: ConsumerStatus) -> dict[str, Any]:
-    """A consumer's status as the CLI and the HTTP service render it."""
-    state = status.state
-    return {"consumer": state.name, "ledger_id": state.ledger_id,
-            "cursor": {"sequence": state.cursor_seq,
-                       "hash": state.cursor_hash.hex() if state.cursor_hash else None},
-            "head": status.head, "lag_events": status.lag_events,
-            "lag_seconds": round(status.lag_seconds, 3), "failing": status.failing,
-            "dead_letters": status.dead_letters, "paused": state.paused,
-            "stopped": state.stopped, "poison_policy": state.poison_policy,
-            "max_attempts": state.max_attempts,
-            "synced_at": state.synced_at.isoformat() if state.synced_at else None}
 
 
 def failure_json(failure: DeliveryFailure) -> dict[str, Any]:
@@ -87,7 +73,7 @@ async def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
             [state.name for state in await relay.store.consumers()]
         statuses = [await consumer_status(name, relay.log, relay.store) for name in names]
     if args.json:
-        print_json([status_json(s) for s in statuses])
+        print_json([s.to_json() for s in statuses])
         return EXIT_OK
     for s in statuses:
         flag = " stopped: " + s.state.stopped if s.state.stopped else \

@@ -12,6 +12,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 from canonlog.application.ports import Destination
+from canonlog.domain.errors import InvalidConsumer
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,7 +24,8 @@ class DestinationOptions:
 
 
 async def open_destination(url: str, options: DestinationOptions | None = None) -> Destination:
-    """Returns the destination the URL names; raises ValueError for an unknown scheme."""
+    """Returns the destination the URL names; raises InvalidConsumer for an unknown
+    scheme or a webhook without a secret."""
     options = options or DestinationOptions()
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
@@ -41,10 +43,10 @@ async def open_destination(url: str, options: DestinationOptions | None = None) 
     if scheme in ("http", "https"):
         from canonlog.infrastructure.destinations.webhook import WebhookDestination
         if not options.webhook_secret:
-            raise ValueError("a webhook destination needs a secret to sign with")
+            raise InvalidConsumer("a webhook destination needs a secret to sign with")
         return WebhookDestination(url, options.webhook_secret, timeout=options.timeout)
     if scheme == "file":
         from canonlog.infrastructure.destinations.jsonl import JsonLinesDestination
         return JsonLinesDestination(Path(parts.path))
-    raise ValueError(f"no destination for URL scheme {parts.scheme!r} "
+    raise InvalidConsumer(f"no destination for URL scheme {parts.scheme!r} "
                      "(postgresql, redis, valkey, http, https, file)")

@@ -82,11 +82,11 @@ class RelayGauges:
 
 async def _keep_gauges(gauges: RelayGauges, wiring: RelayWiring) -> None:
     while True:
+        await asyncio.sleep(GAUGE_INTERVAL)
         try:
             await gauges.refresh(wiring)
         except CanonlogError as exc:
             log.warning("relay gauges not refreshed", error=str(exc))
-        await asyncio.sleep(GAUGE_INTERVAL)
 
 
 async def _run_intake_consumer(wiring: RelayWiring, handler: WebhookHandler) -> None:
@@ -120,13 +120,16 @@ async def relay_runtime(settings: Settings, events: EventStore, metrics: Service
         yield None
         return
     async with open_relay(settings) as wiring:
-        tasks = [asyncio.ensure_future(_keep_gauges(RelayGauges(metrics), wiring))]
         intake = None
         if settings.webhook_intake_secret:
             await wiring.store.register(wiring.consumer_settings(INTAKE_CONSUMER))
             intake = WebhookIntake(events, wiring.idempotency, wiring.store,
                                    settings.webhook_intake_secret.encode("utf-8"),
                                    replay_window=settings.webhook_replay_window)
+        gauges = RelayGauges(metrics)
+        await gauges.refresh(wiring)
+        tasks = [asyncio.ensure_future(_keep_gauges(gauges, wiring))]
+        if intake is not None:
             tasks.append(asyncio.ensure_future(_run_intake_consumer(wiring, handler)))
         try:
             yield RelayRuntime(wiring, intake)

@@ -9,7 +9,6 @@ from pydantic import BaseModel
 
 from canonlog.application.relay import consumer_status
 from canonlog.domain.errors import ConsumerNotFound
-from canonlog.infrastructure.cli.relay import status_json
 from canonlog.infrastructure.destinations.webhook import (
     DELIVERY_HEADER,
     SIGNATURE_HEADER,
@@ -85,7 +84,7 @@ router = APIRouter(prefix="/v1", responses=errors(401, 403, 422, 503))
 @router.get("/relay/consumers", response_model=ConsumerList, summary="Every relay consumer")
 async def consumers(relay: Relay, principal: Reader) -> dict[str, Any]:
     wiring = relay.wiring
-    return {"consumers": [status_json(await consumer_status(s.name, wiring.log, wiring.store))
+    return {"consumers": [(await consumer_status(s.name, wiring.log, wiring.store)).to_json()
                           for s in await wiring.store.consumers()]}
 
 
@@ -96,7 +95,7 @@ async def consumer(name: Name, relay: Relay, principal: Reader) -> dict[str, Any
         status = await consumer_status(name, relay.wiring.log, relay.wiring.store)
     except ConsumerNotFound as exc:
         raise ApiError(404, "consumer_not_found", str(exc)) from exc
-    return status_json(status)
+    return status.to_json()
 
 
 @router.post("/webhooks/{source}", status_code=202, response_model=IntakeOut,

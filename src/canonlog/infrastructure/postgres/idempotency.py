@@ -12,6 +12,7 @@ from typing import Any
 import asyncpg
 import orjson
 
+from canonlog.domain.errors import StorageError
 from canonlog.infrastructure.postgres.asyncpg_log import translated
 from canonlog.infrastructure.postgres.relay_store import QUERIES
 
@@ -38,7 +39,7 @@ class PostgresIdempotencyStore:
             if text is not None:
                 return orjson.loads(text)
             # The live record expired between the two statements: store again.
-        raise AssertionError("an idempotency record kept expiring while being stored")
+        raise StorageError(f"the idempotency record {key!r} kept expiring while being stored")
 
     async def delete_expired(self) -> int:
         async with translated():

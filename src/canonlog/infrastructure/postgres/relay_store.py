@@ -14,7 +14,7 @@ from typing import Any
 
 import asyncpg
 
-from canonlog.domain.errors import CanonlogError, ConsumerNotFound
+from canonlog.domain.errors import CanonlogError, ConsumerNotFound, InvalidConsumer
 from canonlog.domain.relay import ConsumerSettings, ConsumerState, DeliveryFailure
 from canonlog.infrastructure.postgres.asyncpg_log import translated
 from canonlog.infrastructure.postgres.queries import load_queries
@@ -70,7 +70,7 @@ class PostgresRelayStore:
                 settings.poison_policy, settings.max_attempts)
         if row is None:
             existing = await self.consumer(settings.name)
-            raise ValueError(f"consumer {settings.name!r} follows ledger {existing.ledger_id!r}, "
+            raise InvalidConsumer(f"consumer {settings.name!r} follows ledger {existing.ledger_id!r}, "
                              f"not {settings.ledger_id!r}")
         return _state(row)
 
