@@ -47,6 +47,13 @@ async def test_run_status_pause_resume_and_reconcile(cli, ledger, projection_dsn
     report = (await cli.ok("reconcile", "proj", "--json")).json()
     assert (report["missing"], report["redelivered"], report["clean"]) == ([3], 1, False)
     assert (await cli.ok("reconcile", "proj", "--json")).json()["clean"]
+    conn = await asyncpg.connect(projection_dsn)
+    try:
+        await conn.execute("UPDATE canonlog_projection SET hash = sha256(hash) WHERE seq = 5")
+    finally:
+        await conn.close()
+    altered = await cli("reconcile", "proj", "--json")
+    assert altered.code == 1 and altered.json()["altered"] == [5]
 
 
 async def test_dead_letters_are_listed_and_replayed(cli, ledger, tmp_path):

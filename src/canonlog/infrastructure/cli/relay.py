@@ -20,7 +20,7 @@ from canonlog.domain.relay import DeliveryFailure, ReconciliationReport
 from canonlog.infrastructure.bootstrap import open_relay
 from canonlog.infrastructure.cli.support import (
     EXIT_OK,
-    EXIT_REFUSED,
+    EXIT_VERIFY_FAILED,
     add_command,
     add_group,
     print_json,
@@ -139,7 +139,7 @@ async def cmd_reconcile(settings: Settings, args: argparse.Namespace) -> int:
            f"missing {list(report.missing)}, extra {list(report.extra)}, altered "
            f"{list(report.altered)}; redelivered {report.redelivered}; "
            f"{report.expired_idempotency_records} expired idempotency records deleted")
-    return EXIT_OK if not (report.extra or report.altered) else EXIT_REFUSED
+    return EXIT_OK if not (report.extra or report.altered) else EXIT_VERIFY_FAILED
 
 
 def register(sub: Any) -> None:
