@@ -112,3 +112,17 @@ async def test_an_unknown_scheme_or_a_webhook_without_secret_is_refused():
         await open_destination("ftp://x/y")
     with pytest.raises(InvalidConsumer, match="secret"):
         await open_destination("http://127.0.0.1/hook")
+
+
+async def test_a_stream_key_holding_something_else_is_a_destination_error(ledger, redis_url):
+    import redis.asyncio
+    key = f"test:{uuid.uuid4().hex}"
+    client = redis.asyncio.Redis.from_url(redis_url)
+    await client.set(key, "not a stream")
+    await client.aclose()
+    destination = await open_destination(f"{redis_url}?stream={key}")
+    try:
+        with pytest.raises(DestinationError, match="WRONGTYPE"):
+            await destination.deliver(await ledger.log.read_all(LEDGER))
+    finally:
+        await destination.close()

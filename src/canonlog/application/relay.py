@@ -141,7 +141,8 @@ class RelayConsumer:
         retry_in = self._config.backoff.delay(seen + 1, self._jitter)
         failure = await self._store.record_failure(self.name, event.sequence, event.hash,
                                                    clipped_error(exc), retry_in)
-        delay = self._config.backoff.delay(failure.attempts, self._jitter)
+        delay = retry_in if failure.attempts == seen + 1 else \
+            self._config.backoff.delay(failure.attempts, self._jitter)
         self._attempts = failure.attempts
         log.warning("relay delivery failed", consumer=self.name, sequence=event.sequence,
                     attempts=failure.attempts, retry_in=round(delay, 3), error=failure.last_error)
@@ -170,7 +171,7 @@ class RelayConsumer:
         stopping = asyncio.ensure_future(stop.wait())
         try:
             await asyncio.wait({acquiring, stopping}, return_when=asyncio.FIRST_COMPLETED)
-            if not acquiring.done():
+            if not acquiring.done() or not acquiring.result():  # result() raises its error
                 return
             log.info("relay consumer running", consumer=self.name)
             checked = time.monotonic()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -37,6 +38,8 @@ log = structlog.get_logger("canonlog.relay")
 
 #: Seconds between refreshes of the relay's gauges.
 GAUGE_INTERVAL = 2.0
+#: Seconds between deletions of expired idempotency records.
+CLEANUP_INTERVAL = 3600.0
 
 
 async def log_delivery(source: str, delivery_id: str, body: Any) -> None:
@@ -81,12 +84,18 @@ class RelayGauges:
 
 
 async def _keep_gauges(gauges: RelayGauges, wiring: RelayWiring) -> None:
+    """Refreshes the gauges, and deletes expired idempotency records once an hour."""
+    cleaned = time.monotonic()
     while True:
         await asyncio.sleep(GAUGE_INTERVAL)
         try:
             await gauges.refresh(wiring)
+            if time.monotonic() - cleaned > CLEANUP_INTERVAL:
+                cleaned = time.monotonic()
+                expired = await wiring.idempotency.cleanup_expired()
+                log.info("expired idempotency records deleted", count=expired)
         except CanonlogError as exc:
-            log.warning("relay gauges not refreshed", error=str(exc))
+            log.warning("relay housekeeping failed", error=str(exc))
 
 
 async def _run_intake_consumer(wiring: RelayWiring, handler: WebhookHandler) -> None:
