@@ -180,13 +180,14 @@ async def test_run_wakes_on_new_events_and_stops_cleanly(database, ledger, store
     await store.register(ConsumerSettings("live", LEDGER))
     destination = Flaky()
     notifier = PostgresNotifier(database.app.uri())
+    await notifier.wait(LEDGER, 10**9, 0.01)  # listening before anything is appended
     consumer = RelayConsumer("live", ledger.log, store, destination, notifier=notifier,
                              config=RelayConfig(poll_interval=5.0))
     stop = asyncio.Event()
     task = asyncio.ensure_future(consumer.run(AdvisoryConsumerLease(database.app.uri()), stop))
     try:
         head = await ledger.append(3)
-        for _ in range(200):
+        for _ in range(400):
             if head in destination.held:
                 break
             await asyncio.sleep(0.01)
