@@ -27,18 +27,16 @@ from pathlib import Path
 from typing import Any
 
 import canonlog
-from bench.measure import Measurement, Stopwatch
+from bench.measure import Measurement
 from bench.peers import CanonlogSystem, Stream, Target, order_payload
 from bench.server import (
-    APP_ROLE,
     Cluster,
     build_canonlog_template,
-    create_database,
     drop_database,
     find_postmaster,
     start_cluster,
 )
-from bench.workloads import Plan, drive_async
+from bench.side_by_side import measure_fresh
 from canonlog.application.gateway import WriteGateway
 from canonlog.domain.gateway import WriteCommand
 from canonlog.infrastructure.bootstrap import configure_logging, open_gateway
@@ -98,25 +96,9 @@ class GatewaySystem:
 
 async def _measure(cluster: Cluster, system_name: str, callers: int, writes: int,
                    work: Path, number: int) -> Measurement:
-    database = f"bench_gateway_{system_name}_{callers}_{number}"
-    await create_database(cluster, database, TEMPLATE)
-    app = cluster.admin.on(database).as_user(APP_ROLE, cluster.app_password)
-    target = Target(cluster.admin.on(database).uri(), app.uri(), work / database,
-                    cluster.postmaster_pid)
     system = GatewaySystem() if system_name == "gateway" else CanonlogSystem()
-    calls = max(1, writes // callers)
-    plan = Plan(system_name, callers, 1, calls, callers, 1 if callers > 1 else max(1, calls // 20),
-                system_name)
-    await system.open(target, callers)
-    try:
-        result = await drive_async(system, plan, Stopwatch(cluster.postmaster_pid))
-        stored = await system.stored()
-    finally:
-        await system.close()
-        await drop_database(cluster, database)
-    if stored != plan.events + callers * plan.warmup_calls:
-        raise SystemExit(f"{system_name} stored {stored} writes, not {plan.events}")
-    return result
+    return await measure_fresh(cluster, TEMPLATE, f"bench_gateway_{system_name}_{callers}_{number}",
+                               system, system_name, callers, writes, work, "writes")
 
 
 async def _run(args: argparse.Namespace) -> list[dict[str, Any]]:

@@ -30,18 +30,16 @@ from typing import Any
 
 import aiohttp
 
-from bench.measure import Measurement, Stopwatch
+from bench.measure import Measurement
 from bench.peers import EVENT_TYPE, CanonlogSystem, Stream, Target, order_payload
 from bench.server import (
-    APP_ROLE,
     Cluster,
     build_canonlog_template,
-    create_database,
     drop_database,
     find_postmaster,
     start_cluster,
 )
-from bench.workloads import Plan, drive_async
+from bench.side_by_side import measure_fresh
 
 TEMPLATE = "bench_http_template"
 #: (callers, events in total: full, quick)
@@ -121,25 +119,9 @@ def _serve(spec_json: str) -> None:
 
 async def _measure(cluster: Cluster, system_name: str, callers: int, events: int,
                    work: Path, number: int) -> Measurement:
-    database = f"bench_http_{system_name}_{callers}_{number}"
-    await create_database(cluster, database, TEMPLATE)
-    app = cluster.admin.on(database).as_user(APP_ROLE, cluster.app_password)
-    target = Target(cluster.admin.on(database).uri(), app.uri(), work / database,
-                    cluster.postmaster_pid)
     system = HttpSystem() if system_name == "http" else CanonlogSystem()
-    calls = max(1, events // callers)
-    plan = Plan(system_name, callers, 1, calls, callers, 1 if callers > 1 else max(1, calls // 20),
-                system_name)
-    await system.open(target, callers)
-    try:
-        result = await drive_async(system, plan, Stopwatch(cluster.postmaster_pid))
-        stored = await system.stored()
-    finally:
-        await system.close()
-        await drop_database(cluster, database)
-    if stored != plan.events + callers * plan.warmup_calls:
-        raise SystemExit(f"{system_name} stored {stored} events, not {plan.events}")
-    return result
+    return await measure_fresh(cluster, TEMPLATE, f"bench_http_{system_name}_{callers}_{number}",
+                               system, system_name, callers, events, work, "events")
 
 
 async def _run(args: argparse.Namespace) -> list[dict[str, Any]]:
