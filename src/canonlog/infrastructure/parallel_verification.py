@@ -42,7 +42,12 @@ from canonlog.application.range_verification import (
 )
 from canonlog.application.stored_governance import compare_stored_governance
 from canonlog.application.verifier import ChainReport, SignaturePolicy, VerifiableEvent
-from canonlog.domain.errors import CanonlogError, StorageError, VerificationIncomplete
+from canonlog.domain.errors import (
+    CanonlogError,
+    ExportFormatError,
+    StorageError,
+    VerificationIncomplete,
+)
 from canonlog.domain.events import GENESIS_HASH, SYSTEM_STREAM, Head
 from canonlog.infrastructure.export import ExportedEvent, exported_event
 from canonlog.infrastructure.postgres.queries import load_queries
@@ -238,7 +243,6 @@ class _ExportRange:
     path: str
     offset: int
     end: int
-    first_line: int
     ledger_id: str
     before: tuple[VerifiableEvent, ...]
     signatures: SignaturePolicy
@@ -255,9 +259,26 @@ def _export_lines(path: str, offset: int, end: int, first_line: int) -> Iterator
 
 
 def _check_export_range(task: _ExportRange) -> RangeResult:
-    return check_range(_export_lines(task.path, task.offset, task.end, task.first_line),
+    """Checks one range; a malformed line is named by its line number in the export, which
+    is counted only then (counting every range's lines first would be a pass over the
+    whole file before any check starts)."""
+    try:
+        return _check_lines(task, first_line=1)
+    except ExportFormatError:
+        if task.offset == 0:
+            raise
+        return _check_lines(task, first_line=_lines_before(task.path, task.offset) + 1)
+
+
+def _check_lines(task: _ExportRange, *, first_line: int) -> RangeResult:
+    return check_range(_export_lines(task.path, task.offset, task.end, first_line),
                        task.ledger_id, start=Head(task.ledger_id, 0, GENESIS_HASH),
                        before=task.before, signatures=task.signatures, watch=task.watch)
+
+
+def _lines_before(path: str, offset: int) -> int:
+    with open(path, "rb") as source:
+        return source.read(offset).count(b"\n")
 
 
 def verify_export_file(path: Path, ledger_id: str, *, processes: int,
@@ -270,18 +291,17 @@ def verify_export_file(path: Path, ledger_id: str, *, processes: int,
     Raises ExportFormatError for the first malformed line, as a single pass would.
     """
     with open(path, "rb") as source, mmap.mmap(source.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-        bounds, lines = _ranges(mm, range_bytes)
+        bounds = _ranges(mm, range_bytes)
         system = _system_events(mm)
-    tasks = [_ExportRange(str(path), low, high, line, ledger_id,
+    tasks = [_ExportRange(str(path), low, high, ledger_id,
                           tuple(e for at, e in system if at < low), signatures, watch)
-             for (low, high), line in zip(bounds, lines, strict=True)]
+             for low, high in bounds]
     results = run_ranges(_check_export_range, tasks, processes, _counter(progress))
     seen = [(e.sequence, e.hash) for r in results for e in r.system_events]
     if seen != [(e.sequence, e.hash) for _, e in system]:
         # A ledger event the quick scan did not find (written unusually): one pass, which
         # learns every key in order by itself.
-        whole = _ExportRange(str(path), 0, path.stat().st_size, 1, ledger_id, (), signatures,
-                             watch)
+        whole = _ExportRange(str(path), 0, path.stat().st_size, ledger_id, (), signatures, watch)
         results = run_ranges(_check_export_range, [whole], 1)
     report, governance = join_ranges(results, ledger_id, start=Head(ledger_id, 0, GENESIS_HASH),
                                      signatures=signatures)
@@ -289,19 +309,17 @@ def verify_export_file(path: Path, ledger_id: str, *, processes: int,
     return with_later_breaks(report, governance), hashes
 
 
-def _ranges(mm: mmap.mmap, range_bytes: int) -> tuple[list[tuple[int, int]], list[int]]:
-    """Byte ranges that end at line ends, and the number of each range's first line."""
+def _ranges(mm: mmap.mmap, range_bytes: int) -> list[tuple[int, int]]:
+    """Byte ranges that end at line ends."""
     size = len(mm)
     bounds: list[tuple[int, int]] = []
-    lines = [1]
     low = 0
     while low < size:
         newline = mm.find(b"\n", min(low + range_bytes, size - 1))
         high = size if newline < 0 else newline + 1
         bounds.append((low, high))
-        lines.append(lines[-1] + mm[low:high].count(b"\n"))
         low = high
-    return bounds, lines[:len(bounds)]
+    return bounds
 
 
 def _system_events(mm: mmap.mmap) -> list[tuple[int, ExportedEvent]]:
