@@ -198,6 +198,32 @@ def _verification_section(document: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+def _cpu_section(document: dict[str, Any]) -> list[str]:
+    """CPU per event of canonlog against raw in each append workload, and the rate the two
+    cores would allow if CPU were the only limit: client and server share the machine."""
+    cores = document["meta"]["machine"]["cores"] or 1
+    by_key = {(e["workload"], e["system"]): e["median"] for e in document["results"]}
+    lines = ["## Where the CPU goes", "",
+             "CPU µs per event (client + server, medians), canonlog against raw in the same "
+             f"workload, and the events/s that {cores} cores allow at that cost (a ceiling when "
+             "nothing but CPU limits: fsync and round trips come on top). Profiles and what "
+             "would close each gap: docs/explanation/performance.md.", "",
+             "| workload | canonlog client + server | raw client + server | canonlog extra "
+             "| canonlog CPU ceiling events/s |", "|---|--:|--:|--:|--:|"]
+    for e in document["results"]:
+        if e["system"] != "canonlog" or (e["workload"], "raw") not in by_key:
+            continue
+        ours, raw = e["median"], by_key[(e["workload"], "raw")]
+        parts = [ours["client_cpu_us_per_event"], ours["server_cpu_us_per_event"],
+                 raw["client_cpu_us_per_event"], raw["server_cpu_us_per_event"]]
+        if any(p is None for p in parts):
+            continue
+        total, raw_total = parts[0] + parts[1], parts[2] + parts[3]
+        lines.append(f"| {e['title']} | {parts[0]:,.1f} + {parts[1]:,.1f} | {parts[2]:,.1f} + "
+                     f"{parts[3]:,.1f} | {total - raw_total:+,.1f} | {cores * 1e6 / total:,.0f} |")
+    return [*lines, ""]
+
+
 def _goals_section(goals: list[dict[str, Any]]) -> list[str]:
     lines = ["## Goals", "", "| goal | target | measured | met | gap |", "|---|---|---|---|---|"]
     for g in goals:
@@ -263,7 +289,7 @@ def render(document: dict[str, Any]) -> str:
         f"- Packages: {packages}.", "",
         "## Appends", "", *_results_table(
             [e for e in document["results"] if not e["workload"].startswith("verify-")]), "",
-        *_verification_section(document), *_memory_section(document),
+        *_cpu_section(document), *_verification_section(document), *_memory_section(document),
         *_goals_section(document["goals"]), *_method(document),
     ]
     if document["errors"]:
