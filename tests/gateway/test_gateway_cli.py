@@ -96,3 +96,15 @@ async def test_one_door_refuses_direct_appends_to_governed_streams(cli):
     assert refused.code == 3 and "governed by the write gateway" in refused.stderr
     await cli.ok("append", "--stream", "orders", "--type", "placed", "--payload", "{}", env=door)
     await cli.ok("append", "--stream", "kpi/weekly/revenue", "--type", "x", "--payload", "{}")
+
+
+async def test_one_door_refuses_direct_appends_under_the_gateways_execution_ids(cli):
+    door = {"CANONLOG_GATEWAY_ONE_DOOR": "true"}
+    refused = await cli("append", "--stream", "orders", "--type", "placed", "--payload", "{}",
+                        "--execution-id", "gateway/kpi-2026-w50", env=door)
+    assert refused.code == 3 and "GovernedStreamRefused" in refused.stderr
+    assert "keeps for its tickets' writes" in refused.stderr
+    await cli.ok("append", "--stream", "orders", "--type", "placed", "--payload", "{}",
+                 "--execution-id", "kpi-2026-w50", env=door)
+    assert '"execution_id":"kpi-2026-w50"' in (
+        await cli.ok("read", "--stream", "orders", "--json")).stdout

@@ -35,7 +35,8 @@ async def test_a_write_without_approval_commits_the_write_and_its_audit_event_to
     write, audit = result.events
     assert (write.stream_id, write.event_type) == ("kpi/weekly/revenue", "write.upsert")
     assert audit.event_type == "gateway.committed" and audit.sequence == write.sequence + 1
-    assert write.execution_id == audit.execution_id == "kpi-2026-w49"
+    # Recorded under the gateway's prefix: no direct append can take the id first.
+    assert write.execution_id == audit.execution_id == "gateway/kpi-2026-w49"
     assert b"1250" not in audit.payload and b"payload_sha256" in audit.payload
     assert (await gw.gateway.ticket("kpi-2026-w49")).status is TicketStatus.COMMITTED
 
@@ -179,6 +180,22 @@ async def test_events_of_another_stream_under_a_ticket_execution_id_do_not_commi
         "elsewhere", [NewEvent.create("gateway.committed", {"forged": True})],
         context=WriteContext(execution_id="plan-7-001")))
     assert (await gw.gateway.ticket("plan-7-001")).status is TicketStatus.PENDING
+
+
+async def test_a_direct_append_under_a_ticket_execution_id_does_not_block_its_commit(gw):
+    from canonlog.domain.events import AppendRequest, NewEvent, WriteContext
+    for execution_id in ("kpi-2026-w49", "kpi-2026-w49-later"):
+        # Taken before the ticket is requested, and between request and commit.
+        if execution_id.endswith("later"):
+            await gw.gateway.request_write(command(execution_id=execution_id))
+        await gw.writer.append(AppendRequest.create(
+            "elsewhere", [NewEvent.create("placed", {"by": "someone else"})],
+            context=WriteContext(execution_id=execution_id)))
+        if not execution_id.endswith("later"):
+            await gw.gateway.request_write(command(execution_id=execution_id))
+        result = await gw.gateway.commit_write(execution_id, "committer")
+        assert not result.replayed and result.events[0].stream_id == "kpi/weekly/revenue"
+        assert (await gw.gateway.ticket(execution_id)).status is TicketStatus.COMMITTED
 
 
 async def test_a_revoked_or_unregistered_approver_key_does_not_count(gw):

@@ -27,8 +27,9 @@ from canonlog.domain.signing import signable_content_v1, signature_is_valid
 
 logger = structlog.get_logger("canonlog.client")
 
-#: Called with the stream of every append before it is queued; raises to refuse it.
-StreamGuard = Callable[[str], None]
+#: Called with the stream and the execution id of every append before it is queued;
+#: raises to refuse it.
+StreamGuard = Callable[[str, str | None], None]
 
 
 class PollingNotifier:
@@ -91,10 +92,11 @@ class LedgerClient:
         was used for a different request, SystemHalted when the ledger is halted,
         WriterLeaseLost or WriterNotVerified when this process may not write now, and
         WriterStopped when its writer has stopped for good; the client's stream guard
-        may refuse a stream (GovernedStreamRefused, for the write gateway's streams).
+        may refuse a stream or an execution id (GovernedStreamRefused, for the write
+        gateway's).
         """
         if self._stream_guard is not None:
-            self._stream_guard(stream_id)
+            self._stream_guard(stream_id, execution_id)
         request = AppendRequest.create(
             stream_id, list(events), expected_version=expected_version,
             context=WriteContext(task_id=task_id, execution_id=execution_id,

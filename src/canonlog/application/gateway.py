@@ -56,6 +56,7 @@ from canonlog.domain.gateway import (
     WriteCommand,
     approval_statement_v1,
     judge,
+    recorded_execution_id,
     rfc3339,
     ticket_stream,
 )
@@ -177,7 +178,8 @@ class WriteGateway:
         # Only the planned write on the target's stream commits the ticket: events that
         # another stream holds under the same execution id do not.
         plan = self._executor(folded.command).plan(folded.command)
-        committed = tuple(await self._reader.read_execution(self._ledger_id, execution_id))
+        committed = tuple(await self._reader.read_execution(
+            self._ledger_id, recorded_execution_id(execution_id)))
         if any(e.event_type == COMMITTED and e.stream_id == plan.stream_id for e in committed):
             return replace(folded, status=TicketStatus.COMMITTED, committed=committed)
         return folded
@@ -200,7 +202,7 @@ class WriteGateway:
                     **command.audit_fields(), "kind": denial.kind, "reason": denial.reason,
                     "policy_version": policy.version, "command_sha256": command.digest()})
                 context = WriteContext(task_id=command.task_id, writer_time=self._clock(),
-                                       execution_id=command.execution_id)
+                                       execution_id=recorded_execution_id(command.execution_id))
                 events = [event]
             else:
                 task = policy.policies.tasks[command.task_id]
@@ -412,7 +414,8 @@ class WriteGateway:
 
     def _context(self, ticket: Ticket) -> WriteContext:
         return WriteContext(task_id=ticket.command.task_id,
-                            execution_id=ticket.command.execution_id, writer_time=self._clock())
+                            execution_id=recorded_execution_id(ticket.command.execution_id),
+                            writer_time=self._clock())
 
     async def _append(self, stream_id: str, events: list[NewEvent], expected: ExpectedVersion,
                       context: WriteContext) -> AppendResult:

@@ -254,7 +254,8 @@ class GatewayPolicyError(GatewayError, ValueError):
 
 
 class GovernedStreamRefused(GatewayError):
-    """A direct append to a stream the write gateway governs; such writes go through the
+    """A direct append to a stream the write gateway governs, or under an execution id of
+    the form the gateway records its tickets' writes under; such writes go through the
     gateway (``canonlog write``, ``/v1/gateway``)."""
 
 

@@ -48,6 +48,12 @@ MAX_SUMMARY: Final = 1000
 #: What an execution id may not contain: it names its ticket in URL paths, where these
 #: end or split a path segment, or are rewritten by clients (RFC 3986, section 3.3).
 URL_UNSAFE: Final = "/\\?#%"
+#: The gateway records a ticket's execution id in the ledger under this prefix. A
+#: ticket's own execution id holds no "/", so no execution id a caller chooses for
+#: a direct append equals a recorded one unless it starts so; with the gateway's one
+#: door closed, direct appends may not (so nobody can take a ticket's execution id
+#: first and so block its commit).
+RECORDED_EXECUTION_PREFIX: Final = "gateway/"
 
 
 class Operation(enum.StrEnum):
@@ -154,6 +160,11 @@ class LedgerExecutor:
 def ticket_stream(execution_id: str) -> str:
     """The stream of the ticket of an execution id (a ticket is named by its execution id)."""
     return TICKET_STREAM_PREFIX + execution_id
+
+
+def recorded_execution_id(execution_id: str) -> str:
+    """The execution id the ledger records for a ticket's commit and closing events."""
+    return RECORDED_EXECUTION_PREFIX + execution_id
 
 
 @dataclass(frozen=True, slots=True)

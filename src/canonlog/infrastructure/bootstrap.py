@@ -45,7 +45,7 @@ from canonlog.domain.errors import (
     GovernedStreamRefused,
     OperatorLoginMissing,
 )
-from canonlog.domain.gateway import GatewayPolicies, LedgerExecutor
+from canonlog.domain.gateway import RECORDED_EXECUTION_PREFIX, GatewayPolicies, LedgerExecutor
 from canonlog.domain.relay import ConsumerSettings
 from canonlog.infrastructure.checkpoint_store import DirectoryCheckpointStore, FileWitnessState
 from canonlog.infrastructure.destinations import DestinationOptions, open_destination
@@ -365,16 +365,21 @@ def gateway_policies(settings: Settings) -> GatewayPolicies:
 
 def gateway_stream_guard(settings: Settings) -> StreamGuard | None:
     """With CANONLOG_GATEWAY_ONE_DOOR, refuses direct appends to the streams the gateway
-    governs (its own and every target of its policy file); otherwise None."""
+    governs (its own and every target of its policy file) and under the execution ids
+    it records its tickets' writes under; otherwise None."""
     if not settings.gateway_one_door:
         return None
     policies = gateway_policies(settings)
 
-    def refuse_governed(stream_id: str) -> None:
+    def refuse_governed(stream_id: str, execution_id: str | None) -> None:
         if policies.governs(stream_id):
             raise GovernedStreamRefused(
                 f"stream {stream_id!r} is governed by the write gateway: write it with "
                 "`canonlog write` or /v1/gateway")
+        if execution_id is not None and execution_id.startswith(RECORDED_EXECUTION_PREFIX):
+            raise GovernedStreamRefused(
+                f"execution id {execution_id!r} starts with {RECORDED_EXECUTION_PREFIX!r}, "
+                "which the write gateway keeps for its tickets' writes")
     return refuse_governed
 
 
