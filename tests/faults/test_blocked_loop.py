@@ -15,6 +15,10 @@ from tests.acceptance.test_writer_processes import assert_chain_verifies, config
 TTL = 1.0
 BLOCKED_AT = 10
 BLOCK_SECONDS = 2.5
+#: Long enough for a second writer process to start and take over while the first is
+#: still blocked, even on a loaded machine: if the first woke first, it would renew
+#: its own lease and the takeover this test is about would not happen.
+TAKEOVER_BLOCK_SECONDS = 8.0
 
 
 def lease_config(database, tmp_path, lease: str, redis_url: str, **extra):
@@ -49,7 +53,8 @@ async def test_a_writer_blocked_past_its_ttl_recovers_by_itself(
 async def test_after_a_takeover_nothing_lands_under_the_blocked_writers_epoch(
         database, tmp_path, redis_url, lease):
     old = WriterProcess.start(**lease_config(database, tmp_path, lease, redis_url),
-                              env={"CANONLOG_TEST_BLOCK_AT": f"{BLOCKED_AT}:{BLOCK_SECONDS}"})
+                              env={"CANONLOG_TEST_BLOCK_AT":
+                                   f"{BLOCKED_AT}:{TAKEOVER_BLOCK_SECONDS}"})
     new = None
     try:
         old.wait_for("BLOCKED", timeout=30)
@@ -58,6 +63,8 @@ async def test_after_a_takeover_nothing_lands_under_the_blocked_writers_epoch(
         new = WriterProcess.start(**lease_config(database, tmp_path, lease, redis_url,
                                                  node="node-2", start=100_000))
         new.wait_for("ACK", 5, timeout=20)
+        # The scenario: the takeover happened while the old writer was still blocked.
+        assert new.of("ACK")[0].seen_at < blocked + TAKEOVER_BLOCK_SECONDS
         old.wait_for("ERR", 1, timeout=20)  # awake again, and refused
         await asyncio.sleep(1.0)
         new.wait_for("ACK", len(new.of("ACK")) + 5, timeout=20)
