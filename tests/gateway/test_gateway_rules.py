@@ -198,6 +198,24 @@ async def test_a_direct_append_under_a_ticket_execution_id_does_not_block_its_co
         assert (await gw.gateway.ticket(execution_id)).status is TicketStatus.COMMITTED
 
 
+async def test_a_tickets_audit_is_the_chains_audit_of_it_without_events_forged_elsewhere(gw):
+    from canonlog.domain.events import AppendRequest, NewEvent
+    await gw.gateway.request_write(plan_command())
+    await gw.gateway.approve("plan-7-001", "ceo-2026", await gw.sign("plan-7-001"))
+    await gw.gateway.commit_write("plan-7-001", "planner")
+    await gw.gateway.request_write(command())
+    await gw.writer.append(AppendRequest.create("elsewhere", [NewEvent.create(
+        "gateway.approved", {"execution_id": "plan-7-001", "approver": "mallory"})]))
+    whole = [e for e in await audit_trail(gw.log, "main")
+             if e.execution_id in ("plan-7-001", None)]
+    assert [e.facts.get("approver") for e in whole
+            if e.event_type == "gateway.approved"] == ["ceo", "mallory"]
+    ticket = await audit_trail(gw.log, "main", execution_id="plan-7-001")
+    assert ticket == [e for e in whole if e.stream_id != "elsewhere"]
+    assert [e.event_type for e in ticket][-3:] == [
+        "gateway.requested", "gateway.approved", "gateway.committed"]
+
+
 async def test_a_revoked_or_unregistered_approver_key_does_not_count(gw):
     await gw.gateway.request_write(plan_command())
     await gw.logs[0].revoke_key("main", "coo-2026", "ops", "left the company")

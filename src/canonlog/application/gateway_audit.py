@@ -1,6 +1,6 @@
 """The auditor's read of the gateway: every decision from the chain alone.
 
-audit_trail walks the chain (the same events `canonlog verify` recomputes) and
+audit_trail reads the chain (the same events `canonlog verify` recomputes) and
 returns the gateway's audit events with the facts they carry, so "who approved
 what, under which policy version" is answered without trusting any other store:
 each ``gateway.approved`` names the approver, their key and the policy version the
@@ -17,6 +17,7 @@ from typing import Any, Final
 
 from canonlog.application.ports import EventReader
 from canonlog.domain.events import RecordedEvent
+from canonlog.domain.gateway import POLICY_STREAM, recorded_execution_id, ticket_stream
 from canonlog.domain.tickets import AUDIT_EVENTS, POLICY_LOADED, payload_of
 
 _PAGE: Final = 1000
@@ -69,12 +70,13 @@ async def audit_trail(reader: EventReader, ledger_id: str, *, task_id: str | Non
                       ) -> list[AuditEntry]:
     """Returns the gateway's audit events of the ledger in sequence order: those of
     task_id and execution_id when given, recorded at or after since, and every policy
-    version (policy versions belong to no task). Reads the whole chain."""
+    version (policy versions belong to no task). With execution_id, reads only the
+    ticket's stream, the request recorded under its execution id (the commit) and the
+    policy versions; otherwise the whole chain."""
     entries: list[AuditEntry] = []
-    after = 0
-    while True:
-        page = await reader.read_all(ledger_id, after=after, limit=_PAGE)
-        for event in page:
+
+    def take(events: list[RecordedEvent]) -> None:
+        for event in events:
             if event.event_type not in AUDIT_EVENTS:
                 continue
             if since is not None and event.recorded_at < since:
@@ -85,6 +87,18 @@ async def audit_trail(reader: EventReader, ledger_id: str, *, task_id: str | Non
                     or (execution_id is not None and entry.execution_id != execution_id)):
                 continue
             entries.append(entry)
+
+    if execution_id is not None:
+        found = {e.sequence: e for e in (
+            *await reader.read_stream(ledger_id, ticket_stream(execution_id)),
+            *await reader.read_execution(ledger_id, recorded_execution_id(execution_id)),
+            *await reader.read_stream(ledger_id, POLICY_STREAM))}
+        take(sorted(found.values(), key=lambda e: e.sequence))
+        return entries
+    after = 0
+    while True:
+        page = await reader.read_all(ledger_id, after=after, limit=_PAGE)
+        take(page)
         if len(page) < _PAGE:
             return entries
         after = page[-1].sequence
