@@ -85,6 +85,15 @@ async def test_one_refused_event_refuses_the_whole_batch(ledger, payload, proble
         f"canonlog: event 58 of the batch: payload {problem}")
 
 
+@pytest.mark.parametrize(("payload", "problem"), [REFUSED[1], REFUSED[10]])
+async def test_nor_one_event_of_a_batch_with_such_metadata(ledger, payload, problem):
+    payloads = [b'{"n":%d}' % i for i in range(100)]
+    metadata = [b"{}", b'{"trace":"t-1"}'] * 50
+    metadata[57] = payload
+    assert await refusal(ledger, payloads, metadata=metadata, requests=10) == (
+        f"canonlog: event 58 of the batch: metadata {problem}")
+
+
 async def test_canonical_json_at_the_edges_is_stored_byte_for_byte(ledger):
     first = await ledger.append(ACCEPTED)
     stored = await ledger.conn.fetch(

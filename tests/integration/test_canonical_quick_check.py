@@ -1,6 +1,7 @@
-"""The database's quick canonical JSON check (quick_canonical_v1) never accepts a text
+"""The database's quick canonical JSON check (quick_canonical_v2) never accepts a text
 that the full check refuses, and accepts the usual payloads, so that they skip the
-full check's statement per object and array."""
+full check's statement per object and array; the append function's statement runs
+it inlined, with no function call per event."""
 
 from __future__ import annotations
 
@@ -17,9 +18,9 @@ from bench.peers import order_payload
 from canonlog.domain.canonical import canonical_json
 
 JUDGE = (
-    "SELECT canonlog.quick_canonical_v1(t, t::jsonb),"
-    " canonlog.json_text_problem_v1(t, t::jsonb) IS NULL"
-    " FROM (SELECT convert_from(%s, 'UTF8') AS t) AS s"
+    "SELECT coalesce(q.canonical, false), canonlog.json_text_problem_v1(s.t, s.t::jsonb) IS NULL"
+    " FROM (SELECT b, convert_from(b, 'UTF8') AS t FROM (SELECT %s::bytea AS b) AS r) AS s"
+    " CROSS JOIN LATERAL canonlog.quick_canonical_v2(s.b) AS q"
 )
 
 # Keys and strings built from the characters that trouble a text comparison: the
@@ -142,3 +143,22 @@ def test_canonical_texts_the_quick_check_leaves_undecided_pass_the_full_check(sq
 def test_the_quick_check_refuses_what_the_full_check_refuses(sql, text):
     assert judge(sql, text) == (False, False)
 
+
+
+def test_the_quick_check_is_inlined_into_the_statement_that_calls_it(sql):
+    """As the owner (append_v2 runs as the owner), the planner expands the check in
+    place: the plan shows its parts and no call of the function itself."""
+    sql.execute("SET ROLE canonlog_owner")
+    plan = "\n".join(row[0] for row in sql.execute(
+        "EXPLAIN (VERBOSE, COSTS OFF) SELECT count(*) FILTER (WHERE q.canonical)"
+        " FROM unnest(ARRAY['{}'::bytea, '{\"a\":1}'::bytea]) AS e(payload)"
+        " CROSS JOIN LATERAL canonlog.quick_canonical_v2(e.payload) AS q"))
+    assert "quick_canonical_v2" not in plan, plan
+    assert "jsonb_path_query" in plan, plan
+
+
+def test_the_quick_check_leaves_what_is_not_an_object_undecided(sql):
+    for raw in (None, b"[]", b"1", b'"{}"'):
+        row = sql.execute("SELECT q.canonical FROM canonlog.quick_canonical_v2(%s::bytea) AS q",
+                          (raw,)).fetchall()
+        assert len(row) == 1 and row[0][0] is not True, raw
