@@ -1,14 +1,13 @@
 """The writer's queue of appends: callers put requests in, the flusher takes batches out.
 
-Every request put in has a future that stays in `waiting` until it is resolved,
-whether it is still queued or already in a batch, so that a failure can fail
-every waiting caller at once.
+A request is waiting from put until it is resolved: first queued, then in a batch
+the flusher has taken and not yet settled. Both are known here, so that a failure
+can fail every waiting caller at once.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,7 +17,6 @@ from canonlog.application.ports import AppendResult
 from canonlog.domain.errors import CanonlogError
 from canonlog.domain.events import AppendRequest
 
-_STOP: Final = object()
 #: A queue at least this long, with no committed batch to resolve meanwhile, is sent
 #: in two batches (see take_batch).
 SPLIT_AT: Final = 16
@@ -31,86 +29,112 @@ class Pending:
 
 
 class AppendQueue:
-    """Requests waiting for the flusher, taken in batches within the writer's limits."""
+    """Requests waiting for the flusher, taken in batches within the writer's limits.
+
+    A deque and one wake-up future for the flusher, rather than an asyncio.Queue and
+    a done callback per request: both cost more than the rest of queueing an append.
+    """
 
     def __init__(self, *, max_requests: int, max_events: int, max_wait: float) -> None:
         self._max_requests = max_requests
         self._max_events = max_events
         self._max_wait = max_wait
-        self._queue: asyncio.Queue[Pending | object] = asyncio.Queue()
-        self._waiting: set[asyncio.Future[AppendResult]] = set()
+        self._queued: deque[Pending] = deque()
+        #: Batches taken and not yet settled, by id.
+        self._taken: dict[int, list[Pending]] = {}
+        self._stopping = False
+        self._wakeup: asyncio.Future[None] | None = None
 
     def put(self, request: AppendRequest) -> asyncio.Future[AppendResult]:
         """Queues a request; its future is resolved with its outcome."""
         future: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
-        self._waiting.add(future)
-        future.add_done_callback(self._waiting.discard)
-        self._queue.put_nowait(Pending(request, future))
+        self._queued.append(Pending(request, future))
+        wakeup = self._wakeup
+        if wakeup is not None and not wakeup.done():
+            wakeup.set_result(None)
         return future
 
     def stop(self) -> None:
-        """Makes take_batch return None once what is queued before it has been taken."""
-        self._queue.put_nowait(_STOP)
+        """Makes take_batch return None once everything queued has been taken."""
+        self._stopping = True
+        wakeup = self._wakeup
+        if wakeup is not None and not wakeup.done():
+            wakeup.set_result(None)
 
     def empty(self) -> bool:
-        return self._queue.empty()
+        return not self._queued
+
+    async def _wait(self, deadline: float | None) -> None:
+        """Waits until a request is put or the queue stops, or past the deadline."""
+        loop = asyncio.get_running_loop()
+        wakeup = self._wakeup = loop.create_future()
+        timer = None if deadline is None else loop.call_at(deadline, _wake, wakeup)
+        try:
+            await wakeup
+        finally:
+            self._wakeup = None
+            if timer is not None:
+                timer.cancel()
 
     async def take_batch(self, *, split: bool) -> list[Pending] | None:
-        """Waits for a first append and takes what is queued with it, up to the limits;
-        None when the writer is stopping. With split and nothing committed to resolve,
-        a long queue goes in two batches, so that one is resolved while the other runs."""
-        first = await self._queue.get()
-        if first is _STOP:
-            return None
-        assert isinstance(first, Pending)
-        batch = [first]
-        events = len(first.request.events)
+        """Waits for a first append and takes what is queued with it, up to the limits,
+        leaving out appends already resolved (expired while queued); None when the
+        writer is stopping. With split and nothing committed to resolve, a long queue
+        goes in two batches, so that one is resolved while the other runs. The batch
+        is waiting until settle(batch)."""
+        queued = self._queued
+        while not queued:
+            if self._stopping:
+                return None
+            await self._wait(None)
         limit = self._max_requests
-        queued = self._queue.qsize() + 1
-        if split and queued >= SPLIT_AT:
-            limit = min(limit, (queued + 1) // 2)
-        deadline = time.monotonic() + self._max_wait if self._max_wait > 0 else 0.0
-        while len(batch) < limit and events < self._max_events:
-            if not self._queue.empty():
-                item = self._queue.get_nowait()
-            elif deadline == 0.0:
-                break
-            else:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
+        if split and len(queued) >= SPLIT_AT:
+            limit = min(limit, (len(queued) + 1) // 2)
+        max_events = self._max_events
+        batch: list[Pending] = []
+        events = 0
+        deadline = (asyncio.get_running_loop().time() + self._max_wait
+                    if self._max_wait > 0 else None)
+        while len(batch) < limit and events < max_events:
+            if not queued:
+                if deadline is None or self._stopping:
                     break
-                try:
-                    item = await asyncio.wait_for(self._queue.get(), remaining)
-                except TimeoutError:
+                await self._wait(deadline)
+                if not queued:
                     break
-            if item is _STOP:
-                self._queue.put_nowait(_STOP)
-                break
-            assert isinstance(item, Pending)
-            batch.append(item)
-            events += len(item.request.events)
+            item = queued.popleft()
+            if not item.future.done():
+                batch.append(item)
+                events += len(item.request.events)
+        if batch:
+            self._taken[id(batch)] = batch
         return batch
+
+    def settle(self, batch: list[Pending]) -> None:
+        """Forgets a batch take_batch returned, once each of its futures is resolved."""
+        self._taken.pop(id(batch), None)
 
     def fail_queued(self, error: CanonlogError) -> None:
         """Fails every request not yet taken into a batch."""
-        while True:
-            try:
-                item = self._queue.get_nowait()
-            except asyncio.QueueEmpty:
-                return
-            if item is _STOP:
-                self._queue.put_nowait(_STOP)
-                return
-            assert isinstance(item, Pending)
-            if not item.future.done():
-                item.future.set_exception(error)
+        queued = self._queued
+        while queued:
+            future = queued.popleft().future
+            if not future.done():
+                future.set_exception(error)
 
     def fail_waiting(self, error: CanonlogError) -> None:
         """Fails every request not yet resolved, queued or in a batch."""
-        for future in list(self._waiting):
-            if not future.done():
-                future.set_exception(error)
+        taken, self._taken = self._taken, {}
+        for batch in taken.values():
+            for item in batch:
+                if not item.future.done():
+                    item.future.set_exception(error)
         self.fail_queued(error)
+
+
+def _wake(wakeup: asyncio.Future[None]) -> None:
+    if not wakeup.done():
+        wakeup.set_result(None)
 
 
 class AppendDeadlines:

@@ -57,7 +57,7 @@ from canonlog.domain.errors import (
     WriterStopped,
     WriterTaskFailed,
 )
-from canonlog.domain.events import AppendRequest, Head, WriterGrant
+from canonlog.domain.events import AppendRequest, Head, RecordedEvent, WriterGrant
 
 _FLUSHER: Final = "canonlog-flusher"
 _LEASE: Final = "canonlog-lease"
@@ -297,22 +297,25 @@ class EventWriterService:
         done: tuple[list[Pending], _Result] | None = None
         while True:
             if done is not None and (self._queue.empty() or isinstance(done[1], CanonlogError)):
-                self._resolve(*done)
+                self._settle(*done)
                 done = None
             batch = await self._queue.take_batch(split=done is None)
             if batch is None:
                 if done is not None:
-                    self._resolve(*done)
+                    self._settle(*done)
                 return
-            live = [item for item in batch if not item.future.done()]
-            if not live:
+            if not batch:
                 continue
             if done is None:
-                done = (live, await self._submit(live))
+                done = (batch, await self._submit(batch))
                 continue
-            call = asyncio.ensure_future(self._submit(live))
-            self._resolve(*done)
-            done = (live, await call)
+            call = asyncio.ensure_future(self._submit(batch))
+            self._settle(*done)
+            done = (batch, await call)
+
+    def _settle(self, batch: list[Pending], result: _Result) -> None:
+        self._resolve(batch, result)
+        self._queue.settle(batch)
 
     def observe_batches(self, observer: BatchObserver) -> None:
         """Calls observer with the requests and events of every batch sent to the database."""
@@ -350,7 +353,7 @@ class EventWriterService:
             self._logger.error("write failed", error=str(result), requests=len(live))
             self._fail(live, result)
             return
-        newest: Head | None = None
+        newest: RecordedEvent | None = None
         debug = self._logger.is_enabled_for(logging.DEBUG)
         for item, outcome in zip(live, result, strict=True):
             if isinstance(outcome, CanonlogError):
@@ -361,7 +364,7 @@ class EventWriterService:
                 continue
             last = outcome.events[-1]
             if not outcome.replayed and (newest is None or last.sequence > newest.sequence):
-                newest = Head(last.ledger_id, last.sequence, last.hash)
+                newest = last
             if debug:
                 self._logger.debug("appended", stream_id=item.request.stream_id,
                                    event_ids=[str(e.event_id) for e in outcome.events],
@@ -369,7 +372,8 @@ class EventWriterService:
                                    replayed=outcome.replayed)
             if not item.future.done():
                 item.future.set_result(outcome)
-        self._save_head(newest)
+        self._save_head(None if newest is None
+                        else Head(newest.ledger_id, newest.sequence, newest.hash))
 
     def _save_head(self, head: Head | None, *, force: bool = False) -> None:
         if head is not None:
