@@ -137,6 +137,37 @@ async def test_group_commit_gives_each_of_64_callers_its_own_outcome(env):
     await writer.stop()
 
 
+async def test_overlapping_batches_keep_arrival_order_and_a_refused_one_fails_only_its_own(env):
+    make, _, _ = env
+    writer, counting = await make()
+    inner_append = counting.append_batch
+
+    async def refuse_the_second(grant, requests):
+        if len(counting.batches) == 1:  # sent while the first one's callers are resolved
+            counting.batches.append(len(requests))
+            raise StorageError("connection lost")
+        return await inner_append(grant, requests)
+
+    counting.append_batch = refuse_the_second
+
+    async def caller(i: int) -> tuple[AppendResult, AppendResult]:
+        first = await writer.append(req(f"s-{i}"))
+        return first, await writer.append(req(f"t-{i}"))
+
+    results = await asyncio.gather(*(caller(i) for i in range(48)), return_exceptions=True)
+    first, second = counting.batches[0], counting.batches[1]
+    assert second > 0
+    refused = [i for i, r in enumerate(results) if isinstance(r, StorageError)]
+    assert refused == list(range(first, first + second))
+    done = [r for r in results if isinstance(r, tuple)]
+    assert len(done) == 48 - second
+    # Every caller's first append, then every second one, each in arrival order.
+    sequences = [r[0].events[0].sequence for r in done] + [r[1].events[0].sequence for r in done]
+    assert sequences == list(range(sequences[0], sequences[0] + len(sequences)))
+    assert (await verify_chain(counting.inner, "main")).ok
+    await writer.stop()
+
+
 class UnreachableChannel:
     """A halt channel whose server is down: it knows of no halt and cannot announce one."""
 

@@ -98,14 +98,16 @@ class LedgerClient:
         if self._stream_guard is not None:
             self._stream_guard(stream_id, execution_id)
         request = AppendRequest.create(
-            stream_id, list(events), expected_version=expected_version,
+            stream_id, tuple(events), expected_version=expected_version,
             context=WriteContext(task_id=task_id, execution_id=execution_id,
                                  correlation_id=correlation_id, causation_id=causation_id,
                                  agent_id=agent_id, writer_time=datetime.now(UTC)),
             limits=self._limits,
         )
-        if any(event.signature is not None for event in request.events):
-            await self._check_signatures(request)
+        for event in request.events:
+            if event.signature is not None:
+                await self._check_signatures(request)
+                break
         return await self._writer.append(request)
 
     async def _check_signatures(self, request: AppendRequest) -> None:
