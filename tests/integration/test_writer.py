@@ -7,6 +7,7 @@ import asyncio
 import asyncpg
 import pytest
 
+from canonlog.application.append_queue import OVERLAP_AT
 from canonlog.application.chain_verification import verify_chain
 from canonlog.application.client import LedgerClient
 from canonlog.application.halting import LedgerHaltChannel
@@ -134,6 +135,19 @@ async def test_group_commit_gives_each_of_64_callers_its_own_outcome(env):
                        for e in r.events)
     assert sequences == list(range(sequences[0], sequences[0] + 32))
     assert (await verify_chain(counting.inner, "main")).ok
+    await writer.stop()
+
+
+async def test_a_few_callers_share_each_batch_rather_than_alternate(env):
+    make, _, _ = env
+    writer, counting = await make()
+
+    async def caller(i: int) -> list[int]:
+        return [(await writer.append(req(f"s-{i}"))).events[0].sequence for _ in range(5)]
+
+    sequences = await asyncio.gather(*(caller(i) for i in range(OVERLAP_AT)))
+    assert counting.batches == [OVERLAP_AT] * 5
+    assert sorted(s for own in sequences for s in own) == list(range(2, 2 + 5 * OVERLAP_AT))
     await writer.stop()
 
 

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from canonlog.application.append_queue import SPLIT_AT, AppendQueue, Pending
+from canonlog.application.append_queue import OVERLAP_AT, AppendQueue, Pending
 from canonlog.application.ports import AppendResult
 from canonlog.domain.errors import WriterStopped
 from canonlog.domain.events import AppendRequest, NewEvent
@@ -38,11 +38,17 @@ async def test_batches_keep_arrival_order_within_the_request_and_event_limits() 
 
 async def test_a_long_queue_is_split_in_two_only_when_asked() -> None:
     queue = _queue()
-    for n in range(SPLIT_AT):
+    for n in range(2 * OVERLAP_AT - 1):
+        queue.put(_request(f"s{n}"))
+    assert len(_streams(await queue.take_batch(split=True))) == 2 * OVERLAP_AT - 1
+    for n in range(2 * OVERLAP_AT + 1):
         queue.put(_request(f"s{n}"))
     first = await queue.take_batch(split=True)
-    assert _streams(first) == [f"s{n}" for n in range(SPLIT_AT // 2)]
-    assert len(_streams(await queue.take_batch(split=True))) == SPLIT_AT // 2
+    assert _streams(first) == [f"s{n}" for n in range(OVERLAP_AT + 1)]
+    assert len(_streams(await queue.take_batch(split=True))) == OVERLAP_AT
+    for n in range(2 * OVERLAP_AT):
+        queue.put(_request(f"s{n}"))
+    assert len(_streams(await queue.take_batch(split=False))) == 2 * OVERLAP_AT
 
 
 async def test_take_batch_waits_for_a_put_and_leaves_out_appends_already_resolved() -> None:

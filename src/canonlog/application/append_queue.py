@@ -17,9 +17,10 @@ from canonlog.application.ports import AppendResult
 from canonlog.domain.errors import CanonlogError
 from canonlog.domain.events import AppendRequest
 
-#: A queue at least this long, with no committed batch to resolve meanwhile, is sent
-#: in two batches (see take_batch).
-SPLIT_AT: Final = 16
+#: Appends queued when a batch commits from which the flusher sends them before it
+#: resolves that batch, so that two batches alternate (see the writer's flusher);
+#: fewer wait for the resolved callers and share one batch with their next appends.
+OVERLAP_AT: Final = 16
 
 
 @dataclass(slots=True)
@@ -64,6 +65,9 @@ class AppendQueue:
     def empty(self) -> bool:
         return not self._queued
 
+    def __len__(self) -> int:
+        return len(self._queued)
+
     async def _wait(self, deadline: float | None) -> None:
         """Waits until a request is put or the queue stops, or past the deadline."""
         loop = asyncio.get_running_loop()
@@ -79,16 +83,16 @@ class AppendQueue:
     async def take_batch(self, *, split: bool) -> list[Pending] | None:
         """Waits for a first append and takes what is queued with it, up to the limits,
         leaving out appends already resolved (expired while queued); None when the
-        writer is stopping. With split and nothing committed to resolve, a long queue
-        goes in two batches, so that one is resolved while the other runs. The batch
-        is waiting until settle(batch)."""
+        writer is stopping. With split, a queue of at least twice OVERLAP_AT goes in
+        two batches, so that one is resolved while the other runs. The batch is
+        waiting until settle(batch)."""
         queued = self._queued
         while not queued:
             if self._stopping:
                 return None
             await self._wait(None)
         limit = self._max_requests
-        if split and len(queued) >= SPLIT_AT:
+        if split and len(queued) >= 2 * OVERLAP_AT:
             limit = min(limit, (len(queued) + 1) // 2)
         max_events = self._max_events
         batch: list[Pending] = []

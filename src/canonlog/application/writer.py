@@ -30,7 +30,7 @@ from typing import Final
 
 import structlog
 
-from canonlog.application.append_queue import AppendDeadlines, AppendQueue, Pending
+from canonlog.application.append_queue import OVERLAP_AT, AppendDeadlines, AppendQueue, Pending
 from canonlog.application.halting import HaltOutcome, halt_ledger
 from canonlog.application.ports import (
     AppendOutcome,
@@ -289,16 +289,23 @@ class EventWriterService:
 
     async def _flush_loop(self) -> None:
         # The database runs one batch of a ledger at a time, and resolving a batch
-        # wakes its callers, whose next appends are Python work of their own. So the
-        # flusher sends the next batch, when one is queued, before it resolves the
-        # batch that just committed: the callers' work then overlaps the database's
-        # instead of alternating with it. A refused batch is resolved at once, since
-        # a halt or a lost grant also fails what is queued.
+        # wakes its callers, whose next appends are Python work of their own. When
+        # many appends are queued as a batch commits, the flusher sends them before
+        # it resolves that batch: the callers' work then overlaps the database's
+        # instead of alternating with it. When few are, it resolves the batch first
+        # and lets its callers queue their next appends, so that they share one
+        # batch: every batch costs the database a commit and a call of the append
+        # function, which outweigh a few callers' work. (Measured at 16 callers on
+        # 2 cores: batches of 16 rather than alternating batches of 8, 20-40% more
+        # appends per second.) A refused batch is resolved at once, since a halt or
+        # a lost grant also fails what is queued.
         done: tuple[list[Pending], _Result] | None = None
         while True:
-            if done is not None and (self._queue.empty() or isinstance(done[1], CanonlogError)):
+            if done is not None and (len(self._queue) < OVERLAP_AT
+                                     or isinstance(done[1], CanonlogError)):
                 self._settle(*done)
                 done = None
+                await asyncio.sleep(0)  # the callers resolved run before the next take
             batch = await self._queue.take_batch(split=done is None)
             if batch is None:
                 if done is not None:
