@@ -126,6 +126,18 @@ async def drop_database(cluster: Cluster, name: str) -> None:
         await conn.close()
 
 
+async def settle(cluster: Cluster, database: str) -> None:
+    """Leaves the server no background work on database's ledger to do during a
+    measurement: its events vacuumed and analysed (autovacuum would otherwise pick up
+    a freshly written ledger at any moment) and a checkpoint taken."""
+    conn = await asyncpg.connect(cluster.admin.on(database).uri())
+    try:
+        await conn.execute("VACUUM (ANALYZE) canonlog.events")
+        await conn.execute("CHECKPOINT")
+    finally:
+        await conn.close()
+
+
 async def build_canonlog_template(cluster: Cluster, name: str) -> None:
     """A migrated canonlog database with the benchmark's login role, to clone from."""
     await create_database(cluster, name)
