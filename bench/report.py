@@ -266,6 +266,9 @@ def _method(document: dict[str, Any]) -> list[str]:
         "children included. Peak RSS: VmHWM, reset before the timed section.",
         "- Ratios are taken within each run (system / peer in the same workload and run), "
         "then the median is shown.",
+        "- Verification: before each run's verification measurements the ledger's events "
+        "are vacuumed and a checkpoint is taken, and the every-core and one-process "
+        "measurements take turns going first from run to run.",
         "",
     ]
 
